@@ -1,0 +1,202 @@
+//! Quotes: what the vTPM signs for a verifier, and how it is encoded.
+//!
+//! Wire format (see `docs/quote-format.md`): a [`SignedQuote`] is the postcard encoding of
+//! `{ body: bytes, signature: [u8; 64] }`; `body` is the postcard encoding of [`QuoteBody`]; the
+//! signature is ed25519 over [`QUOTE_CONTEXT`] followed by `body`. Verifiers check the signature
+//! over the exact bytes before decoding the body.
+
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+
+use crate::{Digest, pcr::PcrBank, pcr::PcrSelection};
+
+/// Length of a verifier nonce.
+pub const NONCE_LEN: usize = 32;
+/// Upper bound of an encoded quote body.
+pub const BODY_MAX: usize = 512;
+/// Upper bound of an encoded [`SignedQuote`].
+pub const SIGNED_QUOTE_MAX: usize = BODY_MAX + 80;
+/// Domain separation prefix of the signed message.
+pub const QUOTE_CONTEXT: &[u8] = b"gatewarden/quote/v1\0";
+/// Version of the [`QuoteBody`] layout.
+pub const QUOTE_FORMAT_VERSION: u16 = 1;
+
+/// What kind of monitor made the quote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum MonitorKind {
+    /// The Gatewarden micro-hypervisor: keys and PCRs isolated from the guest.
+    Hypervisor,
+    /// The host software monitor used for development: keys live in an ordinary process.
+    /// A verifier must never treat it as a trustworthy gateway.
+    InsecureSoftwareMonitor,
+}
+
+/// Identity of the monitor that holds the vTPM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonitorIdentity {
+    /// Hypervisor or insecure software monitor.
+    pub kind: MonitorKind,
+    /// Version string, e.g. `gatewarden-hv 0.1.0 aarch64`.
+    pub version: heapless::String<48>,
+    /// SHA-256 of the monitor's image (from the image manifest), or of the software monitor binary.
+    pub build: Digest,
+}
+
+impl MonitorIdentity {
+    /// Build an identity; `version` is truncated to 48 bytes.
+    pub fn new(kind: MonitorKind, version: &str, build: Digest) -> Self {
+        let mut end = version.len().min(48);
+        while !version.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut v = heapless::String::new();
+        let _ = v.push_str(&version[..end]);
+        Self {
+            kind,
+            version: v,
+            build,
+        }
+    }
+}
+
+/// Boot and quote counters. Ordered lexicographically: a new boot restarts the quote counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Counters {
+    /// Persistent boot counter, grows every boot.
+    pub boot: u64,
+    /// Quote counter, grows every quote within a boot.
+    pub quote: u64,
+}
+
+/// The signed content of a quote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuoteBody {
+    /// [`QUOTE_FORMAT_VERSION`].
+    pub format: u16,
+    /// Who made the quote.
+    pub identity: MonitorIdentity,
+    /// The verifier's nonce.
+    pub nonce: [u8; NONCE_LEN],
+    /// Which PCRs the composite digest covers.
+    pub selection: PcrSelection,
+    /// SHA-256 over the selected PCR values in ascending index order.
+    pub pcr_digest: Digest,
+    /// Boot and quote counters.
+    pub counters: Counters,
+    /// Number of event log entries at quote time.
+    pub event_count: u32,
+    /// Whether an extend was refused because the event log was full.
+    pub log_overflowed: bool,
+}
+
+/// A quote as sent to a verifier: the exact signed body bytes and the signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedQuote {
+    /// Postcard encoding of [`QuoteBody`].
+    pub body: heapless::Vec<u8, BODY_MAX>,
+    /// ed25519 signature over [`QUOTE_CONTEXT`] || `body`.
+    pub signature: Signature,
+}
+
+/// Errors encoding or decoding quotes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum QuoteError {
+    /// The body or quote does not fit its bound.
+    #[error("quote encoding exceeds its bound")]
+    TooLarge,
+    /// The bytes are not a valid encoding.
+    #[error("malformed quote encoding")]
+    Malformed,
+}
+
+/// The message an attestation key signs for `body`.
+pub fn signed_message(body: &[u8], out: &mut [u8; QUOTE_CONTEXT.len() + BODY_MAX]) -> usize {
+    out[..QUOTE_CONTEXT.len()].copy_from_slice(QUOTE_CONTEXT);
+    out[QUOTE_CONTEXT.len()..QUOTE_CONTEXT.len() + body.len()].copy_from_slice(body);
+    QUOTE_CONTEXT.len() + body.len()
+}
+
+impl SignedQuote {
+    /// Encode to `buf`, returning the used prefix.
+    pub fn encode<'b>(&self, buf: &'b mut [u8]) -> Result<&'b mut [u8], QuoteError> {
+        postcard::to_slice(self, buf).map_err(|_| QuoteError::TooLarge)
+    }
+
+    /// Decode from `bytes`; trailing bytes are refused.
+    pub fn decode(bytes: &[u8]) -> Result<Self, QuoteError> {
+        match postcard::take_from_bytes(bytes) {
+            Ok((q, [])) => Ok(q),
+            _ => Err(QuoteError::Malformed),
+        }
+    }
+
+    /// Check the signature with `key` (strict: rejects malleable and small-order encodings).
+    pub fn verify_signature(&self, key: &VerifyingKey) -> bool {
+        let mut msg = [0u8; QUOTE_CONTEXT.len() + BODY_MAX];
+        let n = signed_message(&self.body, &mut msg);
+        key.verify_strict(&msg[..n], &self.signature).is_ok()
+    }
+
+    /// Decode the body. Only meaningful after [`SignedQuote::verify_signature`].
+    pub fn body(&self) -> Result<QuoteBody, QuoteError> {
+        match postcard::take_from_bytes::<QuoteBody>(&self.body) {
+            Ok((b, [])) if b.format == QUOTE_FORMAT_VERSION => Ok(b),
+            _ => Err(QuoteError::Malformed),
+        }
+    }
+}
+
+/// Signs quotes; keeps the counters.
+pub(crate) struct Attestor {
+    key: SigningKey,
+    identity: MonitorIdentity,
+    counters: Counters,
+}
+
+impl Attestor {
+    pub(crate) fn new(key: SigningKey, identity: MonitorIdentity, boot: u64) -> Self {
+        Self {
+            key,
+            identity,
+            counters: Counters { boot, quote: 0 },
+        }
+    }
+
+    pub(crate) fn verifying_key(&self) -> VerifyingKey {
+        self.key.verifying_key()
+    }
+
+    pub(crate) fn quote(
+        &mut self,
+        bank: &PcrBank,
+        nonce: &[u8; NONCE_LEN],
+        selection: &PcrSelection,
+        event_count: u32,
+        log_overflowed: bool,
+    ) -> Result<SignedQuote, QuoteError> {
+        self.counters.quote = self
+            .counters
+            .quote
+            .checked_add(1)
+            .ok_or(QuoteError::TooLarge)?;
+        let body = QuoteBody {
+            format: QUOTE_FORMAT_VERSION,
+            identity: self.identity.clone(),
+            nonce: *nonce,
+            selection: *selection,
+            pcr_digest: bank.composite(selection),
+            counters: self.counters,
+            event_count,
+            log_overflowed,
+        };
+        let mut raw = [0u8; BODY_MAX];
+        let used = postcard::to_slice(&body, &mut raw).map_err(|_| QuoteError::TooLarge)?;
+        let body_bytes = heapless::Vec::from_slice(used).map_err(|_| QuoteError::TooLarge)?;
+        let mut msg = [0u8; QUOTE_CONTEXT.len() + BODY_MAX];
+        let n = signed_message(&body_bytes, &mut msg);
+        Ok(SignedQuote {
+            signature: self.key.sign(&msg[..n]),
+            body: body_bytes,
+        })
+    }
+}

@@ -1,0 +1,619 @@
+//! Host tests of the vTPM: extend maths, the full bank, event log bounds, quotes and every
+//! verifier rejection.
+
+use ed25519_dalek::{Signer, SigningKey};
+use proptest::prelude::*;
+use vtpm::{
+    ComponentKind, Counters, DeviceSecret, Evidence, Expectation, KeyHierarchy, Locality,
+    MonitorIdentity, MonitorKind, PCR_COUNT, PcrIndex, PcrSelection, SignedQuote, VerifyError,
+    Vtpm, VtpmError, pcr, sha256, verify, verify_batch,
+};
+
+fn hex32(s: &str) -> [u8; 32] {
+    hex::decode(s).unwrap().try_into().unwrap()
+}
+
+fn keys(seed: u8) -> KeyHierarchy {
+    KeyHierarchy::derive(&DeviceSecret::new([seed; 32]))
+}
+
+fn identity() -> MonitorIdentity {
+    MonitorIdentity::new(MonitorKind::Hypervisor, "gatewarden-hv test", [7; 32])
+}
+
+fn pcr(i: u16) -> PcrIndex {
+    PcrIndex::new(i).unwrap()
+}
+
+/// A vTPM with a measured boot chain and two middleboxes.
+fn booted() -> Vtpm<256> {
+    let mut v = Vtpm::<256>::new(&keys(1), identity(), 5);
+    let m = Locality::Monitor;
+    v.extend(
+        m,
+        pcr(1),
+        &sha256(b"hv"),
+        ComponentKind::Hypervisor,
+        "gatewarden-hv",
+        "0.1.0",
+    )
+    .unwrap();
+    v.extend(
+        m,
+        pcr(3),
+        &sha256(b"k"),
+        ComponentKind::GuestKernel,
+        "vmlinuz",
+        "6.1",
+    )
+    .unwrap();
+    v.extend(
+        m,
+        pcr(4),
+        &sha256(b"i"),
+        ComponentKind::GuestInitramfs,
+        "initrd",
+        "",
+    )
+    .unwrap();
+    v.extend(
+        m,
+        pcr(32),
+        &sha256(b"fw"),
+        ComponentKind::MiddleboxBinary,
+        "firewall",
+        "1",
+    )
+    .unwrap();
+    v.extend(
+        Locality::Guest,
+        pcr(512),
+        &sha256(b"fwcfg"),
+        ComponentKind::MiddleboxConfig,
+        "firewall.json",
+        "3",
+    )
+    .unwrap();
+    v
+}
+
+fn selection() -> PcrSelection {
+    PcrSelection::from_indices([1, 3, 4, 5, 32, 512]).unwrap()
+}
+
+struct Taken {
+    quote: Vec<u8>,
+    pcrs: Vec<[u8; 32]>,
+    log: Vec<vtpm::Event>,
+}
+
+fn take(v: &mut Vtpm<256>, nonce: &[u8; 32], sel: &PcrSelection) -> Taken {
+    let q = v.quote(nonce, sel).unwrap();
+    let mut buf = [0u8; 1024];
+    let quote = q.encode(&mut buf).unwrap().to_vec();
+    Taken {
+        quote,
+        pcrs: sel.iter().map(|p| v.read(p)).collect(),
+        log: v.log().entries().to_vec(),
+    }
+}
+
+fn check(
+    t: &Taken,
+    key: &ed25519_dalek::VerifyingKey,
+    nonce: &[u8; 32],
+    last: Option<Counters>,
+) -> Result<vtpm::Verified, VerifyError> {
+    let sel = selection();
+    verify(
+        &Evidence {
+            quote: &t.quote,
+            pcrs: &t.pcrs,
+            log: &t.log,
+        },
+        &Expectation {
+            key,
+            nonce,
+            selection: &sel,
+            last,
+        },
+    )
+}
+
+#[test]
+fn extend_matches_known_answer() {
+    // Independent computation: Python hashlib, sha256(sha256(0^32 || H("hypervisor")) || H("kernel")).
+    let mut bank = vtpm::PcrBank::new();
+    bank.extend(pcr(0), &sha256(b"hypervisor"));
+    bank.extend(pcr(0), &sha256(b"kernel"));
+    assert_eq!(
+        bank.read(pcr(0)),
+        hex32("823e1da5716c28b232f9ffeb2d25fe6bab34b185a128158ff55460ad14fa13d9")
+    );
+    let sel = PcrSelection::from_indices([0, 5]).unwrap();
+    assert_eq!(
+        bank.composite(&sel),
+        hex32("30ffeacc676773061a344666637c474ac8d1776897f5eb6c446bd93e789808e5")
+    );
+}
+
+proptest! {
+    #[test]
+    fn extend_is_hash_chain(pcr_i in 0u16..PCR_COUNT as u16, ms in prop::collection::vec(any::<[u8; 32]>(), 0..8)) {
+        use sha2::Digest as _;
+        let mut bank = vtpm::PcrBank::new();
+        let mut expect = [0u8; 32];
+        for m in &ms {
+            bank.extend(pcr(pcr_i), m);
+            let mut buf = expect.to_vec();
+            buf.extend_from_slice(m);
+            expect = sha2::Sha256::digest(&buf).into();
+        }
+        prop_assert_eq!(bank.read(pcr(pcr_i)), expect);
+    }
+
+    #[test]
+    fn selection_iterates_exactly_its_members(mut idx in prop::collection::vec(0u16..1024, 0..64)) {
+        let sel = PcrSelection::from_indices(idx.iter().copied()).unwrap();
+        idx.sort();
+        idx.dedup();
+        let got: Vec<u16> = sel.iter().map(PcrIndex::get).collect();
+        prop_assert_eq!(sel.len(), idx.len());
+        prop_assert_eq!(got, idx);
+    }
+}
+
+#[test]
+fn all_1024_pcrs_are_independent_and_quotable() {
+    let mut v = Vtpm::<{ PCR_COUNT + 8 }>::new(&keys(2), identity(), 1);
+    for i in 0..PCR_COUNT as u16 {
+        let d = sha256(&i.to_le_bytes());
+        v.extend(
+            Locality::Monitor,
+            pcr(i),
+            &d,
+            ComponentKind::Other,
+            "pcr",
+            "",
+        )
+        .unwrap();
+    }
+    for i in 0..PCR_COUNT as u16 {
+        assert_eq!(
+            v.read(pcr(i)),
+            pcr::extend_value(&[0; 32], &sha256(&i.to_le_bytes())),
+            "PCR {i}"
+        );
+    }
+    assert!(PcrIndex::new(PCR_COUNT as u16).is_none());
+    let all = PcrSelection::all();
+    let nonce = [9; 32];
+    let q = v.quote(&nonce, &all).unwrap();
+    let mut buf = [0u8; 1024];
+    let bytes = q.encode(&mut buf).unwrap().to_vec();
+    let pcrs: Vec<_> = all.iter().map(|p| v.read(p)).collect();
+    let ok = verify(
+        &Evidence {
+            quote: &bytes,
+            pcrs: &pcrs,
+            log: v.log().entries(),
+        },
+        &Expectation {
+            key: &v.attestation_public_key(),
+            nonce: &nonce,
+            selection: &all,
+            last: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(ok.pcrs.len(), PCR_COUNT);
+}
+
+#[test]
+fn guest_cannot_touch_monitor_pcrs_and_resets_are_limited() {
+    let mut v = Vtpm::<16>::new(&keys(3), identity(), 1);
+    for i in [0u16, 1, 3, 7, 11, 32, 511] {
+        assert_eq!(
+            v.extend(
+                Locality::Guest,
+                pcr(i),
+                &[1; 32],
+                ComponentKind::Other,
+                "x",
+                ""
+            ),
+            Err(VtpmError::Denied(i))
+        );
+    }
+    v.extend(
+        Locality::Guest,
+        pcr(8),
+        &[1; 32],
+        ComponentKind::GatewayAgent,
+        "agent",
+        "",
+    )
+    .unwrap();
+    assert_eq!(
+        v.reset(Locality::Guest, pcr(8)),
+        Err(VtpmError::NotResettable(8))
+    );
+    v.extend(
+        Locality::Guest,
+        pcr(16),
+        &[1; 32],
+        ComponentKind::Other,
+        "dbg",
+        "",
+    )
+    .unwrap();
+    v.reset(Locality::Guest, pcr(16)).unwrap();
+    assert_eq!(v.read(pcr(16)), [0; 32]);
+    // The reset is logged so replay reproduces it.
+    assert_eq!(vtpm::log::replay(v.log().entries(), pcr(16)), [0; 32]);
+    assert_eq!(vtpm::log::replay(v.log().entries(), pcr(8)), v.read(pcr(8)));
+}
+
+#[test]
+fn full_log_fails_closed_and_quote_says_so() {
+    let mut v = Vtpm::<2>::new(&keys(4), identity(), 1);
+    v.extend(
+        Locality::Guest,
+        pcr(20),
+        &[1; 32],
+        ComponentKind::Other,
+        "a",
+        "",
+    )
+    .unwrap();
+    v.extend(
+        Locality::Guest,
+        pcr(20),
+        &[2; 32],
+        ComponentKind::Other,
+        "b",
+        "",
+    )
+    .unwrap();
+    let before = v.read(pcr(20));
+    assert_eq!(
+        v.extend(
+            Locality::Guest,
+            pcr(20),
+            &[3; 32],
+            ComponentKind::Other,
+            "c",
+            ""
+        ),
+        Err(VtpmError::LogFull)
+    );
+    assert_eq!(
+        v.read(pcr(20)),
+        before,
+        "refused extend must not change the PCR"
+    );
+    let q = v
+        .quote(&[0; 32], &PcrSelection::from_indices([20]).unwrap())
+        .unwrap();
+    let body = q.body().unwrap();
+    assert!(body.log_overflowed);
+    assert_eq!(body.event_count, 2);
+}
+
+#[test]
+fn names_are_truncated_at_char_boundaries() {
+    let long = "é".repeat(40); // 80 bytes
+    let e = vtpm::Event::new(pcr(1), [0; 32], ComponentKind::Other, &long, &long);
+    assert!(e.name.len() <= vtpm::log::NAME_MAX && long.starts_with(e.name.as_str()));
+    assert!(e.version.len() <= vtpm::log::VERSION_MAX && long.starts_with(e.version.as_str()));
+}
+
+#[test]
+fn key_hierarchy_is_deterministic_and_separated() {
+    let a = keys(1);
+    let b = keys(1);
+    let c = keys(2);
+    assert_eq!(
+        a.attestation_key().to_bytes(),
+        b.attestation_key().to_bytes()
+    );
+    assert_ne!(
+        a.attestation_key().to_bytes(),
+        c.attestation_key().to_bytes()
+    );
+    assert_ne!(a.attestation_key().to_bytes(), a.control_key().to_bytes());
+    assert_ne!(a.sealing_key(), &a.attestation_key().to_bytes());
+    assert_ne!(a.sealing_key(), &a.control_key().to_bytes());
+}
+
+#[test]
+fn quote_round_trip() {
+    let mut v = booted();
+    let key = v.attestation_public_key();
+    let nonce = [0x42; 32];
+    let t = take(&mut v, &nonce, &selection());
+    let ok = check(&t, &key, &nonce, None).unwrap();
+    assert_eq!(ok.body.nonce, nonce);
+    assert_eq!(ok.body.counters, Counters { boot: 5, quote: 1 });
+    assert_eq!(ok.body.identity, identity());
+    assert!(!ok.is_insecure_software_monitor());
+    assert_eq!(ok.pcrs.len(), 6);
+    assert_eq!(ok.pcrs[3], (pcr(5), [0; 32]));
+    // Decoding the wire form gives back the same quote.
+    assert_eq!(
+        SignedQuote::decode(&t.quote).unwrap().body().unwrap(),
+        ok.body
+    );
+}
+
+#[test]
+fn software_monitor_identity_is_reported() {
+    let id = MonitorIdentity::new(MonitorKind::InsecureSoftwareMonitor, "gw-swmon", [0; 32]);
+    let mut v = Vtpm::<8>::new(&keys(1), id, 1);
+    let key = v.attestation_public_key();
+    let nonce = [1; 32];
+    let q = v.quote(&nonce, &selection()).unwrap();
+    let mut buf = [0u8; 1024];
+    let bytes = q.encode(&mut buf).unwrap().to_vec();
+    let pcrs = vec![[0u8; 32]; 6];
+    let ok = verify(
+        &Evidence {
+            quote: &bytes,
+            pcrs: &pcrs,
+            log: &[],
+        },
+        &Expectation {
+            key: &key,
+            nonce: &nonce,
+            selection: &selection(),
+            last: None,
+        },
+    )
+    .unwrap();
+    assert!(ok.is_insecure_software_monitor());
+}
+
+#[test]
+fn tampered_signature_is_rejected() {
+    let mut v = booted();
+    let key = v.attestation_public_key();
+    let nonce = [1; 32];
+    let mut t = take(&mut v, &nonce, &selection());
+    let n = t.quote.len();
+    t.quote[n - 1] ^= 1; // last byte of the signature
+    assert_eq!(
+        check(&t, &key, &nonce, None).unwrap_err(),
+        VerifyError::BadSignature
+    );
+
+    // Body altered, signature kept.
+    let mut t = take(&mut v, &nonce, &selection());
+    let mut q = SignedQuote::decode(&t.quote).unwrap();
+    let last = q.body.len() - 1;
+    q.body[last] ^= 1;
+    let mut buf = [0u8; 1024];
+    t.quote = q.encode(&mut buf).unwrap().to_vec();
+    assert_eq!(
+        check(&t, &key, &nonce, None).unwrap_err(),
+        VerifyError::BadSignature
+    );
+
+    // A quote signed by another key (forged): valid signature, wrong signer.
+    let mut other = Vtpm::<256>::new(&keys(99), identity(), 5);
+    let t = take(&mut other, &nonce, &selection());
+    assert_eq!(
+        check(&t, &key, &nonce, None).unwrap_err(),
+        VerifyError::BadSignature
+    );
+
+    // Garbage bytes.
+    let t = Taken {
+        quote: vec![1, 2, 3],
+        pcrs: vec![],
+        log: vec![],
+    };
+    assert_eq!(
+        check(&t, &key, &nonce, None).unwrap_err(),
+        VerifyError::Malformed
+    );
+}
+
+#[test]
+fn signed_garbage_body_is_malformed_not_accepted() {
+    let sk = SigningKey::from_bytes(&[5; 32]);
+    let body: heapless::Vec<u8, 512> = heapless::Vec::from_slice(&[0xff; 40]).unwrap();
+    let mut msg = vtpm::quote::QUOTE_CONTEXT.to_vec();
+    msg.extend_from_slice(&body);
+    let q = SignedQuote {
+        signature: sk.sign(&msg),
+        body,
+    };
+    let mut buf = [0u8; 1024];
+    let t = Taken {
+        quote: q.encode(&mut buf).unwrap().to_vec(),
+        pcrs: vec![],
+        log: vec![],
+    };
+    assert_eq!(
+        check(&t, &sk.verifying_key(), &[0; 32], None).unwrap_err(),
+        VerifyError::Malformed
+    );
+}
+
+#[test]
+fn wrong_nonce_is_rejected() {
+    let mut v = booted();
+    let key = v.attestation_public_key();
+    let t = take(&mut v, &[1; 32], &selection());
+    assert_eq!(
+        check(&t, &key, &[2; 32], None).unwrap_err(),
+        VerifyError::NonceMismatch
+    );
+}
+
+#[test]
+fn selection_and_pcr_values_are_checked() {
+    let mut v = booted();
+    let key = v.attestation_public_key();
+    let nonce = [1; 32];
+    // Quote over fewer PCRs than requested.
+    let fewer = PcrSelection::from_indices([1, 3]).unwrap();
+    let t = take(&mut v, &nonce, &fewer);
+    assert_eq!(
+        check(&t, &key, &nonce, None).unwrap_err(),
+        VerifyError::SelectionMismatch
+    );
+    // Claimed PCR values that do not hash to the quoted digest.
+    let mut t = take(&mut v, &nonce, &selection());
+    t.pcrs[1][0] ^= 1;
+    assert_eq!(
+        check(&t, &key, &nonce, None).unwrap_err(),
+        VerifyError::PcrDigestMismatch
+    );
+    // Missing values.
+    let mut t = take(&mut v, &nonce, &selection());
+    t.pcrs.pop();
+    assert_eq!(
+        check(&t, &key, &nonce, None).unwrap_err(),
+        VerifyError::SelectionMismatch
+    );
+}
+
+#[test]
+fn counter_rollback_is_rejected() {
+    let mut v = booted();
+    let key = v.attestation_public_key();
+    let nonce = [1; 32];
+    let first = take(&mut v, &nonce, &selection());
+    let ok = check(&first, &key, &nonce, None).unwrap();
+    let second = take(&mut v, &nonce, &selection());
+    let ok2 = check(&second, &key, &nonce, Some(ok.body.counters)).unwrap();
+    assert!(ok2.body.counters > ok.body.counters);
+    // Replaying the first quote after the second was accepted (same nonce reused).
+    assert_eq!(
+        check(&first, &key, &nonce, Some(ok2.body.counters)).unwrap_err(),
+        VerifyError::CounterRollback {
+            last: ok2.body.counters,
+            quoted: ok.body.counters
+        }
+    );
+    // A reboot with an older boot counter.
+    let mut old = Vtpm::<256>::new(&keys(1), identity(), 4);
+    let t = take(
+        &mut old,
+        &nonce,
+        &PcrSelection::from_indices([1, 3, 4, 5, 32, 512]).unwrap(),
+    );
+    assert!(matches!(
+        check(&t, &key, &nonce, Some(ok2.body.counters)).unwrap_err(),
+        VerifyError::CounterRollback { .. }
+    ));
+}
+
+#[test]
+fn tampered_event_log_is_rejected() {
+    let mut v = booted();
+    let key = v.attestation_public_key();
+    let nonce = [1; 32];
+    // An entry's digest changed (e.g. hiding a modified middlebox).
+    let mut t = take(&mut v, &nonce, &selection());
+    t.log[3].digest[0] ^= 1;
+    assert_eq!(
+        check(&t, &key, &nonce, None).unwrap_err(),
+        VerifyError::EventLogMismatch(32)
+    );
+    // Entry dropped.
+    let mut t = take(&mut v, &nonce, &selection());
+    t.log.remove(1);
+    assert_eq!(
+        check(&t, &key, &nonce, None).unwrap_err(),
+        VerifyError::EventLogLength { got: 4, quoted: 5 }
+    );
+    // Entry moved to another PCR, length kept.
+    let mut t = take(&mut v, &nonce, &selection());
+    t.log[2].pcr = pcr(5);
+    assert_eq!(
+        check(&t, &key, &nonce, None).unwrap_err(),
+        VerifyError::EventLogMismatch(4)
+    );
+    // Order swapped inside one PCR.
+    v.extend(
+        Locality::Monitor,
+        pcr(32),
+        &sha256(b"ids"),
+        ComponentKind::MiddleboxBinary,
+        "ids",
+        "1",
+    )
+    .unwrap();
+    let mut t = take(&mut v, &nonce, &selection());
+    t.log.swap(3, 5);
+    assert_eq!(
+        check(&t, &key, &nonce, None).unwrap_err(),
+        VerifyError::EventLogMismatch(32)
+    );
+}
+
+#[test]
+fn batch_verification_matches_single() {
+    let mut gws: Vec<Vtpm<256>> = (0..64)
+        .map(|i| {
+            let mut v = Vtpm::<256>::new(&keys(i as u8), identity(), 1);
+            v.extend(
+                Locality::Monitor,
+                pcr(1),
+                &sha256(&[i]),
+                ComponentKind::Hypervisor,
+                "hv",
+                "",
+            )
+            .unwrap();
+            v
+        })
+        .collect();
+    let sel = selection();
+    let nonces: Vec<[u8; 32]> = (0..64u8).map(|i| [i; 32]).collect();
+    let mut taken: Vec<Taken> = gws
+        .iter_mut()
+        .zip(&nonces)
+        .map(|(v, n)| take(v, n, &sel))
+        .collect();
+    let keys: Vec<_> = gws.iter().map(|v| v.attestation_public_key()).collect();
+    let run = |taken: &[Taken]| {
+        let items: Vec<_> = taken
+            .iter()
+            .zip(&keys)
+            .zip(&nonces)
+            .map(|((t, k), n)| {
+                (
+                    Evidence {
+                        quote: &t.quote,
+                        pcrs: &t.pcrs,
+                        log: &t.log,
+                    },
+                    Expectation {
+                        key: k,
+                        nonce: n,
+                        selection: &sel,
+                        last: None,
+                    },
+                )
+            })
+            .collect();
+        verify_batch(&items)
+    };
+    assert!(run(&taken).iter().all(Result::is_ok));
+    // One bad signature and one bad nonce: exactly those two fail, with their own errors.
+    let n = taken[10].quote.len();
+    taken[10].quote[n - 1] ^= 1;
+    taken[20].quote = take(&mut gws[20], &[0xee; 32], &sel).quote;
+    taken[20].pcrs = sel.iter().map(|p| gws[20].read(p)).collect();
+    let res = run(&taken);
+    for (i, r) in res.iter().enumerate() {
+        match i {
+            10 => assert_eq!(r.as_ref().unwrap_err(), &VerifyError::BadSignature),
+            20 => assert_eq!(r.as_ref().unwrap_err(), &VerifyError::NonceMismatch),
+            _ => assert!(r.is_ok(), "quote {i}: {r:?}"),
+        }
+    }
+}
