@@ -77,10 +77,11 @@ impl PcrIndex {
         self.0 == PCR_DEBUG || APPLICATION.contains(&self.0)
     }
 
-    /// Whether only the monitor may extend this PCR: the boot chain, the policy PCR and the
+    /// Whether only the monitor may extend this PCR: the boot chain, the gateway agent (bound by
+    /// the monitor on first use of the agent key), the policy PCR and the
     /// middlebox binaries (measured by the monitor at key registration).
     pub fn monitor_only(self) -> bool {
-        self.0 <= 7 || self.0 == PCR_POLICY || MIDDLEBOX_BINARIES.contains(&self.0)
+        self.0 <= PCR_GATEWAY_AGENT || self.0 == PCR_POLICY || MIDDLEBOX_BINARIES.contains(&self.0)
     }
 }
 
