@@ -227,16 +227,16 @@ fn guest_cannot_touch_monitor_pcrs_and_resets_are_limited() {
     }
     v.extend(
         Locality::Guest,
-        pcr(8),
+        pcr(9),
         &[1; 32],
-        ComponentKind::GatewayAgent,
-        "agent",
+        ComponentKind::VSwitch,
+        "vswitch",
         "",
     )
     .unwrap();
     assert_eq!(
-        v.reset(Locality::Guest, pcr(8)),
-        Err(VtpmError::NotResettable(8))
+        v.reset(Locality::Guest, pcr(9)),
+        Err(VtpmError::NotResettable(9))
     );
     v.extend(
         Locality::Guest,
