@@ -1,0 +1,262 @@
+//! `gwctl`: talk to the Gatewarden monitor from the gateway guest.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use gw_hcall::{Client, SocketTransport};
+use vtpm::{ComponentKind, PcrSelection};
+
+mod pcrlist;
+
+/// Read and extend PCRs, take quotes and read the event log through the Gatewarden monitor.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// Software monitor socket (the hypervisor transport is used when running under it).
+    #[arg(long, env = gw_hcall::ENV_MONITOR, default_value = gw_hcall::DEFAULT_SOCKET, global = true)]
+    monitor: PathBuf,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// ABI version, monitor identity and public keys.
+    Version,
+    /// Read or extend a PCR.
+    Pcr {
+        #[command(subcommand)]
+        op: PcrOp,
+    },
+    /// Take a signed quote for a verifier nonce and check it locally.
+    Quote {
+        /// Verifier nonce: 64 hex digits.
+        #[arg(long)]
+        nonce: String,
+        /// PCRs to cover, e.g. `0-11,32-35`.
+        #[arg(long, default_value = "0-11")]
+        pcrs: String,
+    },
+    /// Print the event log.
+    Log,
+    /// Print the controller policy held by the monitor (agent and chain stages only).
+    Policy,
+}
+
+#[derive(Subcommand, Debug)]
+enum PcrOp {
+    /// Print the value of PCR N.
+    Read {
+        /// PCR index (0-1023).
+        index: u16,
+    },
+    /// Extend PCR N with a SHA-256 digest given as 64 hex digits.
+    Extend {
+        /// PCR index (guest-extendable ranges only, see docs/pcr-map.md).
+        index: u16,
+        /// The measurement: 64 hex digits.
+        digest: String,
+        /// Component name for the event log.
+        #[arg(long, default_value = "gwctl")]
+        name: String,
+        /// Component version for the event log.
+        #[arg(long, default_value = "")]
+        component_version: String,
+    },
+}
+
+fn hex32(s: &str, what: &str) -> Result<[u8; 32]> {
+    let bytes = hex::decode(s.trim()).with_context(|| format!("{what} is not hex"))?;
+    bytes.try_into().map_err(|b: Vec<u8>| {
+        anyhow::anyhow!("{what} must be 32 bytes (64 hex digits), got {}", b.len())
+    })
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let transport = SocketTransport::connect(&cli.monitor).with_context(|| {
+        format!(
+            "is the monitor running? (socket {}, set --monitor or ${})",
+            cli.monitor.display(),
+            gw_hcall::ENV_MONITOR
+        )
+    })?;
+    let mut client = Client::new(transport);
+    match cli.command {
+        Command::Version => {
+            let v = client.version()?;
+            let insecure = v.identity.kind == vtpm::MonitorKind::InsecureSoftwareMonitor;
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "abi": format!("{}.{}", v.major, v.minor),
+                        "monitor": v.identity.version.as_str(),
+                        "kind": format!("{:?}", v.identity.kind),
+                        "insecure": insecure,
+                        "build": hex::encode(v.identity.build),
+                        "attestation_key": hex::encode(v.attestation_key.to_bytes()),
+                        "agent_key": hex::encode(v.agent_key.to_bytes()),
+                    })
+                );
+            } else {
+                println!("abi: {}.{}", v.major, v.minor);
+                println!(
+                    "monitor: {}{}",
+                    v.identity.version,
+                    if insecure {
+                        " (INSECURE software monitor)"
+                    } else {
+                        ""
+                    }
+                );
+                println!("build: {}", hex::encode(v.identity.build));
+                println!(
+                    "attestation key: {}",
+                    hex::encode(v.attestation_key.to_bytes())
+                );
+                println!("agent key: {}", hex::encode(v.agent_key.to_bytes()));
+            }
+        }
+        Command::Pcr {
+            op: PcrOp::Read { index },
+        } => {
+            let value = client
+                .pcr_read(index)
+                .with_context(|| format!("reading PCR {index}"))?;
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "pcr": index, "value": hex::encode(value) })
+                );
+            } else {
+                println!("{}", hex::encode(value));
+            }
+        }
+        Command::Pcr {
+            op:
+                PcrOp::Extend {
+                    index,
+                    digest,
+                    name,
+                    component_version,
+                },
+        } => {
+            let digest = hex32(&digest, "digest")?;
+            client
+                .pcr_extend(
+                    index,
+                    &digest,
+                    ComponentKind::Other,
+                    &name,
+                    &component_version,
+                )
+                .with_context(|| format!("extending PCR {index}"))?;
+            let value = client.pcr_read(index)?;
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "pcr": index, "value": hex::encode(value) })
+                );
+            } else {
+                println!("{}", hex::encode(value));
+            }
+        }
+        Command::Quote { nonce, pcrs } => {
+            let nonce = hex32(&nonce, "nonce")?;
+            let selection: PcrSelection = pcrlist::parse(&pcrs)?;
+            let key = client.version()?.attestation_key;
+            let bundle = client
+                .quote(&nonce, &selection)
+                .context("taking the quote")?;
+            let (log, _) = client.event_log()?;
+            // Check our own quote, so a broken monitor is noticed here and not only remotely.
+            let verified = vtpm::verify(
+                &vtpm::Evidence {
+                    quote: &bundle.quote,
+                    pcrs: &bundle.pcrs,
+                    log: &log,
+                },
+                &vtpm::Expectation {
+                    key: &key,
+                    nonce: &nonce,
+                    selection: &selection,
+                    last: None,
+                },
+            )
+            .map_err(|e| anyhow::anyhow!("the monitor's own quote does not verify: {e}"))?;
+            let values: Vec<_> = verified
+                .pcrs
+                .iter()
+                .map(|(i, v)| (i.get(), hex::encode(v)))
+                .collect();
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "quote": hex::encode(&bundle.quote),
+                        "pcrs": values.iter().map(|(i, v)| serde_json::json!({"pcr": i, "value": v})).collect::<Vec<_>>(),
+                        "counters": { "boot": verified.body.counters.boot, "quote": verified.body.counters.quote },
+                        "insecure": verified.is_insecure_software_monitor(),
+                    })
+                );
+            } else {
+                println!("quote: {}", hex::encode(&bundle.quote));
+                for (i, v) in &values {
+                    println!("pcr {i}: {v}");
+                }
+                println!(
+                    "counters: boot {} quote {}",
+                    verified.body.counters.boot, verified.body.counters.quote
+                );
+                if verified.is_insecure_software_monitor() {
+                    println!("warning: quote made by the INSECURE software monitor");
+                }
+            }
+        }
+        Command::Log => {
+            let (log, overflowed) = client.event_log()?;
+            if cli.json {
+                let entries: Vec<_> = log
+                    .iter()
+                    .map(|e| serde_json::json!({
+                        "pcr": e.pcr.get(), "kind": format!("{:?}", e.kind), "name": e.name.as_str(),
+                        "version": e.version.as_str(), "digest": hex::encode(e.digest),
+                    }))
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::json!({ "overflowed": overflowed, "events": entries })
+                );
+            } else {
+                for (n, e) in log.iter().enumerate() {
+                    println!(
+                        "{n:4} pcr {:4} {:16} {} {} {}",
+                        e.pcr.get(),
+                        format!("{:?}", e.kind),
+                        hex::encode(e.digest),
+                        e.name,
+                        e.version
+                    );
+                }
+                if overflowed {
+                    println!("warning: the event log overflowed; later extends were refused");
+                }
+            }
+        }
+        Command::Policy => {
+            let (version, bytes) = client.policy_get().context("reading the policy")?;
+            if version == 0 {
+                bail!("no policy has been set");
+            }
+            use std::io::Write;
+            eprintln!("policy version {version}, {} bytes", bytes.len());
+            std::io::stdout().write_all(&bytes)?;
+        }
+    }
+    Ok(())
+}

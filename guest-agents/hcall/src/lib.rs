@@ -1,0 +1,326 @@
+//! Guest-side client of the Gatewarden hypercall ABI.
+//!
+//! [`Client`] turns typed calls into [`gw_abi::Request`] bodies and decodes the responses. The
+//! [`Transport`] carries them: [`SocketTransport`] talks to the host software monitor
+//! (`gw-swmon`); the hypervisor transports (HVC from the kernel module or the trapped MMIO
+//! window, VMMCALL) plug in behind the same trait.
+
+use std::{
+    io::{Read, Write},
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+};
+
+use ed25519_dalek::{Signature, VerifyingKey};
+use gw_abi::{AbiError, Function, MAX_REQUEST, MAX_RESPONSE, Request, Response, frame};
+use vtpm::{ComponentKind, Digest, Event, MonitorIdentity, PcrSelection};
+
+/// Environment variable naming the software monitor socket.
+pub const ENV_MONITOR: &str = "GATEWARDEN_MONITOR";
+/// Socket path used when [`ENV_MONITOR`] is not set.
+pub const DEFAULT_SOCKET: &str = "/run/gatewarden/monitor.sock";
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The transport failed (monitor not running, connection lost).
+    #[error("monitor transport: {0}")]
+    Io(#[from] std::io::Error),
+    /// The monitor refused the call.
+    #[error("monitor refused the call: {0} (code {code})", code = .0.code())]
+    Monitor(AbiError),
+    /// The monitor answered with something this client does not understand.
+    #[error("unexpected response from the monitor: {0}")]
+    Protocol(&'static str),
+}
+
+impl From<AbiError> for CallError {
+    fn from(e: AbiError) -> Self {
+        CallError::Monitor(e)
+    }
+}
+
+impl CallError {
+    /// The ABI error, if the monitor refused the call.
+    pub fn abi(&self) -> Option<AbiError> {
+        match self {
+            CallError::Monitor(e) => Some(*e),
+            _ => None,
+        }
+    }
+}
+
+/// Result of a client call.
+pub type CallResult<T> = Result<T, CallError>;
+
+/// Carries one call to the monitor and back.
+pub trait Transport {
+    /// Send `request` (an encoded body) for `function`, write the response body into
+    /// `response` and return its length, or the monitor's error.
+    fn call(
+        &mut self,
+        function: Function,
+        request: &[u8],
+        response: &mut [u8],
+    ) -> CallResult<usize>;
+}
+
+impl<T: Transport + ?Sized> Transport for Box<T> {
+    fn call(
+        &mut self,
+        function: Function,
+        request: &[u8],
+        response: &mut [u8],
+    ) -> CallResult<usize> {
+        (**self).call(function, request, response)
+    }
+}
+
+/// The software monitor's Unix socket.
+pub struct SocketTransport {
+    stream: UnixStream,
+}
+
+impl SocketTransport {
+    /// Connect to the monitor listening at `path`.
+    pub fn connect(path: &Path) -> std::io::Result<Self> {
+        let stream = UnixStream::connect(path).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot connect to monitor at {}: {e}", path.display()),
+            )
+        })?;
+        Ok(Self { stream })
+    }
+}
+
+impl Transport for SocketTransport {
+    fn call(
+        &mut self,
+        function: Function,
+        request: &[u8],
+        response: &mut [u8],
+    ) -> CallResult<usize> {
+        let header = frame::request_header(function, request.len());
+        // One write per frame keeps the request atomic on the stream.
+        let mut msg = Vec::with_capacity(header.len() + request.len());
+        msg.extend_from_slice(&header);
+        msg.extend_from_slice(request);
+        self.stream.write_all(&msg)?;
+        let mut h = [0u8; frame::RESPONSE_HEADER];
+        self.stream.read_exact(&mut h)?;
+        let len = frame::parse_response_header(h)
+            .map_err(|_| CallError::Protocol("bad response frame"))??;
+        if len > response.len() {
+            return Err(CallError::Protocol("response larger than the buffer"));
+        }
+        self.stream.read_exact(&mut response[..len])?;
+        Ok(len)
+    }
+}
+
+/// Version and identity of the monitor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionInfo {
+    /// ABI major version.
+    pub major: u16,
+    /// ABI minor version.
+    pub minor: u16,
+    /// Identity as it appears in quotes.
+    pub identity: MonitorIdentity,
+    /// Attestation public key.
+    pub attestation_key: VerifyingKey,
+    /// Trusted-agent (control channel) public key.
+    pub agent_key: VerifyingKey,
+}
+
+/// A quote with the PCR values it covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuoteBundle {
+    /// Encoded `vtpm::SignedQuote`.
+    pub quote: Vec<u8>,
+    /// Values of the selected PCRs, ascending index order.
+    pub pcrs: Vec<Digest>,
+}
+
+/// A typed client of the ABI over any transport.
+pub struct Client<T: Transport> {
+    transport: T,
+    req: Vec<u8>,
+    resp: Vec<u8>,
+}
+
+impl Client<Box<dyn Transport>> {
+    /// Connect to the software monitor named by `$GATEWARDEN_MONITOR`, or [`DEFAULT_SOCKET`].
+    pub fn connect_default() -> CallResult<Self> {
+        Ok(Client::new(Box::new(SocketTransport::connect(
+            &default_socket(),
+        )?)))
+    }
+}
+
+/// The monitor socket path from the environment, or the default.
+pub fn default_socket() -> PathBuf {
+    std::env::var_os(ENV_MONITOR)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| DEFAULT_SOCKET.into())
+}
+
+macro_rules! expect {
+    ($resp:expr, $pat:pat => $val:expr) => {
+        match $resp {
+            $pat => Ok($val),
+            _ => Err(CallError::Protocol("response does not match the call")),
+        }
+    };
+}
+
+impl<T: Transport> Client<T> {
+    /// A client over `transport`.
+    pub fn new(transport: T) -> Self {
+        Self {
+            transport,
+            req: vec![0; MAX_REQUEST],
+            resp: vec![0; MAX_RESPONSE],
+        }
+    }
+
+    fn call(&mut self, request: &Request<'_>) -> CallResult<Response<'_>> {
+        let n = request.encode(&mut self.req)?;
+        let len = self
+            .transport
+            .call(request.function(), &self.req[..n], &mut self.resp)?;
+        Ok(Response::decode(&self.resp[..len])?)
+    }
+
+    /// VERSION.
+    pub fn version(&mut self) -> CallResult<VersionInfo> {
+        let r = self.call(&Request::Version)?;
+        let (major, minor, identity, ak, gk) = expect!(r, Response::Version { major, minor, identity, attestation_key, agent_key } => (major, minor, identity, attestation_key, agent_key))?;
+        let key = |b: [u8; 32]| {
+            VerifyingKey::from_bytes(&b).map_err(|_| CallError::Protocol("invalid public key"))
+        };
+        Ok(VersionInfo {
+            major,
+            minor,
+            identity,
+            attestation_key: key(ak)?,
+            agent_key: key(gk)?,
+        })
+    }
+
+    /// PCR_READ.
+    pub fn pcr_read(&mut self, pcr: u16) -> CallResult<Digest> {
+        expect!(self.call(&Request::PcrRead { pcr })?, Response::Pcr { value } => value)
+    }
+
+    /// PCR_EXTEND.
+    pub fn pcr_extend(
+        &mut self,
+        pcr: u16,
+        digest: &Digest,
+        kind: ComponentKind,
+        name: &str,
+        version: &str,
+    ) -> CallResult<()> {
+        expect!(self.call(&Request::PcrExtend { pcr, digest: *digest, kind, name, version })?, Response::Done => ())
+    }
+
+    /// QUOTE.
+    pub fn quote(&mut self, nonce: &[u8; 32], selection: &PcrSelection) -> CallResult<QuoteBundle> {
+        let r = self.call(&Request::Quote {
+            nonce: *nonce,
+            selection: *selection,
+        })?;
+        let (quote, pcrs) = expect!(r, Response::Quote { quote, pcrs } => (quote.to_vec(), pcrs))?;
+        if pcrs.len() % 32 != 0 {
+            return Err(CallError::Protocol("PCR values not a multiple of 32 bytes"));
+        }
+        let pcrs = pcrs
+            .chunks_exact(32)
+            .map(|c| c.try_into().expect("32-byte chunk"))
+            .collect();
+        Ok(QuoteBundle { quote, pcrs })
+    }
+
+    /// The whole event log (several EVENT_LOG_READ calls) and whether it overflowed.
+    pub fn event_log(&mut self) -> CallResult<(Vec<Event>, bool)> {
+        let mut all = Vec::new();
+        loop {
+            let r = self.call(&Request::EventLogRead {
+                start: all.len() as u32,
+            })?;
+            let (total, overflowed, events) = expect!(r, Response::EventLog { total, overflowed, events } => (total, overflowed, events))?;
+            let got = events.len();
+            all.extend(events);
+            if all.len() >= total as usize || got == 0 {
+                return Ok((all, overflowed));
+            }
+        }
+    }
+
+    /// HOP_KEY_REGISTER: returns `(slot, pcr)`.
+    pub fn hop_register(
+        &mut self,
+        chain: u32,
+        stage: u8,
+        hops: u8,
+        name: &str,
+        version: &str,
+    ) -> CallResult<(u16, u16)> {
+        expect!(self.call(&Request::HopKeyRegister { chain, stage, hops, name, version })?, Response::Slot { slot, pcr } => (slot, pcr))
+    }
+
+    /// HOP_TAG: the 48-byte trailer to append to `packet`.
+    pub fn hop_tag(
+        &mut self,
+        slot: u16,
+        packet: &[u8],
+    ) -> CallResult<[u8; gw_hoptag::TRAILER_LEN]> {
+        let r = self.call(&Request::HopTag { slot, packet })?;
+        let t = expect!(r, Response::Tagged { trailer } => trailer)?;
+        t.try_into()
+            .map_err(|_| CallError::Protocol("trailer has the wrong length"))
+    }
+
+    /// HOP_CHECK: the accepted sequence number.
+    pub fn hop_check(&mut self, slot: u16, frame: &[u8]) -> CallResult<u64> {
+        expect!(self.call(&Request::HopCheck { slot, frame })?, Response::Checked { seq } => seq)
+    }
+
+    /// AGENT_SIGN.
+    pub fn agent_sign(&mut self, message: &[u8]) -> CallResult<Signature> {
+        expect!(self.call(&Request::AgentSign { message })?, Response::Signed { signature } => signature)
+    }
+
+    /// AGENT_VERIFY.
+    pub fn agent_verify(&mut self, message: &[u8], signature: &Signature) -> CallResult<()> {
+        expect!(self.call(&Request::AgentVerify { message, signature: *signature })?, Response::Done => ())
+    }
+
+    /// The whole stored policy (several POLICY_GET calls): `(version, bytes)`.
+    pub fn policy_get(&mut self) -> CallResult<(u64, Vec<u8>)> {
+        let mut all = Vec::new();
+        loop {
+            let r = self.call(&Request::PolicyGet {
+                offset: all.len() as u32,
+            })?;
+            let (version, total, chunk) =
+                expect!(r, Response::Policy { version, total, chunk } => (version, total, chunk))?;
+            all.extend_from_slice(chunk);
+            if all.len() >= total as usize || chunk.is_empty() {
+                return Ok((version, all));
+            }
+        }
+    }
+
+    /// POLICY_SET.
+    pub fn policy_set(
+        &mut self,
+        version: u64,
+        policy: &[u8],
+        signature: &Signature,
+    ) -> CallResult<()> {
+        expect!(self.call(&Request::PolicySet { version, policy, signature: *signature })?, Response::Done => ())
+    }
+}
