@@ -1,0 +1,81 @@
+//! Helpers for Gatewarden's end-to-end tests: locate the workspace's binaries and run them.
+
+use std::{
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+/// Path of a workspace binary built into the same target directory as this test.
+///
+/// `cargo test --workspace` (and `cargo xtask test`) builds every package's binaries first.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run the tests with `cargo xtask test` or `cargo test --workspace`",
+        path.display()
+    );
+    path
+}
+
+/// A software monitor process in a private directory, killed on drop.
+pub struct SoftwareMonitor {
+    child: Child,
+    /// Its socket.
+    pub socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SoftwareMonitor {
+    /// Start `gw-swmon` and wait until it accepts connections.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let socket = dir.path().join("monitor.sock");
+        let child = Command::new(bin("gw-swmon"))
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn gw-swmon");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while UnixStream::connect(&socket).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "gw-swmon did not start listening"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            child,
+            socket,
+            _dir: dir,
+        }
+    }
+
+    /// Run `gwctl` against this monitor.
+    pub fn gwctl(&self, args: &[&str]) -> Output {
+        Command::new(bin("gwctl"))
+            .env("GATEWARDEN_MONITOR", &self.socket)
+            .env_remove("RUST_BACKTRACE")
+            .args(args)
+            .output()
+            .expect("run gwctl")
+    }
+}
+
+impl Drop for SoftwareMonitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

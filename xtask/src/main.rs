@@ -1,0 +1,319 @@
+//! `cargo xtask`: Gatewarden's build, test and benchmark tasks.
+//!
+//! One entry point for developers and CI, so the commands in the README are the commands CI
+//! runs. Every step prints what it runs; any failure stops the task with a non-zero exit.
+
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Instant,
+};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+/// Crates that must build without `std` for the hypervisor targets.
+const NO_STD_CRATES: &[&str] = &["vtpm", "gw-abi", "gw-hoptag", "gw-core"];
+/// Bare-metal targets of the hypervisor.
+const BARE_METAL_TARGETS: &[&str] = &["aarch64-unknown-none-softfloat", "x86_64-unknown-none"];
+/// Guest user-space programs, built as static musl binaries.
+const GUEST_BINARIES: &[&str] = &["gwctl"];
+/// Guest targets.
+const GUEST_TARGETS: &[&str] = &["x86_64-unknown-linux-musl", "aarch64-unknown-linux-musl"];
+
+/// Gatewarden build, test and benchmark tasks.
+#[derive(Parser)]
+#[command(about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Run every test: host unit/property/integration tests, no_std and guest builds.
+    Test,
+    /// Check formatting and lints exactly as CI does.
+    Lint,
+    /// Build the no_std crates for the bare-metal targets (proves they need no std).
+    NoStd,
+    /// Build the guest programs as static musl binaries for x86_64 and aarch64.
+    Guest,
+    /// Run the criterion benchmarks and write docs/benchmarks.md.
+    Bench {
+        /// Seconds of measurement per benchmark.
+        #[arg(long, default_value_t = 5)]
+        seconds: u32,
+        /// Do not rewrite docs/benchmarks.md; only print the table.
+        #[arg(long)]
+        no_write: bool,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    std::env::set_current_dir(&root).context("entering the workspace root")?;
+    match cli.task {
+        Task::Test => test(),
+        Task::Lint => lint(),
+        Task::NoStd => no_std(),
+        Task::Guest => guest(),
+        Task::Bench { seconds, no_write } => bench(&root, seconds, no_write),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+/// Run `cmd`, echoing it, and fail with its exit status.
+fn run(what: &str, mut cmd: Command) -> Result<()> {
+    let started = Instant::now();
+    eprintln!("==> {what}");
+    eprintln!("    $ {}", describe(&cmd));
+    let status = cmd
+        .status()
+        .with_context(|| format!("starting {}", describe(&cmd)))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    eprintln!("    ok ({:.1} s)", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn describe(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+fn lint() -> Result<()> {
+    let mut fmt = cargo();
+    fmt.args(["fmt", "--all", "--check"]);
+    run("formatting", fmt)?;
+    let mut clippy = cargo();
+    clippy.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    run("clippy", clippy)
+}
+
+fn no_std() -> Result<()> {
+    for target in BARE_METAL_TARGETS {
+        let mut c = cargo();
+        c.args(["build", "--target", target]);
+        for krate in NO_STD_CRATES {
+            c.args(["-p", krate]);
+        }
+        run(&format!("no_std build for {target}"), c)?;
+    }
+    Ok(())
+}
+
+fn guest() -> Result<()> {
+    for target in GUEST_TARGETS {
+        let mut c = cargo();
+        c.args(["build", "--release", "--target", target]);
+        for bin in GUEST_BINARIES {
+            c.args(["--bin", bin]);
+        }
+        // Rust ships musl's C runtime for these targets; rust-lld links them without a
+        // cross toolchain.
+        let env_target = target.to_uppercase().replace('-', "_");
+        c.env(format!("CARGO_TARGET_{env_target}_LINKER"), "rust-lld");
+        run(&format!("static guest programs for {target}"), c)?;
+    }
+    Ok(())
+}
+
+fn test() -> Result<()> {
+    let mut t = cargo();
+    t.args(["test", "--workspace", "--all-targets"]);
+    run("host tests", t)?;
+    let mut d = cargo();
+    d.args(["test", "--workspace", "--doc"]);
+    run("doc tests", d)?;
+    no_std()?;
+    guest()?;
+    eprintln!("==> all tests passed");
+    Ok(())
+}
+
+/// One row of the results table.
+struct Row {
+    id: &'static str,
+    what: &'static str,
+}
+
+const ROWS: &[Row] = &[
+    Row {
+        id: "hop_tag_check/64",
+        what: "HOP_TAG+HOP_CHECK primitive, 64 B",
+    },
+    Row {
+        id: "hop_tag_check/512",
+        what: "HOP_TAG+HOP_CHECK primitive, 512 B",
+    },
+    Row {
+        id: "hop_tag_check/1500",
+        what: "HOP_TAG+HOP_CHECK primitive, 1,500 B",
+    },
+    Row {
+        id: "monitor_hop_tag_check/64",
+        what: "HOP_TAG+HOP_CHECK through the monitor dispatcher, 64 B",
+    },
+    Row {
+        id: "monitor_hop_tag_check/512",
+        what: "HOP_TAG+HOP_CHECK through the monitor dispatcher, 512 B",
+    },
+    Row {
+        id: "monitor_hop_tag_check/1500",
+        what: "HOP_TAG+HOP_CHECK through the monitor dispatcher, 1,500 B",
+    },
+    Row {
+        id: "pcr_extend",
+        what: "PCR extend",
+    },
+    Row {
+        id: "quote_sign",
+        what: "quote sign (12 PCRs)",
+    },
+    Row {
+        id: "quote_verify/single",
+        what: "quote verify, one (12 PCRs, 50-entry log)",
+    },
+    Row {
+        id: "quote_verify/batch64",
+        what: "quote verify, batch of 64 (whole batch)",
+    },
+];
+
+/// Median estimate in nanoseconds from criterion's output for `id`.
+fn median_ns(root: &Path, id: &str) -> Result<f64> {
+    let path = root
+        .join("target/criterion")
+        .join(id)
+        .join("new/estimates.json");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&text)?;
+    v["median"]["point_estimate"]
+        .as_f64()
+        .context("no median in criterion estimates")
+}
+
+fn human(ns: f64) -> String {
+    if ns >= 1e6 {
+        format!("{:.2} ms", ns / 1e6)
+    } else if ns >= 1e3 {
+        format!("{:.2} µs", ns / 1e3)
+    } else {
+        format!("{ns:.0} ns")
+    }
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let rustc = Command::new("rustc")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    format!("{cpu}, {cores} cores, {rustc}")
+}
+
+fn bench(root: &Path, seconds: u32, no_write: bool) -> Result<()> {
+    let mut c = cargo();
+    c.args(["bench", "-p", "gw-hoptag", "-p", "vtpm", "-p", "gw-core"]);
+    c.args([
+        "--bench", "hoptag", "--bench", "vtpm", "--bench", "dispatch", "--",
+    ]);
+    c.args([
+        "--warm-up-time",
+        "1",
+        "--measurement-time",
+        &seconds.to_string(),
+    ]);
+    run("criterion benchmarks (host)", c)?;
+
+    let mut table = String::from("| benchmark | median |\n|---|---|\n");
+    let mut m = std::collections::HashMap::new();
+    for row in ROWS {
+        let ns = median_ns(root, row.id)?;
+        m.insert(row.id, ns);
+        writeln!(table, "| {} | {} |", row.what, human(ns))?;
+    }
+    let tag1500 = m["hop_tag_check/1500"];
+    let single = m["quote_verify/single"];
+    let batch = m["quote_verify/batch64"] / 64.0;
+    let mut summary = String::new();
+    writeln!(summary, "| target | goal | measured |\n|---|---|---|")?;
+    writeln!(
+        summary,
+        "| HOP_TAG+HOP_CHECK, 1,500 B | ≤ 3 µs | {} ({:.2}× the goal) |",
+        human(tag1500),
+        tag1500 / 3000.0
+    )?;
+    writeln!(
+        summary,
+        "| quote verification, one core, batched | ≥ 10,000/s | {:.0}/s (batched is {:.2}× single: {:.0}/s) |",
+        1e9 / batch,
+        single / batch,
+        1e9 / single
+    )?;
+    writeln!(
+        summary,
+        "| monitor dispatch overhead, 1,500 B | — | {:.2}× the bare primitive |",
+        m["monitor_hop_tag_check/1500"] / tag1500
+    )?;
+    let report = format!(
+        "## Host micro-benchmarks (criterion)\n\nMeasured side by side in one `cargo xtask bench` run on: {}.\n\n{summary}\n{table}",
+        machine()
+    );
+    println!("{report}");
+    if !no_write {
+        write_section(&root.join("docs/benchmarks.md"), "host-micro", &report)?;
+        eprintln!("==> wrote docs/benchmarks.md");
+    }
+    Ok(())
+}
+
+/// Replace the generated section `name` in `path`, keeping everything else.
+fn write_section(path: &Path, name: &str, body: &str) -> Result<()> {
+    let begin = format!("<!-- BEGIN {name} (generated by cargo xtask bench) -->");
+    let end = format!("<!-- END {name} -->");
+    let old = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n".into());
+    let block = format!("{begin}\n{body}\n{end}");
+    let new = match (old.find(&begin), old.find(&end)) {
+        (Some(b), Some(e)) if e > b => format!("{}{block}{}", &old[..b], &old[e + end.len()..]),
+        _ => format!("{}\n{block}\n", old.trim_end()),
+    };
+    std::fs::write(path, new).with_context(|| format!("writing {}", path.display()))
+}
