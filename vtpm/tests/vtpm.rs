@@ -558,7 +558,7 @@ fn tampered_event_log_is_rejected() {
 fn batch_verification_matches_single() {
     let mut gws: Vec<Vtpm<256>> = (0..64)
         .map(|i| {
-            let mut v = Vtpm::<256>::new(&keys(i as u8), identity(), 1);
+            let mut v = Vtpm::<256>::new(&keys(i), identity(), 1);
             v.extend(
                 Locality::Monitor,
                 pcr(1),

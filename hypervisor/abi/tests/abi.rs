@@ -98,7 +98,7 @@ fn function_ids() {
         );
     }
     assert_eq!(Function::from_aarch64_id(0x8400_0000), None); // PSCI_VERSION
-    assert_eq!(Function::from_aarch64_id(0xC600_00ff), None);
+    assert_eq!(Function::from_aarch64_id(0xC600_00FF), None);
     assert_eq!(Function::from_x86_id(0x4757_0000 | 0x99), None);
 }
 

@@ -121,10 +121,10 @@ fn main() -> Result<()> {
         };
         let monitor = Arc::clone(&monitor);
         std::thread::spawn(move || {
-            if let Err(e) = serve(stream, &monitor) {
-                if e.kind() != io::ErrorKind::UnexpectedEof {
-                    eprintln!("gw-swmon: connection closed: {e}");
-                }
+            if let Err(e) = serve(stream, &monitor)
+                && e.kind() != io::ErrorKind::UnexpectedEof
+            {
+                eprintln!("gw-swmon: connection closed: {e}");
             }
         });
     }
