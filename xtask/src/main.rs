@@ -40,6 +40,10 @@ enum Task {
     NoStd,
     /// Build the guest programs as static musl binaries for x86_64 and aarch64.
     Guest,
+    /// The main job. Today: start the software monitor, measure a config, take a quote and
+    /// verify it, print the event log. (Booting the gateway in QEMU and attesting it from the
+    /// controller replaces this as those parts land.)
+    Demo,
     /// Run the criterion benchmarks and write docs/benchmarks.md.
     Bench {
         /// Seconds of measurement per benchmark.
@@ -60,6 +64,7 @@ fn main() -> Result<()> {
         Task::Lint => lint(),
         Task::NoStd => no_std(),
         Task::Guest => guest(),
+        Task::Demo => demo(&root),
         Task::Bench { seconds, no_write } => bench(&root, seconds, no_write),
     }
 }
@@ -154,6 +159,73 @@ fn test() -> Result<()> {
     guest()?;
     eprintln!("==> all tests passed");
     Ok(())
+}
+
+fn demo(root: &Path) -> Result<()> {
+    let mut build = cargo();
+    build.args(["build", "--release", "-p", "gw-swmon", "-p", "gwctl"]);
+    run("building the software monitor and gwctl", build)?;
+    let bin = root.join("target/release");
+    let dir = std::env::temp_dir().join(format!("gatewarden-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let socket = dir.join("monitor.sock");
+    eprintln!(
+        "==> starting the software monitor (state in {})",
+        dir.display()
+    );
+    let mut monitor = Command::new(bin.join("gw-swmon"))
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .spawn()
+        .context("starting gw-swmon")?;
+    let result = (|| -> Result<()> {
+        let deadline = Instant::now() + std::time::Duration::from_secs(30);
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            if Instant::now() > deadline {
+                bail!("the software monitor did not start");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let gwctl = |what: &str, args: &[&str]| {
+            let mut c = Command::new(bin.join("gwctl"));
+            c.env("GATEWARDEN_MONITOR", &socket).args(args);
+            run(what, c)
+        };
+        let config = std::fs::read(root.join("Cargo.toml"))?;
+        let digest = hex_sha256(&config);
+        let nonce = {
+            let mut n = [0u8; 32];
+            use std::io::Read;
+            std::fs::File::open("/dev/urandom")?.read_exact(&mut n)?;
+            n.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        };
+        gwctl("monitor identity", &["version"])?;
+        gwctl(
+            "measuring a middlebox config into PCR 512",
+            &["pcr", "extend", "512", &digest, "--name", "Cargo.toml"],
+        )?;
+        gwctl(
+            "quote for a fresh nonce, verified",
+            &["quote", "--nonce", &nonce, "--pcrs", "0-11,512"],
+        )?;
+        gwctl("event log", &["log"])
+    })();
+    let _ = monitor.kill();
+    let _ = monitor.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    result?;
+    eprintln!("==> demo complete");
+    Ok(())
+}
+
+fn hex_sha256(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// One row of the results table.
