@@ -45,6 +45,62 @@ enum Command {
     Log,
     /// Print the controller policy held by the monitor (agent and chain stages only).
     Policy,
+    /// Data-path debugging: register a chain stage, tag or check one packet.
+    Hop {
+        #[command(subcommand)]
+        op: HopOp,
+    },
+    /// Trusted agent: sign a report with the gateway's control-channel key.
+    Agent {
+        #[command(subcommand)]
+        op: AgentOp,
+    },
+}
+
+/// Where in which chain this program stands (registered, or taken over, before every call).
+#[derive(clap::Args, Debug)]
+struct Stage {
+    /// Chain id.
+    #[arg(long)]
+    chain: u32,
+    /// Stage in the chain: 0 is the vSwitch, k the k-th middlebox.
+    #[arg(long)]
+    stage: u8,
+    /// Hops in the chain (middleboxes + 1).
+    #[arg(long)]
+    hops: u8,
+}
+
+#[derive(Subcommand, Debug)]
+enum HopOp {
+    /// Register this program at a chain stage; prints the slot and the PCR it was measured into.
+    Register {
+        #[command(flatten)]
+        at: Stage,
+    },
+    /// Tag a packet (hex) as this stage's outgoing hop; prints packet||trailer in hex.
+    Tag {
+        #[command(flatten)]
+        at: Stage,
+        /// Packet bytes in hex.
+        packet: String,
+    },
+    /// Check a tagged frame (hex) as this stage's incoming hop; prints the sequence number.
+    Check {
+        #[command(flatten)]
+        at: Stage,
+        /// packet||trailer in hex.
+        frame: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AgentOp {
+    /// Sign a report (the file's bytes) with the control-channel key; prints the signature.
+    Sign {
+        /// File holding the report.
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -256,6 +312,47 @@ fn main() -> Result<()> {
             use std::io::Write;
             eprintln!("policy version {version}, {} bytes", bytes.len());
             std::io::stdout().write_all(&bytes)?;
+        }
+        Command::Hop { op } => {
+            let register = |client: &mut Client<SocketTransport>, at: &Stage| {
+                client
+                    .hop_register(
+                        at.chain,
+                        at.stage,
+                        at.hops,
+                        "gwctl",
+                        env!("CARGO_PKG_VERSION"),
+                    )
+                    .with_context(|| {
+                        format!("registering at chain {} stage {}", at.chain, at.stage)
+                    })
+            };
+            match op {
+                HopOp::Register { at } => {
+                    let (slot, pcr) = register(&mut client, &at)?;
+                    println!("slot {slot} pcr {pcr}");
+                }
+                HopOp::Tag { at, packet } => {
+                    let packet = hex::decode(packet.trim()).context("packet is not hex")?;
+                    let (slot, _) = register(&mut client, &at)?;
+                    let trailer = client.hop_tag(slot, &packet).context("tagging")?;
+                    println!("{}{}", hex::encode(&packet), hex::encode(trailer));
+                }
+                HopOp::Check { at, frame } => {
+                    let frame = hex::decode(frame.trim()).context("frame is not hex")?;
+                    let (slot, _) = register(&mut client, &at)?;
+                    let seq = client.hop_check(slot, &frame).context("checking")?;
+                    println!("{seq}");
+                }
+            }
+        }
+        Command::Agent {
+            op: AgentOp::Sign { file },
+        } => {
+            let report =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let sig = client.agent_sign(&report).context("signing the report")?;
+            println!("{}", hex::encode(sig.to_bytes()));
         }
     }
     Ok(())
