@@ -9,7 +9,7 @@ use std::{
 
 /// Path of a workspace binary built into the same target directory as this test.
 ///
-/// `cargo test --workspace` (and `cargo xtask test`) builds every package's binaries first.
+/// `cargo xtask test` builds them first (`cargo build --workspace --bins`).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> → target/<profile>/<name>
@@ -20,7 +20,7 @@ pub fn bin(name: &str) -> PathBuf {
     let path = dir.join(name);
     assert!(
         path.exists(),
-        "{} is not built: run the tests with `cargo xtask test` or `cargo test --workspace`",
+        "{} is not built: run `cargo xtask test`, or `cargo build --workspace --bins` first",
         path.display()
     );
     path

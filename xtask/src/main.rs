@@ -149,6 +149,11 @@ fn guest() -> Result<()> {
 }
 
 fn test() -> Result<()> {
+    // The end-to-end tests in tests/ run the workspace's binaries, which `cargo test` only
+    // builds for packages that have integration tests of their own.
+    let mut b = cargo();
+    b.args(["build", "--workspace", "--bins"]);
+    run("binaries for the end-to-end tests", b)?;
     let mut t = cargo();
     t.args(["test", "--workspace", "--all-targets"]);
     run("host tests", t)?;
