@@ -13,6 +13,8 @@ use std::{
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod fetch;
+
 /// Crates that must build without `std` for the hypervisor targets.
 const NO_STD_CRATES: &[&str] = &["vtpm", "gw-abi", "gw-hoptag", "gw-core"];
 /// Bare-metal targets of the hypervisor.
@@ -44,6 +46,12 @@ enum Task {
     /// verify it, print the event log. (Booting the gateway in QEMU and attesting it from the
     /// controller replaces this as those parts land.)
     Demo,
+    /// Download Debian's guest kernel and busybox once into .cache/guest/ (needs apt).
+    FetchGuest {
+        /// Guest architecture.
+        #[arg(long, value_enum, default_value = "arm64")]
+        arch: fetch::Arch,
+    },
     /// Run the criterion benchmarks and write docs/benchmarks.md.
     Bench {
         /// Seconds of measurement per benchmark.
@@ -65,6 +73,7 @@ fn main() -> Result<()> {
         Task::NoStd => no_std(),
         Task::Guest => guest(),
         Task::Demo => demo(&root),
+        Task::FetchGuest { arch } => fetch::fetch_guest(&root, arch).map(drop),
         Task::Bench { seconds, no_write } => bench(&root, seconds, no_write),
     }
 }

@@ -1,0 +1,249 @@
+//! `cargo xtask fetch-guest`: Debian's own guest kernel and busybox, downloaded once into a cache.
+//!
+//! The packages come from the machine's configured Debian archive through apt, so they are
+//! Debian's signed, reproducible builds. Nothing fetched is committed: the cache lives under
+//! `.cache/guest/<arch>/` (ignored by git).
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result, bail};
+
+/// A guest architecture as Debian names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Arch {
+    /// 64-bit ARM (qemu-virt, Raspberry Pi 3/4).
+    Arm64,
+    /// x86_64 (x86-pc).
+    Amd64,
+}
+
+impl Arch {
+    /// Debian's name.
+    pub fn debian(self) -> &'static str {
+        match self {
+            Arch::Arm64 => "arm64",
+            Arch::Amd64 => "amd64",
+        }
+    }
+}
+
+/// What `fetch-guest` leaves in the cache.
+#[derive(Debug, Clone)]
+pub struct GuestFiles {
+    /// Uncompressed kernel image (arm64 `Image` / x86 `bzImage`).
+    pub kernel: PathBuf,
+    /// Kernel release, e.g. `6.1.0-56-cloud-arm64`.
+    pub release: String,
+    /// Static busybox.
+    pub busybox: PathBuf,
+    /// Root of the extracted kernel package (modules under `lib/modules/<release>`).
+    pub kernel_root: PathBuf,
+}
+
+fn cache_dir(root: &Path, arch: Arch) -> PathBuf {
+    root.join(".cache/guest").join(arch.debian())
+}
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("running {:?}", cmd.get_program()))?;
+    if !out.status.success() {
+        bail!(
+            "{:?} failed: {}",
+            cmd.get_program(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn host_arch() -> Result<String> {
+    Ok(output(Command::new("dpkg").arg("--print-architecture"))?
+        .trim()
+        .to_owned())
+}
+
+/// Make apt able to download packages for `arch` (adds the foreign architecture if needed).
+fn ensure_architecture(arch: Arch) -> Result<()> {
+    if host_arch()? == arch.debian() {
+        return Ok(());
+    }
+    let foreign = output(Command::new("dpkg").arg("--print-foreign-architectures"))?;
+    if foreign.lines().any(|l| l.trim() == arch.debian()) {
+        return Ok(());
+    }
+    eprintln!(
+        "==> adding the {} architecture to apt (dpkg --add-architecture; apt-get update)",
+        arch.debian()
+    );
+    let status = Command::new("dpkg")
+        .args(["--add-architecture", arch.debian()])
+        .status()?;
+    if !status.success() {
+        bail!(
+            "dpkg --add-architecture {} failed (are you root?)",
+            arch.debian()
+        );
+    }
+    let status = Command::new("apt-get").args(["update", "-q"]).status()?;
+    if !status.success() {
+        bail!("apt-get update failed");
+    }
+    Ok(())
+}
+
+/// The versioned kernel package behind Debian's `linux-image-cloud-<arch>` metapackage.
+pub fn parse_kernel_dependency(depends: &str) -> Option<String> {
+    depends
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Depends:"))
+        .map(|p| p.trim().split(':').next().unwrap_or("").to_owned())
+        .find(|p| {
+            p.starts_with("linux-image-")
+                && (p.ends_with("-cloud-arm64") || p.ends_with("-cloud-amd64"))
+        })
+}
+
+fn download(dir: &Path, package: &str) -> Result<PathBuf> {
+    let prefix = format!("{}_", package.split(':').next().unwrap_or(package));
+    let find = || -> Result<Option<PathBuf>> {
+        for e in std::fs::read_dir(dir)? {
+            let p = e?.path();
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if name.starts_with(&prefix) && name.ends_with(".deb") {
+                return Ok(Some(p));
+            }
+        }
+        Ok(None)
+    };
+    if let Some(p) = find()? {
+        eprintln!("    cached {}", p.display());
+        return Ok(p);
+    }
+    eprintln!("==> downloading {package}");
+    let status = Command::new("apt-get")
+        .args(["download", package])
+        .current_dir(dir)
+        .status()?;
+    if !status.success() {
+        bail!("apt-get download {package} failed");
+    }
+    find()?.with_context(|| {
+        format!(
+            "apt-get download {package} left no .deb in {}",
+            dir.display()
+        )
+    })
+}
+
+fn extract(deb: &Path, into: &Path) -> Result<()> {
+    if into.exists() {
+        return Ok(());
+    }
+    let tmp = into.with_extension("partial");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)?;
+    let status = Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(deb)
+        .arg(&tmp)
+        .status()?;
+    if !status.success() {
+        bail!("dpkg-deb -x {} failed", deb.display());
+    }
+    std::fs::rename(&tmp, into)?;
+    Ok(())
+}
+
+/// Download (once) and unpack the guest kernel and busybox for `arch`.
+pub fn fetch_guest(root: &Path, arch: Arch) -> Result<GuestFiles> {
+    if which("apt-get").is_none() || which("dpkg-deb").is_none() {
+        bail!(
+            "fetch-guest needs apt-get and dpkg-deb (a Debian or Ubuntu host); install them or copy a cache from such a host into .cache/guest/"
+        );
+    }
+    let dir = cache_dir(root, arch);
+    let debs = dir.join("debs");
+    std::fs::create_dir_all(&debs).with_context(|| format!("creating {}", debs.display()))?;
+    ensure_architecture(arch)?;
+    let meta = format!("linux-image-cloud-{a}:{a}", a = arch.debian());
+    let depends = output(Command::new("apt-cache").args(["depends", &meta]))?;
+    let kernel_pkg = parse_kernel_dependency(&depends).with_context(|| {
+        format!("cannot resolve the kernel behind {meta}; is the Debian archive in apt's sources?")
+    })?;
+    let release = kernel_pkg.trim_start_matches("linux-image-").to_owned();
+    let kernel_deb = download(&debs, &format!("{kernel_pkg}:{}", arch.debian()))?;
+    let busybox_deb = download(&debs, &format!("busybox-static:{}", arch.debian()))?;
+    let kernel_root = dir.join("kernel");
+    let busybox_root = dir.join("busybox");
+    extract(&kernel_deb, &kernel_root)?;
+    extract(&busybox_deb, &busybox_root)?;
+
+    let vmlinuz = kernel_root.join(format!("boot/vmlinuz-{release}"));
+    let kernel = dir.join(format!("Image-{release}"));
+    if !kernel.exists() {
+        let raw =
+            std::fs::read(&vmlinuz).with_context(|| format!("reading {}", vmlinuz.display()))?;
+        // arm64 kernels are shipped gzip-compressed (the boot protocol needs the raw Image);
+        // x86 bzImage is self-decompressing and used as is.
+        let image = if raw.starts_with(&[0x1f, 0x8b]) {
+            let mut out = Vec::new();
+            use std::io::Read;
+            flate2::read::GzDecoder::new(&raw[..])
+                .read_to_end(&mut out)
+                .context("decompressing the kernel")?;
+            out
+        } else {
+            raw
+        };
+        std::fs::write(&kernel, image)?;
+    }
+    let busybox = busybox_root.join("bin/busybox");
+    if !busybox.exists() {
+        bail!("busybox-static package has no bin/busybox");
+    }
+    eprintln!(
+        "==> guest {}: kernel {release}, busybox {}",
+        arch.debian(),
+        busybox.display()
+    );
+    Ok(GuestFiles {
+        kernel,
+        release,
+        busybox,
+        kernel_root,
+    })
+}
+
+fn which(cmd: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(cmd))
+            .find(|p| p.is_file())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_the_versioned_kernel() {
+        let out =
+            "linux-image-cloud-arm64:arm64\n  Depends: linux-image-6.1.0-56-cloud-arm64:arm64\n";
+        assert_eq!(
+            parse_kernel_dependency(out).as_deref(),
+            Some("linux-image-6.1.0-56-cloud-arm64")
+        );
+        let out = "linux-image-cloud-amd64\n  Depends: linux-image-6.1.0-56-cloud-amd64\n";
+        assert_eq!(
+            parse_kernel_dependency(out).as_deref(),
+            Some("linux-image-6.1.0-56-cloud-amd64")
+        );
+        assert_eq!(parse_kernel_dependency("nothing here"), None);
+    }
+}
