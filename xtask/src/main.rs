@@ -73,7 +73,16 @@ fn main() -> Result<()> {
         Task::NoStd => no_std(),
         Task::Guest => guest(),
         Task::Demo => demo(&root),
-        Task::FetchGuest { arch } => fetch::fetch_guest(&root, arch).map(drop),
+        Task::FetchGuest { arch } => {
+            let g = fetch::fetch_guest(&root, arch)?;
+            println!("kernel  {} ({})", g.kernel.display(), g.release);
+            println!(
+                "modules {}",
+                g.kernel_root.join("lib/modules").join(&g.release).display()
+            );
+            println!("busybox {}", g.busybox.display());
+            Ok(())
+        }
         Task::Bench { seconds, no_write } => bench(&root, seconds, no_write),
     }
 }
