@@ -206,11 +206,6 @@ pub fn fetch_guest(root: &Path, arch: Arch) -> Result<GuestFiles> {
     if !busybox.exists() {
         bail!("busybox-static package has no bin/busybox");
     }
-    eprintln!(
-        "==> guest {}: kernel {release}, busybox {}",
-        arch.debian(),
-        busybox.display()
-    );
     Ok(GuestFiles {
         kernel,
         release,
