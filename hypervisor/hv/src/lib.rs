@@ -1,0 +1,21 @@
+//! The Gatewarden micro-hypervisor.
+//!
+//! Portable modules (board constants, the guest bundle, device-tree edits, page-table
+//! descriptors) build and are tested on the host. The EL2 code lives in [`arch`] and only builds
+//! for bare-metal aarch64 (`cargo xtask image`); all `unsafe` is fenced there.
+#![cfg_attr(target_os = "none", no_std)]
+
+pub mod bundle;
+pub mod dtb;
+pub mod pagetable;
+
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod arch;
+
+/// Board constants generated from `boards/<board>/board.toml`.
+pub mod board {
+    include!(concat!(env!("OUT_DIR"), "/board.rs"));
+}
+
+/// Version string in quotes and on the console.
+pub const VERSION: &str = concat!("gatewarden-hv ", env!("CARGO_PKG_VERSION"));
