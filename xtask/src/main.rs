@@ -14,6 +14,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod fetch;
+mod image;
 
 /// Crates that must build without `std` for the hypervisor targets.
 const NO_STD_CRATES: &[&str] = &["vtpm", "gw-abi", "gw-hoptag", "gw-core"];
@@ -46,6 +47,21 @@ enum Task {
     /// verify it, print the event log. (Booting the gateway in QEMU and attesting it from the
     /// controller replaces this as those parts land.)
     Demo,
+    /// Build the bootable image for a board (hypervisor, guest bundle, manifest).
+    Image {
+        /// Board folder under boards/.
+        #[arg(long, default_value = "qemu-virt")]
+        board: String,
+    },
+    /// Build the image and boot it in QEMU with the serial console here.
+    Run {
+        /// Board folder under boards/.
+        #[arg(long, default_value = "qemu-virt")]
+        board: String,
+        /// Number of CPUs.
+        #[arg(long, default_value_t = 2)]
+        smp: u32,
+    },
     /// Download Debian's guest kernel and busybox once into .cache/guest/ (needs apt).
     FetchGuest {
         /// Guest architecture.
@@ -73,6 +89,8 @@ fn main() -> Result<()> {
         Task::NoStd => no_std(),
         Task::Guest => guest(),
         Task::Demo => demo(&root),
+        Task::Image { board } => image::image(&root, &board).map(drop),
+        Task::Run { board, smp } => image::run_qemu(&root, &board, smp),
         Task::FetchGuest { arch } => {
             let g = fetch::fetch_guest(&root, arch)?;
             println!("kernel  {} ({})", g.kernel.display(), g.release);
@@ -151,19 +169,18 @@ fn no_std() -> Result<()> {
 }
 
 fn guest() -> Result<()> {
-    for target in GUEST_TARGETS {
-        let mut c = cargo();
-        c.args(["build", "--release", "--target", target]);
-        for bin in GUEST_BINARIES {
-            c.args(["--bin", bin]);
-        }
-        // Rust ships musl's C runtime for these targets; rust-lld links them without a
-        // cross toolchain.
-        let env_target = target.to_uppercase().replace('-', "_");
-        c.env(format!("CARGO_TARGET_{env_target}_LINKER"), "rust-lld");
-        run(&format!("static guest programs for {target}"), c)?;
+    GUEST_TARGETS.iter().try_for_each(|t| guest_target(t))
+}
+
+/// Build the guest programs for one musl target.
+fn guest_target(target: &str) -> Result<()> {
+    let mut c = cargo();
+    c.args(["build", "--release", "--target", target]);
+    for bin in GUEST_BINARIES {
+        c.args(["--bin", bin]);
     }
-    Ok(())
+    // Linker and flags for the musl targets are in .cargo/config.toml.
+    run(&format!("static guest programs for {target}"), c)
 }
 
 fn test() -> Result<()> {

@@ -33,14 +33,19 @@ pub struct BootInfo {
 fn be(v: &[u8]) -> Result<u64, DtbError> {
     match v.len() {
         4 => Ok(u32::from_be_bytes(v.try_into().map_err(|_| DtbError::BadProperty)?) as u64),
-        8 => Ok(u64::from_be_bytes(v.try_into().map_err(|_| DtbError::BadProperty)?)),
+        8 => Ok(u64::from_be_bytes(
+            v.try_into().map_err(|_| DtbError::BadProperty)?,
+        )),
         _ => Err(DtbError::BadProperty),
     }
 }
 
 /// Byte offset and length of a property value inside `blob`.
 fn locate(blob: &[u8], value: &[u8]) -> (usize, usize) {
-    (value.as_ptr() as usize - blob.as_ptr() as usize, value.len())
+    (
+        value.as_ptr() as usize - blob.as_ptr() as usize,
+        value.len(),
+    )
 }
 
 struct Places {
@@ -53,7 +58,10 @@ fn places(blob: &[u8]) -> Result<(BootInfo, Places), DtbError> {
     let fdt = Fdt::new(blob).map_err(|_| DtbError::Invalid)?;
     let mem = fdt
         .all_nodes()
-        .find(|n| n.name.starts_with("memory") && n.property("device_type").and_then(|p| p.as_str()) == Some("memory"))
+        .find(|n| {
+            n.name.starts_with("memory")
+                && n.property("device_type").and_then(|p| p.as_str()) == Some("memory")
+        })
         .ok_or(DtbError::NoMemory)?;
     let reg = mem.property("reg").ok_or(DtbError::NoMemory)?;
     if reg.value.len() < 16 {
@@ -61,9 +69,17 @@ fn places(blob: &[u8]) -> Result<(BootInfo, Places), DtbError> {
     }
     let memory = (be(&reg.value[0..8])?, be(&reg.value[8..16])?);
     let chosen = fdt.find_node("/chosen").ok_or(DtbError::NoInitrd)?;
-    let start = chosen.property("linux,initrd-start").ok_or(DtbError::NoInitrd)?;
-    let end = chosen.property("linux,initrd-end").ok_or(DtbError::NoInitrd)?;
-    let info = BootInfo { memory, initrd: (be(start.value)?, be(end.value)?), total_size: fdt.total_size() };
+    let start = chosen
+        .property("linux,initrd-start")
+        .ok_or(DtbError::NoInitrd)?;
+    let end = chosen
+        .property("linux,initrd-end")
+        .ok_or(DtbError::NoInitrd)?;
+    let info = BootInfo {
+        memory,
+        initrd: (be(start.value)?, be(end.value)?),
+        total_size: fdt.total_size(),
+    };
     let places = Places {
         memory_reg: locate(blob, &reg.value[..16]),
         initrd_start: locate(blob, start.value),
@@ -89,7 +105,8 @@ pub fn bootargs(blob: &[u8]) -> Result<&[u8], DtbError> {
 
 fn put(blob: &mut [u8], (off, len): (usize, usize), v: u64) -> Result<(), DtbError> {
     match len {
-        4 => blob[off..off + 4].copy_from_slice(&(u32::try_from(v).map_err(|_| DtbError::BadProperty)?).to_be_bytes()),
+        4 => blob[off..off + 4]
+            .copy_from_slice(&(u32::try_from(v).map_err(|_| DtbError::BadProperty)?).to_be_bytes()),
         8 => blob[off..off + 8].copy_from_slice(&v.to_be_bytes()),
         _ => return Err(DtbError::BadProperty),
     }
@@ -97,7 +114,11 @@ fn put(blob: &mut [u8], (off, len): (usize, usize), v: u64) -> Result<(), DtbErr
 }
 
 /// Give the guest RAM `[base, base + size)` and the initrd `[start, end)`.
-pub fn edit_for_guest(blob: &mut [u8], memory: (u64, u64), initrd: (u64, u64)) -> Result<(), DtbError> {
+pub fn edit_for_guest(
+    blob: &mut [u8],
+    memory: (u64, u64),
+    initrd: (u64, u64),
+) -> Result<(), DtbError> {
     let (_, p) = places(blob)?;
     let (off, _) = p.memory_reg;
     put(blob, (off, 8), memory.0)?;
@@ -124,7 +145,12 @@ mod tests {
     #[test]
     fn edits_in_place() {
         let mut blob = QEMU.to_vec();
-        edit_for_guest(&mut blob, (0x4100_0000, 0x3f00_0000), (0x4810_0000, 0x4820_0000)).unwrap();
+        edit_for_guest(
+            &mut blob,
+            (0x4100_0000, 0x3f00_0000),
+            (0x4810_0000, 0x4820_0000),
+        )
+        .unwrap();
         let i = inspect(&blob).unwrap();
         assert_eq!(i.memory, (0x4100_0000, 0x3f00_0000));
         assert_eq!(i.initrd, (0x4810_0000, 0x4820_0000));
@@ -132,7 +158,10 @@ mod tests {
         // Everything else is untouched.
         assert_eq!(bootargs(&blob).unwrap(), b"console=ttyAMA0 rdinit=/init");
         // 32-bit initrd cells cannot take a 64-bit address: refused, not truncated.
-        assert_eq!(edit_for_guest(&mut blob, (0x4100_0000, 1), (1 << 33, 1 << 34)), Err(DtbError::BadProperty));
+        assert_eq!(
+            edit_for_guest(&mut blob, (0x4100_0000, 1), (1 << 33, 1 << 34)),
+            Err(DtbError::BadProperty)
+        );
     }
 
     #[test]

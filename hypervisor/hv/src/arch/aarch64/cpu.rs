@@ -1,0 +1,108 @@
+//! Per-CPU EL2 configuration, cache maintenance, firmware calls and guest entry.
+
+use aarch64_cpu::registers::*;
+
+/// HCR_EL2 for the guest: stage 2 on (VM), set/way invalidation as clean+invalidate (SWIO),
+/// guest SMCs trapped (TSC) so PSCI runs here, EL1 in AArch64 (RW). IRQ/FIQ are not routed to
+/// EL2 (IMO/FMO clear): interrupts pass straight through to the guest (`docs/boot.md`).
+pub const HCR_GUEST: u64 = (1 << 0) | (1 << 1) | (1 << 19) | (1 << 31);
+
+/// SPSR for entering the guest: EL1h with D, A, I, F masked (arm64 boot protocol).
+pub const SPSR_EL1H_MASKED: u64 = 0x3c5;
+
+/// Configure this CPU's EL2 for running the guest (everything except the MMU, see `mmu`).
+pub fn init_el2_for_guest(vttbr: u64, vtcr: u64) {
+    HCR_EL2.set(HCR_GUEST);
+    VTCR_EL2.set(vtcr);
+    VTTBR_EL2.set(vttbr);
+    // The guest uses the physical counter and timer directly; no virtual offset.
+    CNTHCTL_EL2.set(0b11);
+    CNTVOFF_EL2.set(0);
+    // Guest may use FP/SIMD (TFP clear); RES1 bits set.
+    CPTR_EL2.set(0x33ff);
+    // Guest reaches the GICv3 CPU interface through system registers.
+    ICC_SRE_EL2.set(0b1001);
+    VMPIDR_EL2.set(MPIDR_EL1.get());
+    let midr = MIDR_EL1.get();
+    // SAFETY: VPIDR_EL2 is an EL2 register we run at; writing it only changes what the guest
+    // reads as MIDR_EL1.
+    unsafe { core::arch::asm!("msr vpidr_el2, {}", in(reg) midr) };
+    // The arm64 boot protocol needs the EL1 MMU and caches off.
+    SCTLR_EL1.set(0x30d0_0800);
+    aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+}
+
+/// Invalidate all stage-1 and stage-2 TLB entries of the guest (VMID 0).
+pub fn tlbi_guest() {
+    // SAFETY: TLB maintenance has no memory-safety effect; barriers order it.
+    unsafe { core::arch::asm!("dsb ishst", "tlbi vmalls12e1is", "dsb ish", "isb") };
+}
+
+/// Data-cache line size in bytes.
+fn dcache_line() -> usize {
+    let ctr: u64;
+    // SAFETY: reading CTR_EL0 has no side effects.
+    unsafe { core::arch::asm!("mrs {}, ctr_el0", out(reg) ctr) };
+    4 << ((ctr >> 16) & 0xf)
+}
+
+/// Clean `[addr, addr + len)` to the point of coherency and invalidate the instruction cache,
+/// so a guest started with its caches off sees what the hypervisor copied.
+pub fn clean_for_guest(addr: u64, len: u64) {
+    let line = dcache_line() as u64;
+    let mut a = addr & !(line - 1);
+    while a < addr + len {
+        // SAFETY: `dc cvac` on an identity-mapped address only writes dirty lines back.
+        unsafe { core::arch::asm!("dc cvac, {}", in(reg) a) };
+        a += line;
+    }
+    // SAFETY: barrier and instruction-cache invalidation have no memory-safety effect.
+    unsafe { core::arch::asm!("dsb sy", "ic iallu", "dsb sy", "isb") };
+}
+
+/// Call the platform firmware (PSCI through SMC from EL2).
+pub fn smc(fid: u64, a1: u64, a2: u64, a3: u64) -> u64 {
+    let ret: u64;
+    // SAFETY: an SMCCC call; the firmware preserves x4-x17 in SMCCC 1.1 and we declare x0-x3
+    // (and the rest conservatively) clobbered.
+    unsafe {
+        core::arch::asm!(
+            "smc #0",
+            inout("x0") fid => ret,
+            inout("x1") a1 => _,
+            inout("x2") a2 => _,
+            inout("x3") a3 => _,
+            out("x4") _, out("x5") _, out("x6") _, out("x7") _,
+            out("x8") _, out("x9") _, out("x10") _, out("x11") _,
+            out("x12") _, out("x13") _, out("x14") _, out("x15") _,
+            out("x16") _, out("x17") _,
+        )
+    };
+    ret
+}
+
+/// This CPU's affinity-0 number.
+pub fn cpu_id() -> u64 {
+    MPIDR_EL1.get() & 0xff
+}
+
+/// Enter the guest at EL1 at `entry` with `x0 = arg`, on a clean hypervisor stack `stack_top`.
+pub fn enter_guest(entry: u64, arg: u64, stack_top: u64) -> ! {
+    // SAFETY: ELR/SPSR_EL2 name the guest entry at EL1 with interrupts masked; stage 2 and HCR
+    // are configured, so the guest runs confined. SP_EL2 is reset to this CPU's stack top, so
+    // the next trap starts on a clean stack. Never returns.
+    unsafe {
+        core::arch::asm!(
+            "msr elr_el2, {entry}",
+            "msr spsr_el2, {spsr}",
+            "mov sp, {stack}",
+            "mov x1, xzr", "mov x2, xzr", "mov x3, xzr",
+            "eret",
+            entry = in(reg) entry,
+            spsr = in(reg) SPSR_EL1H_MASKED,
+            stack = in(reg) stack_top,
+            in("x0") arg,
+            options(noreturn)
+        )
+    }
+}

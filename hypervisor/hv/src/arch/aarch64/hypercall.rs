@@ -1,0 +1,143 @@
+//! Gatewarden hypercalls from the guest kernel (`HVC #0`, function ids `0xC600_00nn`).
+//!
+//! Buffers are guest virtual addresses, translated page by page through the guest's own page
+//! tables and stage 2 (`AT S12E1R/W`), and must land in guest RAM: a buffer that touches an
+//! unmapped page, a device, or hypervisor memory gets BAD_ADDRESS. Requests are copied into a
+//! per-CPU bounce buffer before decoding, so the guest cannot change them mid-call.
+
+use aarch64_cpu::registers::*;
+use core::{
+    cell::UnsafeCell,
+    sync::atomic::{AtomicU64, Ordering},
+};
+
+use gw_abi::{AbiError, Function, MAX_REQUEST, MAX_RESPONSE, regs};
+use gw_core::{Caller, Monitor};
+
+use super::{cpu, trap::TrapFrame};
+use crate::board::MAX_CPUS;
+
+/// The hypervisor's monitor: event log of 1,024 entries, 64 hop key slots.
+pub type HvMonitor = Monitor<1024, 64>;
+
+/// The monitor, created once at boot by the primary CPU.
+pub static MONITOR: spin::Once<spin::Mutex<HvMonitor>> = spin::Once::new();
+
+/// Guest RAM bounds `[start, end)`: the only place guest buffers may be.
+static GUEST_RAM: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+/// Digest of the guest kernel: the program identity of EL1 callers.
+static KERNEL_DIGEST: spin::Once<[u8; 32]> = spin::Once::new();
+
+/// Record guest RAM and the kernel measurement (primary CPU, at boot).
+pub fn set_guest(ram: (u64, u64), kernel_digest: [u8; 32]) {
+    GUEST_RAM[0].store(ram.0, Ordering::Release);
+    GUEST_RAM[1].store(ram.0 + ram.1, Ordering::Release);
+    KERNEL_DIGEST.call_once(|| kernel_digest);
+}
+
+struct Bounce(
+    UnsafeCell<[[u8; MAX_REQUEST]; MAX_CPUS]>,
+    UnsafeCell<[[u8; MAX_RESPONSE]; MAX_CPUS]>,
+);
+
+// SAFETY: CPU `i` only ever touches slot `i`, and a CPU handles one trap at a time.
+unsafe impl Sync for Bounce {}
+
+static BOUNCE: Bounce = Bounce(
+    UnsafeCell::new([[0; MAX_REQUEST]; MAX_CPUS]),
+    UnsafeCell::new([[0; MAX_RESPONSE]; MAX_CPUS]),
+);
+
+/// Translate a guest VA for reading or writing; `None` unless it maps to guest RAM.
+fn translate(va: u64, write: bool) -> Option<u64> {
+    let saved = PAR_EL1.get();
+    // SAFETY: address translation instructions only update PAR_EL1, which is saved above and
+    // restored below so the guest never sees the change.
+    unsafe {
+        if write {
+            core::arch::asm!("at s12e1w, {}", "isb", in(reg) va);
+        } else {
+            core::arch::asm!("at s12e1r, {}", "isb", in(reg) va);
+        }
+    }
+    let par = PAR_EL1.get();
+    PAR_EL1.set(saved);
+    if par & 1 != 0 {
+        return None;
+    }
+    let pa = (par & 0x0000_ffff_ffff_f000) | (va & 0xfff);
+    let (lo, hi) = (
+        GUEST_RAM[0].load(Ordering::Acquire),
+        GUEST_RAM[1].load(Ordering::Acquire),
+    );
+    (pa >= lo && pa < hi).then_some(pa)
+}
+
+/// Copy between guest VA range and a hypervisor buffer, page by page.
+fn copy_guest(va: u64, buf: &mut [u8], to_guest: bool) -> Result<(), AbiError> {
+    let mut done = 0usize;
+    while done < buf.len() {
+        let addr = va.checked_add(done as u64).ok_or(AbiError::BadAddress)?;
+        let in_page = (4096 - (addr & 0xfff)) as usize;
+        let n = in_page.min(buf.len() - done);
+        let pa = translate(addr, to_guest).ok_or(AbiError::BadAddress)?;
+        // SAFETY: `pa..pa + n` lies in one page of guest RAM (checked by `translate`), which
+        // the EL2 identity map covers; it never overlaps hypervisor memory, and `buf` is ours.
+        unsafe {
+            if to_guest {
+                core::ptr::copy_nonoverlapping(buf[done..].as_ptr(), pa as *mut u8, n);
+            } else {
+                core::ptr::copy_nonoverlapping(pa as *const u8, buf[done..].as_mut_ptr(), n);
+            }
+        }
+        done += n;
+    }
+    Ok(())
+}
+
+/// Handle a Gatewarden call; returns the status for x0 and sets x1 (and x2 for VERSION).
+pub fn dispatch(f: &mut TrapFrame) -> u64 {
+    let r = regs::aarch64::decode(&[f.x[0], f.x[1], f.x[2], f.x[3], f.x[4]]);
+    let Some(function) = Function::from_aarch64_id(r.function) else {
+        return AbiError::NotSupported as i64 as u64;
+    };
+    // Register-only VERSION: no buffers, answers ABI version and monitor kind.
+    if function == Function::Version && r.req_len == 0 && r.resp_cap == 0 {
+        f.x[1] = ((gw_abi::ABI_MAJOR as u64) << 16) | gw_abi::ABI_MINOR as u64;
+        f.x[2] = 0;
+        return 0;
+    }
+    match buffer_call(function, &r) {
+        Ok(len) => {
+            f.x[1] = len as u64;
+            0
+        }
+        Err(e) => {
+            f.x[1] = 0;
+            e as i64 as u64
+        }
+    }
+}
+
+fn buffer_call(function: Function, r: &regs::CallRegs) -> Result<usize, AbiError> {
+    regs::check_buffers(r)?;
+    let idx = cpu::cpu_id() as usize;
+    if idx >= MAX_CPUS {
+        return Err(AbiError::InvalidParameter);
+    }
+    // SAFETY: slot `idx` belongs to this CPU (see `Bounce`).
+    let (req, resp) = unsafe { (&mut (*BOUNCE.0.get())[idx], &mut (*BOUNCE.1.get())[idx]) };
+    let req = &mut req[..r.req_len as usize];
+    copy_guest(r.req_addr, req, false)?;
+    let caller = Caller {
+        space: TTBR0_EL1.get(),
+        program: *KERNEL_DIGEST.get().unwrap_or(&[0; 32]),
+    };
+    let monitor = MONITOR.get().ok_or(AbiError::NotProvisioned)?;
+    let cap = (r.resp_cap as usize).min(MAX_RESPONSE);
+    let len = monitor
+        .lock()
+        .handle(&caller, function, req, &mut resp[..cap])?;
+    copy_guest(r.resp_addr, &mut resp[..len], true)?;
+    Ok(len)
+}

@@ -1,0 +1,309 @@
+//! EL2 exception vectors and the handlers for guest traps: hypercalls (HVC), PSCI (trapped
+//! SMC), and stage-2 faults, which are logged and answered with an abort injected into the guest.
+
+use aarch64_cpu::registers::*;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use crate::{arch::aarch64::cpu, board::MAX_CPUS, println};
+
+/// Guest registers saved on a trap.
+#[repr(C)]
+pub struct TrapFrame {
+    /// x0-x30.
+    pub x: [u64; 31],
+    /// ELR_EL2: where the guest resumes.
+    pub elr: u64,
+    /// SPSR_EL2: the guest's PSTATE.
+    pub spsr: u64,
+    _pad: u64,
+}
+
+core::arch::global_asm!(
+    r#"
+.macro SAVE_FRAME
+    sub     sp, sp, #272
+    stp     x0, x1, [sp, #0]
+    stp     x2, x3, [sp, #16]
+    stp     x4, x5, [sp, #32]
+    stp     x6, x7, [sp, #48]
+    stp     x8, x9, [sp, #64]
+    stp     x10, x11, [sp, #80]
+    stp     x12, x13, [sp, #96]
+    stp     x14, x15, [sp, #112]
+    stp     x16, x17, [sp, #128]
+    stp     x18, x19, [sp, #144]
+    stp     x20, x21, [sp, #160]
+    stp     x22, x23, [sp, #176]
+    stp     x24, x25, [sp, #192]
+    stp     x26, x27, [sp, #208]
+    stp     x28, x29, [sp, #224]
+    mrs     x0, elr_el2
+    mrs     x1, spsr_el2
+    stp     x30, x0, [sp, #240]
+    str     x1, [sp, #256]
+.endm
+
+.macro RESTORE_FRAME
+    ldp     x30, x0, [sp, #240]
+    ldr     x1, [sp, #256]
+    msr     elr_el2, x0
+    msr     spsr_el2, x1
+    ldp     x0, x1, [sp, #0]
+    ldp     x2, x3, [sp, #16]
+    ldp     x4, x5, [sp, #32]
+    ldp     x6, x7, [sp, #48]
+    ldp     x8, x9, [sp, #64]
+    ldp     x10, x11, [sp, #80]
+    ldp     x12, x13, [sp, #96]
+    ldp     x14, x15, [sp, #112]
+    ldp     x16, x17, [sp, #128]
+    ldp     x18, x19, [sp, #144]
+    ldp     x20, x21, [sp, #160]
+    ldp     x22, x23, [sp, #176]
+    ldp     x24, x25, [sp, #192]
+    ldp     x26, x27, [sp, #208]
+    ldp     x28, x29, [sp, #224]
+    add     sp, sp, #272
+.endm
+
+    .section .text.vectors, "ax"
+    .balign 0x800
+    .global hv_vectors
+hv_vectors:
+    .balign 0x80
+    b       hv_vec_unexpected       // current EL, SP0: sync
+    .balign 0x80
+    b       hv_vec_unexpected
+    .balign 0x80
+    b       hv_vec_unexpected
+    .balign 0x80
+    b       hv_vec_unexpected
+    .balign 0x80
+    b       hv_vec_unexpected       // current EL, SPx: sync (a hypervisor fault)
+    .balign 0x80
+    b       hv_vec_unexpected
+    .balign 0x80
+    b       hv_vec_unexpected
+    .balign 0x80
+    b       hv_vec_unexpected
+    .balign 0x80
+    b       hv_vec_lower_sync       // lower EL, AArch64: sync (guest trap)
+    .balign 0x80
+    b       hv_vec_unexpected
+    .balign 0x80
+    b       hv_vec_unexpected
+    .balign 0x80
+    b       hv_vec_unexpected
+    .balign 0x80
+    b       hv_vec_unexpected       // lower EL, AArch32
+    .balign 0x80
+    b       hv_vec_unexpected
+    .balign 0x80
+    b       hv_vec_unexpected
+    .balign 0x80
+    b       hv_vec_unexpected
+
+hv_vec_lower_sync:
+    SAVE_FRAME
+    mov     x0, sp
+    bl      hv_lower_sync
+    RESTORE_FRAME
+    eret
+
+hv_vec_unexpected:
+    SAVE_FRAME
+    mov     x0, sp
+    bl      hv_unexpected
+1:
+    wfe
+    b       1b
+"#
+);
+
+unsafe extern "C" {
+    static hv_vectors: u8;
+}
+
+/// Point VBAR_EL2 at the vectors (every CPU).
+pub fn install() {
+    let v = core::ptr::addr_of!(hv_vectors) as u64;
+    VBAR_EL2.set(v);
+    aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+}
+
+const EC_HVC64: u64 = 0x16;
+const EC_SMC64: u64 = 0x17;
+const EC_IABT_LOW: u64 = 0x20;
+const EC_DABT_LOW: u64 = 0x24;
+
+/// SMCCC "not supported".
+const NOT_SUPPORTED: u64 = -1i64 as u64;
+/// PSCI "invalid parameters".
+const INVALID_PARAMETERS: u64 = -2i64 as u64;
+
+/// Where each secondary CPU enters the guest: (entry, context), set by the guest's CPU_ON.
+static SECONDARY_ENTRY: [AtomicU64; 2 * MAX_CPUS] = [const { AtomicU64::new(0) }; 2 * MAX_CPUS];
+
+/// The guest entry recorded for CPU `idx` by CPU_ON.
+pub fn secondary_guest_entry(idx: usize) -> (u64, u64) {
+    (
+        SECONDARY_ENTRY[2 * idx].load(Ordering::Acquire),
+        SECONDARY_ENTRY[2 * idx + 1].load(Ordering::Acquire),
+    )
+}
+
+/// Stage-2 faults seen (the first few are logged, then every 1024th).
+static FAULTS: AtomicU64 = AtomicU64::new(0);
+
+#[unsafe(no_mangle)]
+extern "C" fn hv_lower_sync(f: &mut TrapFrame) {
+    let esr = ESR_EL2.get();
+    match (esr >> 26) & 0x3f {
+        EC_HVC64 => {
+            if esr & 0xffff != 0 {
+                f.x[0] = NOT_SUPPORTED;
+            } else {
+                call(f);
+            }
+        }
+        EC_SMC64 => {
+            // ELR points at the SMC itself: resume after it.
+            f.elr += 4;
+            call(f);
+        }
+        ec @ (EC_DABT_LOW | EC_IABT_LOW) => {
+            let far = FAR_EL2.get();
+            let ipa = ((HPFAR_EL2.get() >> 4) << 12) | (far & 0xfff);
+            let n = FAULTS.fetch_add(1, Ordering::Relaxed);
+            if n < 16 || n.is_multiple_of(1024) {
+                println!(
+                    "stage-2 fault #{n}: guest {} IPA {ipa:#x} (VA {far:#x}) at PC {:#x} on CPU {}; abort injected",
+                    if ec == EC_DABT_LOW {
+                        if esr & (1 << 6) != 0 {
+                            "write to"
+                        } else {
+                            "read of"
+                        }
+                    } else {
+                        "fetch from"
+                    },
+                    f.elr,
+                    cpu::cpu_id()
+                );
+            }
+            inject_abort(f, ec == EC_DABT_LOW, far);
+        }
+        ec => {
+            println!(
+                "unhandled guest trap EC {ec:#x} ESR {esr:#x} at PC {:#x}; undefined instruction injected",
+                f.elr
+            );
+            inject_undef(f);
+        }
+    }
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn hv_unexpected(f: &mut TrapFrame) {
+    panic!(
+        "unexpected exception at EL2: ESR {:#x} ELR {:#x} FAR {:#x} SPSR {:#x}",
+        ESR_EL2.get(),
+        f.elr,
+        FAR_EL2.get(),
+        f.spsr
+    );
+}
+
+/// SMCCC dispatch for HVC and trapped SMC: PSCI, SMCCC and Gatewarden calls.
+fn call(f: &mut TrapFrame) {
+    let fid = f.x[0] & 0xffff_ffff;
+    f.x[0] = match fid {
+        0x8000_0000 => 0x1_0001, // SMCCC_VERSION 1.1
+        0x8400_0000..=0x8400_001f | 0xc400_0000..=0xc400_001f => psci(fid, f),
+        _ => super::hypercall::dispatch(f),
+    };
+}
+
+const PSCI_VERSION: u64 = 0x8400_0000;
+const CPU_OFF: u64 = 0x8400_0002;
+const MIGRATE_INFO_TYPE: u64 = 0x8400_0006;
+const SYSTEM_OFF: u64 = 0x8400_0008;
+const SYSTEM_RESET: u64 = 0x8400_0009;
+const PSCI_FEATURES: u64 = 0x8400_000a;
+const CPU_ON: u64 = 0xc400_0003;
+const AFFINITY_INFO: u64 = 0xc400_0004;
+
+fn psci(fid: u64, f: &mut TrapFrame) -> u64 {
+    match fid {
+        PSCI_VERSION => 0x1_0000,
+        PSCI_FEATURES => match f.x[1] & 0xffff_ffff {
+            PSCI_VERSION | CPU_OFF | MIGRATE_INFO_TYPE | SYSTEM_OFF | SYSTEM_RESET
+            | PSCI_FEATURES | CPU_ON | AFFINITY_INFO | 0x8000_0000 => 0,
+            _ => NOT_SUPPORTED,
+        },
+        CPU_ON => {
+            let (mpidr, entry, ctx) = (f.x[1], f.x[2], f.x[3]);
+            let idx = (mpidr & 0xff) as usize;
+            if idx >= MAX_CPUS || mpidr & !0xff != 0 {
+                return INVALID_PARAMETERS;
+            }
+            SECONDARY_ENTRY[2 * idx].store(entry, Ordering::Release);
+            SECONDARY_ENTRY[2 * idx + 1].store(ctx, Ordering::Release);
+            // The CPU starts in the hypervisor, which then enters the guest at `entry`.
+            cpu::smc(
+                CPU_ON,
+                mpidr,
+                super::boot::secondary_entry_address(),
+                idx as u64,
+            )
+        }
+        CPU_OFF => cpu::smc(CPU_OFF, 0, 0, 0),
+        AFFINITY_INFO => cpu::smc(AFFINITY_INFO, f.x[1], f.x[2], 0),
+        MIGRATE_INFO_TYPE => 2, // no trusted OS to migrate
+        SYSTEM_OFF => {
+            println!("guest requested SYSTEM_OFF");
+            cpu::smc(SYSTEM_OFF, 0, 0, 0)
+        }
+        SYSTEM_RESET => {
+            println!("guest requested SYSTEM_RESET");
+            cpu::smc(SYSTEM_RESET, 0, 0, 0)
+        }
+        _ => NOT_SUPPORTED,
+    }
+}
+
+/// Vector offset in the guest's VBAR_EL1 for a synchronous exception taken from `spsr`'s mode.
+fn el1_vector(spsr: u64) -> u64 {
+    match spsr & 0xf {
+        0b0000 => 0x400, // from EL0 (lower EL, AArch64)
+        0b0101 => 0x200, // EL1h
+        _ => 0x000,      // EL1t
+    }
+}
+
+/// Make the guest take a synchronous exception with syndrome `esr` at EL1.
+fn inject(f: &mut TrapFrame, esr: u64, far: u64) {
+    ESR_EL1.set(esr);
+    FAR_EL1.set(far);
+    ELR_EL1.set(f.elr);
+    SPSR_EL1.set(f.spsr);
+    f.elr = VBAR_EL1.get() + el1_vector(f.spsr);
+    f.spsr = cpu::SPSR_EL1H_MASKED;
+}
+
+fn inject_abort(f: &mut TrapFrame, data: bool, far: u64) {
+    let from_el0 = f.spsr & 0xf == 0;
+    let ec = match (data, from_el0) {
+        (true, true) => 0x24,
+        (true, false) => 0x25,
+        (false, true) => 0x20,
+        (false, false) => 0x21,
+    };
+    // IL=1; FSC 0x10: synchronous external abort; for data, keep WnR.
+    let wnr = if data { ESR_EL2.get() & (1 << 6) } else { 0 };
+    inject(f, (ec << 26) | (1 << 25) | wnr | 0x10, far);
+}
+
+fn inject_undef(f: &mut TrapFrame) {
+    inject(f, 1 << 25, 0);
+}

@@ -1,0 +1,3 @@
+//! Architecture code: the only place with `unsafe`, each block with its reason.
+
+pub mod aarch64;

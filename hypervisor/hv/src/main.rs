@@ -1,0 +1,272 @@
+//! The bootable hypervisor image (`cargo xtask image`).
+#![no_std]
+#![no_main]
+
+use core::panic::PanicInfo;
+
+use gatewarden_hv::{
+    VERSION,
+    arch::aarch64::{
+        boot,
+        cpu::{self, enter_guest},
+        hypercall::{self, MONITOR},
+        mmu, trap,
+    },
+    board, bundle, dtb, println,
+};
+use gw_core::{Config, Monitor};
+use vtpm::{
+    ComponentKind, DeviceSecret, KeyHierarchy, MonitorIdentity, MonitorKind,
+    pcr::{
+        PCR_GUEST_CMDLINE, PCR_GUEST_DTB, PCR_GUEST_INITRAMFS, PCR_GUEST_KERNEL, PCR_HYPERVISOR,
+    },
+};
+
+/// Per-image device secret, written into the image by `cargo xtask image` after the marker.
+/// All zero means an unprovisioned development image (announced on the console).
+#[unsafe(no_mangle)]
+#[used]
+static GW_DEVICE_SECRET: [u8; 40] =
+    *b"GWSECRT1\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
+
+/// VTTBR_EL2 for secondaries (set by the primary before any CPU_ON).
+static VTTBR: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+unsafe extern "C" {
+    static __primary_stack_top: u8;
+    static __image_file_end: u8;
+    static __secondary_stack_size: u8;
+}
+
+fn primary_stack_top() -> u64 {
+    core::ptr::addr_of!(__primary_stack_top) as u64
+}
+
+fn secondary_stack_top(idx: u64) -> u64 {
+    // The linker symbol's address is the stack size (an absolute symbol).
+    let size = core::ptr::addr_of!(__secondary_stack_size) as u64;
+    primary_stack_top() + idx * size
+}
+
+fn fail(what: &str) -> ! {
+    panic!("cannot boot the guest: {what}");
+}
+
+/// The loaded image bytes (code and data as flashed, secret included).
+fn image_bytes() -> &'static [u8] {
+    // SAFETY: [__image_start, __image_file_end) is the loaded image, identity-mapped and
+    // never written after boot except for .data the image itself owns.
+    unsafe {
+        let start = core::ptr::addr_of!(boot::__image_start);
+        let end = core::ptr::addr_of!(__image_file_end);
+        core::slice::from_raw_parts(start, end as usize - start as usize)
+    }
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn hv_primary_main(dtb_pa: u64) -> ! {
+    mmu::build_el2_map(1);
+    mmu::enable_el2_mmu();
+    trap::install();
+    println!("{VERSION} on {} at EL2, DTB at {dtb_pa:#x}", board::NAME);
+
+    // SAFETY: the loader put a flattened device tree at `dtb_pa` (arm64 boot protocol); its
+    // header's totalsize bounds the blob, which lies in RAM the EL2 map covers.
+    let blob = unsafe {
+        let size = u32::from_be(core::ptr::read_volatile((dtb_pa + 4) as *const u32)) as usize;
+        if size > 2 << 20 {
+            fail("device tree larger than 2 MiB");
+        }
+        core::slice::from_raw_parts_mut(dtb_pa as *mut u8, size)
+    };
+    let info = dtb::inspect(blob).unwrap_or_else(|e| {
+        fail(match e {
+            dtb::DtbError::Invalid => "invalid device tree",
+            dtb::DtbError::NoMemory => "no /memory node",
+            dtb::DtbError::NoInitrd => "no initrd in /chosen: pass the guest bundle as the initrd",
+            dtb::DtbError::BadProperty => "malformed device tree property",
+        })
+    });
+    let ram_gib = info.memory.1.div_ceil(1 << 30) as usize;
+    mmu::build_el2_map(ram_gib);
+    let guest = mmu::guest_ram(info.memory);
+    let guest_end = guest.0 + guest.1;
+    println!(
+        "RAM {:#x}+{:#x}; guest gets {:#x}..{guest_end:#x}",
+        info.memory.0, info.memory.1, guest.0
+    );
+
+    // The bundle must lie in guest RAM (the loader placed it there).
+    let (b_start, b_end) = info.initrd;
+    if b_start < guest.0 || b_end > guest_end || b_end <= b_start {
+        fail("guest bundle outside guest RAM");
+    }
+    // SAFETY: [b_start, b_end) is inside guest RAM, identity-mapped at EL2.
+    let bundle_bytes =
+        unsafe { core::slice::from_raw_parts(b_start as *const u8, (b_end - b_start) as usize) };
+    let parts = bundle::parse(bundle_bytes)
+        .unwrap_or_else(|_| fail("initrd is not a Gatewarden guest bundle"));
+    let kernel = &bundle_bytes[parts.kernel.clone()];
+    if kernel.len() < 64 || &kernel[56..60] != b"ARM\x64" {
+        fail("bundle kernel is not an arm64 Image");
+    }
+    let text_offset = u64::from_le_bytes(kernel[8..16].try_into().unwrap_or_default());
+    let image_size =
+        u64::from_le_bytes(kernel[16..24].try_into().unwrap_or_default()).max(kernel.len() as u64);
+    let load = guest.0 + text_offset;
+    let initrd = (
+        b_start + parts.initrd.start as u64,
+        b_start + parts.initrd.end as u64,
+    );
+    if load + image_size > b_start {
+        fail("guest kernel would overwrite the bundle: place the bundle higher in RAM");
+    }
+    let dtb_dst = (guest_end - (2 << 20)) & !((2 << 20) - 1);
+    if dtb_dst < b_end {
+        fail("no room for the device tree above the bundle");
+    }
+
+    // Measure before anything of the guest runs.
+    let digest_hv = vtpm::sha256(image_bytes());
+    let digest_kernel = vtpm::sha256(kernel);
+    let digest_initrd = vtpm::sha256(&bundle_bytes[parts.initrd.clone()]);
+    // SAFETY: `load..load + kernel.len()` is guest RAM below the bundle (checked above).
+    unsafe { core::ptr::copy_nonoverlapping(kernel.as_ptr(), load as *mut u8, kernel.len()) };
+    cpu::clean_for_guest(load, kernel.len() as u64);
+    dtb::edit_for_guest(blob, guest, initrd)
+        .unwrap_or_else(|_| fail("cannot edit the device tree"));
+    let digest_dtb = vtpm::sha256(blob);
+    let digest_cmdline = vtpm::sha256(dtb::bootargs(blob).unwrap_or(&[]));
+    // SAFETY: the DTB destination is 2 MiB of guest RAM above the bundle (checked above).
+    unsafe { core::ptr::copy_nonoverlapping(blob.as_ptr(), dtb_dst as *mut u8, blob.len()) };
+    cpu::clean_for_guest(dtb_dst, blob.len() as u64);
+
+    // Volatile: the bytes are patched into the image after linking, so the compiler must not
+    // fold the all-zero initialiser.
+    // SAFETY: reading a static of plain bytes.
+    let stored: [u8; 40] =
+        unsafe { core::ptr::read_volatile(core::ptr::addr_of!(GW_DEVICE_SECRET)) };
+    let secret: [u8; 32] = stored[8..].try_into().unwrap_or([0; 32]);
+    if secret == [0; 32] {
+        println!(
+            "WARNING: unprovisioned image (all-zero device secret); provision it with cargo xtask image"
+        );
+    }
+    let keys = KeyHierarchy::derive(&DeviceSecret::new(secret));
+    let monitor = MONITOR.call_once(|| {
+        spin::Mutex::new(Monitor::new(Config {
+            keys: &keys,
+            identity: MonitorIdentity::new(
+                MonitorKind::Hypervisor,
+                concat!("gatewarden-hv ", env!("CARGO_PKG_VERSION"), " aarch64"),
+                digest_hv,
+            ),
+            boot_counter: 1,
+            controller_key: None,
+            hop_master: hop_master(),
+        }))
+    });
+    {
+        let mut m = monitor.lock();
+        let v = env!("CARGO_PKG_VERSION");
+        let measured = [
+            (
+                PCR_HYPERVISOR,
+                digest_hv,
+                ComponentKind::Hypervisor,
+                "gatewarden-hv",
+                v,
+            ),
+            (
+                PCR_GUEST_KERNEL,
+                digest_kernel,
+                ComponentKind::GuestKernel,
+                "kernel",
+                "",
+            ),
+            (
+                PCR_GUEST_INITRAMFS,
+                digest_initrd,
+                ComponentKind::GuestInitramfs,
+                "initramfs",
+                "",
+            ),
+            (
+                PCR_GUEST_DTB,
+                digest_dtb,
+                ComponentKind::GuestDtb,
+                "device-tree",
+                "",
+            ),
+            (
+                PCR_GUEST_CMDLINE,
+                digest_cmdline,
+                ComponentKind::GuestCmdline,
+                "cmdline",
+                "",
+            ),
+        ];
+        for (pcr, d, kind, name, ver) in measured {
+            if m.measure(pcr, &d, kind, name, ver).is_err() {
+                fail("measured boot failed");
+            }
+        }
+    }
+    hypercall::set_guest(guest, digest_kernel);
+    println!(
+        "measured hypervisor, kernel, initramfs, device tree and command line into PCRs 1, 3-6"
+    );
+
+    let vttbr = mmu::build_stage2(guest);
+    VTTBR.store(vttbr, core::sync::atomic::Ordering::Release);
+    cpu::init_el2_for_guest(vttbr, mmu::VTCR_VALUE);
+    cpu::tlbi_guest();
+    println!("entering the guest kernel at {load:#x} (EL1), device tree at {dtb_dst:#x}");
+    enter_guest(load, dtb_dst, primary_stack_top())
+}
+
+/// Per-boot hop master key from the CPU's random number generator when it has one (FEAT_RNG),
+/// else mixed from the counter and the device tree address.
+fn hop_master() -> [u8; 32] {
+    let mut seed = [0u8; 64];
+    let cnt: u64;
+    // SAFETY: reading the physical counter has no side effects.
+    unsafe { core::arch::asm!("mrs {}, cntpct_el0", out(reg) cnt) };
+    seed[..8].copy_from_slice(&cnt.to_le_bytes());
+    let isar0: u64;
+    // SAFETY: reading an ID register has no side effects.
+    unsafe { core::arch::asm!("mrs {}, id_aa64isar0_el1", out(reg) isar0) };
+    if (isar0 >> 60) & 0xf != 0 {
+        for chunk in seed[8..].chunks_mut(8) {
+            let r: u64;
+            // SAFETY: RNDR exists (ID_AA64ISAR0_EL1.RNDR != 0); it only returns random bits.
+            unsafe { core::arch::asm!("mrs {}, s3_3_c2_c4_0", out(reg) r) };
+            chunk.copy_from_slice(&r.to_le_bytes());
+        }
+    }
+    vtpm::sha256(&seed)
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn hv_secondary_main(idx: u64) -> ! {
+    mmu::enable_el2_mmu();
+    trap::install();
+    cpu::init_el2_for_guest(
+        VTTBR.load(core::sync::atomic::Ordering::Acquire),
+        mmu::VTCR_VALUE,
+    );
+    cpu::tlbi_guest();
+    let (entry, ctx) = trap::secondary_guest_entry(idx as usize);
+    enter_guest(entry, ctx, secondary_stack_top(idx + 1))
+}
+
+#[panic_handler]
+fn panic(info: &PanicInfo<'_>) -> ! {
+    println!("PANIC on CPU {}: {info}", cpu::cpu_id());
+    println!("stopping all CPUs");
+    // PSCI SYSTEM_OFF stops every CPU; never return into the guest.
+    cpu::smc(0x8400_0008, 0, 0, 0);
+    loop {
+        aarch64_cpu::asm::wfe();
+    }
+}

@@ -1,0 +1,235 @@
+//! `cargo xtask image` and `cargo xtask run`: the bootable image for a board, and QEMU.
+//!
+//! Output in `target/gatewarden/<board>/`: `hv.bin` (the hypervisor, provisioned with a fresh
+//! per-image device secret), `bundle.bin` (guest kernel + initramfs, passed as the initrd),
+//! `initramfs.cpio` and `manifest.json` (SHA-256 of every measured component and the image's
+//! attestation public key).
+
+use std::{
+    io::Cursor,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+
+use crate::{cargo, fetch, run};
+
+/// Paths of a built image.
+pub struct Image {
+    /// Hypervisor binary.
+    pub hv: PathBuf,
+    /// Guest bundle.
+    pub bundle: PathBuf,
+}
+
+const INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+echo "gatewarden-guest: up, $(grep -c ^processor /proc/cpuinfo) CPUs online"
+exec /bin/sh
+"#;
+
+fn llvm_objcopy() -> Result<PathBuf> {
+    let sysroot = Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .output()?;
+    let sysroot = String::from_utf8(sysroot.stdout)?.trim().to_owned();
+    let host = Command::new("rustc").args(["-vV"]).output()?;
+    let host = String::from_utf8(host.stdout)?
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))
+        .context("rustc -vV has no host line")?;
+    let p = Path::new(&sysroot)
+        .join("lib/rustlib")
+        .join(host)
+        .join("bin/llvm-objcopy");
+    if !p.exists() {
+        bail!(
+            "{} missing: the llvm-tools component comes from rust-toolchain.toml (rustup toolchain install)",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
+/// A newc initramfs with busybox, gwctl and /init.
+pub fn initramfs(busybox: &Path, gwctl: &Path) -> Result<Vec<u8>> {
+    let busybox =
+        std::fs::read(busybox).with_context(|| format!("reading {}", busybox.display()))?;
+    let gwctl = std::fs::read(gwctl).with_context(|| format!("reading {}", gwctl.display()))?;
+    let dir = |n: &str| {
+        (
+            cpio::newc::Builder::new(n).mode(0o040755).nlink(2),
+            Cursor::new(Vec::new()),
+        )
+    };
+    let file = |n: &str, mode: u32, data: Vec<u8>| {
+        (
+            cpio::newc::Builder::new(n).mode(0o100000 | mode).nlink(1),
+            Cursor::new(data),
+        )
+    };
+    let entries = vec![
+        dir("bin"),
+        dir("dev"),
+        dir("proc"),
+        dir("sys"),
+        dir("tmp"),
+        dir("etc"),
+        file("init", 0o755, INIT.as_bytes().to_vec()),
+        file("bin/busybox", 0o755, busybox),
+        file("bin/gwctl", 0o755, gwctl),
+    ];
+    let entries = entries
+        .into_iter()
+        .enumerate()
+        .map(|(i, (b, c))| (b.ino(i as u32 + 1), c));
+    Ok(cpio::write_cpio(entries, Vec::new())?)
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex(&sha2::Sha256::digest(data))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Build the image for `board`.
+pub fn image(root: &Path, board: &str) -> Result<Image> {
+    if board != "qemu-virt" {
+        bail!(
+            "board {board}: only qemu-virt builds a bootable image so far (boards/ lists the others' data)"
+        );
+    }
+    let guest = fetch::fetch_guest(root, fetch::Arch::Arm64)?;
+    let mut c = cargo();
+    c.args([
+        "build",
+        "--release",
+        "-p",
+        "gatewarden-hv",
+        "--features",
+        "bare-metal",
+        "--target",
+        "aarch64-unknown-none-softfloat",
+    ]);
+    c.env("GW_BOARD", board);
+    run("hypervisor (aarch64-unknown-none-softfloat)", c)?;
+    crate::guest_target("aarch64-unknown-linux-musl")?;
+
+    let dir = root.join("target/gatewarden").join(board);
+    std::fs::create_dir_all(&dir)?;
+    let elf = root.join("target/aarch64-unknown-none-softfloat/release/gatewarden-hv");
+    let hv = dir.join("hv.bin");
+    let status = Command::new(llvm_objcopy()?)
+        .args(["-O", "binary"])
+        .arg(&elf)
+        .arg(&hv)
+        .status()?;
+    if !status.success() {
+        bail!("llvm-objcopy failed");
+    }
+    // Provision a fresh per-image device secret after the marker.
+    let mut bin = std::fs::read(&hv)?;
+    let at = bin
+        .windows(8)
+        .position(|w| w == b"GWSECRT1")
+        .context("device-secret marker not found in hv.bin")?;
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("random device secret: {e}"))?;
+    bin[at + 8..at + 40].copy_from_slice(&secret);
+    std::fs::write(&hv, &bin)?;
+    let keys = vtpm::KeyHierarchy::derive(&vtpm::DeviceSecret::new(secret));
+    let attestation_key = hex(&keys.attestation_key().verifying_key().to_bytes());
+    let agent_key = hex(&keys.control_key().verifying_key().to_bytes());
+
+    let kernel = std::fs::read(&guest.kernel)?;
+    let gwctl = root.join("target/aarch64-unknown-linux-musl/release/gwctl");
+    let initrd = initramfs(&guest.busybox, &gwctl)?;
+    std::fs::write(dir.join("initramfs.cpio"), &initrd)?;
+    let bundle = gatewarden_hv::bundle::build(&kernel, &initrd);
+    let bundle_path = dir.join("bundle.bin");
+    std::fs::write(&bundle_path, &bundle)?;
+    let manifest = json!({
+        "board": board,
+        "version": env!("CARGO_PKG_VERSION"),
+        "attestation_key": attestation_key,
+        "agent_key": agent_key,
+        "components": {
+            "hypervisor": { "pcr": 1, "sha256": sha256_hex(&bin[..bin.len()]) },
+            "kernel": { "pcr": 3, "sha256": sha256_hex(&kernel), "release": guest.release },
+            "initramfs": { "pcr": 4, "sha256": sha256_hex(&initrd) },
+        },
+    });
+    std::fs::write(
+        dir.join("manifest.json"),
+        serde_json::to_string_pretty(&manifest)?,
+    )?;
+    eprintln!(
+        "==> image in {}: hv.bin ({} KiB), bundle.bin ({} MiB), manifest.json",
+        dir.display(),
+        bin.len() / 1024,
+        bundle.len() >> 20
+    );
+    Ok(Image {
+        hv,
+        bundle: bundle_path,
+    })
+}
+
+/// The QEMU command line for `board` booting `image` with `smp` CPUs.
+pub fn qemu_command(image: &Image, smp: u32) -> Command {
+    let mut q = Command::new("qemu-system-aarch64");
+    q.args([
+        "-M",
+        "virt,virtualization=on,highmem=off,gic-version=3",
+        "-cpu",
+        "cortex-a72",
+        "-m",
+        "1G",
+    ]);
+    q.args([
+        "-smp",
+        &smp.to_string(),
+        "-nographic",
+        "-nic",
+        "none",
+        "-no-reboot",
+    ]);
+    q.arg("-kernel")
+        .arg(&image.hv)
+        .arg("-initrd")
+        .arg(&image.bundle);
+    q.args(["-append", "console=ttyAMA0 rdinit=/init panic=-1"]);
+    q
+}
+
+/// Boot the image in QEMU with the serial console on this terminal.
+pub fn run_qemu(root: &Path, board: &str, smp: u32) -> Result<()> {
+    let image = image(root, board)?;
+    if which_qemu().is_none() {
+        bail!(
+            "qemu-system-aarch64 not found: apt-get install -y --no-install-recommends qemu-system-arm"
+        );
+    }
+    eprintln!("==> booting {board} in QEMU (exit: Ctrl-A X, or `poweroff -f` in the guest)");
+    let status = qemu_command(&image, smp).status()?;
+    if !status.success() {
+        bail!("QEMU exited with {status}");
+    }
+    Ok(())
+}
+
+fn which_qemu() -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("qemu-system-aarch64"))
+            .find(|p| p.is_file())
+    })
+}
