@@ -1,4 +1,7 @@
-//! Helpers for Gatewarden's end-to-end tests: locate the workspace's binaries and run them.
+//! Helpers for Gatewarden's end-to-end tests: locate the workspace's binaries and run them,
+//! boot images in QEMU.
+
+pub mod qemu;
 
 use std::{
     os::unix::net::UnixStream,

@@ -34,13 +34,13 @@ pub const PCR_VSWITCH: u16 = 9;
 pub const PCR_VSWITCH_CONFIG: u16 = 10;
 /// The controller-signed policy accepted by POLICY_SET.
 pub const PCR_POLICY: u16 = 11;
-/// Debug PCR, resettable by the guest.
+/// Debug PCR, resettable (ABI 1.0 has no guest reset call; the monitor may reset it).
 pub const PCR_DEBUG: u16 = 16;
 /// Middlebox binaries: middlebox slot `i` is measured into `MIDDLEBOX_BINARIES.start() + i`.
 pub const MIDDLEBOX_BINARIES: RangeInclusive<u16> = 32..=511;
 /// Middlebox configurations: slot `i` into `MIDDLEBOX_CONFIGS.start() + i`.
 pub const MIDDLEBOX_CONFIGS: RangeInclusive<u16> = 512..=991;
-/// Application PCRs, resettable by the guest.
+/// Application PCRs, resettable (ABI 1.0 has no guest reset call; the monitor may reset them).
 pub const APPLICATION: RangeInclusive<u16> = 992..=1023;
 
 /// Who is asking: the monitor itself (hypervisor code) or the guest through a hypercall.

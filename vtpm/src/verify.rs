@@ -107,8 +107,10 @@ pub fn verify(evidence: &Evidence<'_>, expect: &Expectation<'_>) -> Result<Verif
 }
 
 /// Verify many quotes, checking all signatures in one ed25519 batch. Results are in input
-/// order and identical to calling [`verify`] on each; if the batch fails, signatures are
-/// re-checked one by one to find the bad ones.
+/// order; if the batch fails, signatures are re-checked one by one (strictly) to find the bad
+/// ones. Batch acceptance is the cofactored ed25519 equation, which unlike
+/// `verify_strict` does not reject small-order keys: verifiers must refuse weak keys
+/// (`VerifyingKey::is_weak`) at enrollment, which is where Gatewarden checks them.
 pub fn verify_batch(
     items: &[(Evidence<'_>, Expectation<'_>)],
 ) -> Vec<Result<Verified, VerifyError>> {

@@ -13,7 +13,7 @@ mod pcrlist;
 #[derive(Parser, Debug)]
 #[command(version, about, long_about = None)]
 struct Cli {
-    /// Software monitor socket (the hypervisor transport is used when running under it).
+    /// Software monitor socket (the hypervisor transport arrives with the guest kernel module).
     #[arg(long, env = gw_hcall::ENV_MONITOR, default_value = gw_hcall::DEFAULT_SOCKET, global = true)]
     monitor: PathBuf,
     /// Print machine-readable JSON instead of text.
@@ -229,7 +229,12 @@ fn main() -> Result<()> {
             let bundle = client
                 .quote(&nonce, &selection)
                 .context("taking the quote")?;
-            let (log, _) = client.event_log()?;
+            let (mut log, _) = client.event_log()?;
+            // Events measured after the quote are not covered by it: keep the quoted prefix.
+            let quoted = vtpm::SignedQuote::decode(&bundle.quote)
+                .and_then(|q| q.body())
+                .map_err(|e| anyhow::anyhow!("the monitor returned a malformed quote: {e}"))?;
+            log.truncate(quoted.event_count as usize);
             // Check our own quote, so a broken monitor is noticed here and not only remotely.
             let verified = vtpm::verify(
                 &vtpm::Evidence {

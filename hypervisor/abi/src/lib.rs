@@ -42,7 +42,8 @@ pub const POLICY_CHUNK: usize = 8 * 1024;
 pub const AGENT_REPORT_CONTEXT: &[u8] = b"gatewarden/agent-report/v1\0";
 /// Signing context of controller → gateway commands (AGENT_VERIFY).
 pub const CONTROLLER_COMMAND_CONTEXT: &[u8] = b"gatewarden/controller-command/v1\0";
-/// Signing context of policies (POLICY_SET): followed by the version (u64 LE) and the policy.
+/// Signing context of policies (POLICY_SET): followed by the version (u64 LE) and SHA-256 of the
+/// policy (see [`policy_signing_input`]).
 pub const POLICY_CONTEXT: &[u8] = b"gatewarden/policy/v1\0";
 
 /// Base of the SMCCC "vendor specific hypervisor service" range, fast call, SMC64.
@@ -161,7 +162,7 @@ pub enum AbiError {
     /// The caller may not do this (locality, key slot bound to another program).
     #[error("denied")]
     Denied = -3,
-    /// A guest address is unmapped, misaligned, overlaps the monitor, or buffers overlap.
+    /// A guest address is unmapped, not guest RAM (device or monitor memory), or buffers overlap.
     #[error("bad guest address")]
     BadAddress = -4,
     /// The response does not fit the caller's buffer.

@@ -57,7 +57,8 @@ impl ReturnRegs {
 /// | x3 | response address | — |
 /// | x4 | response capacity | — |
 ///
-/// x5–x17 are preserved by the monitor (SMCCC 1.1 allows clobbering them; we do not).
+/// x2–x17 are preserved (SMCCC 1.1), except that register-only VERSION returns the monitor
+/// kind in x2.
 pub mod aarch64 {
     use super::{CallRegs, ReturnRegs};
 

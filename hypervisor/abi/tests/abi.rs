@@ -109,6 +109,7 @@ fn error_codes_are_distinct_and_round_trip() {
         assert_eq!(AbiError::from_code(e.code() as i64), Some(e));
     }
     let mut codes: Vec<_> = AbiError::ALL.iter().map(|e| e.code()).collect();
+    codes.sort();
     codes.dedup();
     assert_eq!(codes.len(), AbiError::ALL.len());
     assert_eq!(AbiError::NotSupported.code(), -1, "SMCCC NOT_SUPPORTED");

@@ -28,6 +28,9 @@ use vtpm::{
 };
 use zerocopy::IntoBytes;
 
+/// Response room HOP_TAG and HOP_CHECK need (a trailer plus encoding overhead).
+pub const HOP_RESPONSE_MIN: usize = gw_hoptag::TRAILER_LEN + 8;
+
 /// Most hop key slots a monitor can hold (one PCR each in the middlebox-binary range).
 pub const MAX_SLOTS: usize = 480;
 
@@ -265,6 +268,10 @@ impl<const LOG: usize, const SLOTS: usize> Monitor<LOG, SLOTS> {
                 Response::Slot { slot, pcr }.encode(out)
             }
             Request::HopTag { slot, packet } => {
+                // Check the response fits before a sequence number is used up.
+                if out.len() < HOP_RESPONSE_MIN {
+                    return Err(AbiError::BufferTooSmall);
+                }
                 let s = self.owned_slot(caller, slot)?;
                 let trailer = s.sender.tag(packet).map_err(hop_err)?;
                 self.stats.tagged += 1;
@@ -274,6 +281,10 @@ impl<const LOG: usize, const SLOTS: usize> Monitor<LOG, SLOTS> {
                 .encode(out)
             }
             Request::HopCheck { slot, frame } => {
+                // Check the response fits before the packet is marked as seen.
+                if out.len() < HOP_RESPONSE_MIN {
+                    return Err(AbiError::BufferTooSmall);
+                }
                 let s = self.owned_slot(caller, slot)?;
                 match s.receiver.check_frame(frame) {
                     Ok(_) => {

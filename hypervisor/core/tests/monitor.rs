@@ -534,3 +534,35 @@ proptest! {
         prop_assert!(call(&mut m, &ROGUE, Request::Version).is_ok());
     }
 }
+
+#[test]
+fn hop_calls_into_small_buffers_consume_nothing() {
+    let mut m = monitor();
+    let vs = register(&mut m, &VSWITCH, 5, 0, 1).unwrap();
+    let mut rb = vec![0u8; 256];
+    let n = Request::HopTag {
+        slot: vs,
+        packet: b"pkt",
+    }
+    .encode(&mut rb)
+    .unwrap();
+    let mut small = [0u8; 8];
+    assert_eq!(
+        m.handle(&VSWITCH, Function::HopTag, &rb[..n], &mut small),
+        Err(AbiError::BufferTooSmall)
+    );
+    // The sequence number was not used up: the next tag is still seq 1.
+    let f = tag(&mut m, &VSWITCH, vs, b"pkt").unwrap();
+    let n = Request::HopCheck {
+        slot: vs,
+        frame: &f,
+    }
+    .encode(&mut rb)
+    .unwrap();
+    assert_eq!(
+        m.handle(&VSWITCH, Function::HopCheck, &rb[..n], &mut small),
+        Err(AbiError::BufferTooSmall)
+    );
+    // Nor was the packet marked as seen: it still passes once.
+    assert_eq!(check(&mut m, &VSWITCH, vs, &f), Ok(1));
+}

@@ -1,0 +1,163 @@
+//! Boot the built image in QEMU and talk to the guest over its serial console.
+
+use std::{
+    io::{Read, Write},
+    path::PathBuf,
+    process::{Child, ChildStdin, Command, ExitStatus, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+/// How long any single expectation may take (TCG on a loaded 2-core CI machine is slow).
+pub const TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Where `cargo xtask image --board <board>` leaves the image.
+pub fn image_dir(board: &str) -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf();
+    let dir = root.join("target/gatewarden").join(board);
+    assert!(
+        dir.join("hv.bin").exists() && dir.join("bundle.bin").exists(),
+        "no image in {}: run `cargo xtask image --board {board}` (cargo xtask test does)",
+        dir.display()
+    );
+    dir
+}
+
+/// A running QEMU with the guest's serial console captured.
+pub struct Qemu {
+    child: Child,
+    stdin: ChildStdin,
+    out: Arc<Mutex<Vec<u8>>>,
+    /// Bytes of output already consumed by `expect`.
+    seen: usize,
+}
+
+impl Qemu {
+    /// Boot the qemu-virt image with `smp` CPUs.
+    pub fn boot_virt(smp: u32) -> Self {
+        let dir = image_dir("qemu-virt");
+        let mut child = Command::new("qemu-system-aarch64")
+            .args([
+                "-M",
+                "virt,virtualization=on,highmem=off,gic-version=3",
+                "-cpu",
+                "cortex-a72",
+                "-m",
+                "1G",
+            ])
+            .args([
+                "-smp",
+                &smp.to_string(),
+                "-nographic",
+                "-nic",
+                "none",
+                "-no-reboot",
+            ])
+            .arg("-kernel")
+            .arg(dir.join("hv.bin"))
+            .arg("-initrd")
+            .arg(dir.join("bundle.bin"))
+            .args(["-append", "console=ttyAMA0 rdinit=/init panic=-1"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start qemu-system-aarch64 (apt-get install qemu-system-arm)");
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&out);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        Self {
+            child,
+            stdin,
+            out,
+            seen: 0,
+        }
+    }
+
+    /// Everything the console printed so far.
+    pub fn output(&self) -> String {
+        String::from_utf8_lossy(&self.out.lock().unwrap()).into_owned()
+    }
+
+    /// Wait until `needle` appears after what earlier calls consumed; returns the text up to
+    /// and including it.
+    pub fn expect(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            {
+                let out = self.out.lock().unwrap();
+                let hay = String::from_utf8_lossy(&out[self.seen..]).into_owned();
+                if let Some(i) = hay.find(needle) {
+                    let upto = hay[..i + needle.len()].to_owned();
+                    self.seen += upto.len();
+                    return upto;
+                }
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "QEMU exited ({status}) before {needle:?} appeared; console:\n{}",
+                    self.output()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {needle:?}; console:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Type a command line into the guest shell.
+    pub fn send(&mut self, line: &str) {
+        self.stdin.write_all(line.as_bytes()).unwrap();
+        self.stdin.write_all(b"\n").unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    /// Run `cmd` in the guest shell and return what it printed before the end marker.
+    pub fn run(&mut self, cmd: &str) -> String {
+        let marker = format!("__done_{}__", self.seen);
+        self.send(&format!("{cmd}; echo {marker}"));
+        // The shell echoes the command line (with the marker) first; skip past that echo.
+        self.expect(&marker);
+        let out = self.expect(&marker);
+        out.trim_end_matches(&marker).to_owned()
+    }
+
+    /// Wait for QEMU to exit on its own.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "QEMU did not exit; console:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
