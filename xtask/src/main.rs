@@ -35,7 +35,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Run every test: host unit/property/integration tests, no_std and guest builds.
+    /// Run every test: build the qemu-virt image, host unit/property/integration tests, QEMU
+    /// boot tests, no_std and guest builds.
     Test,
     /// Check formatting and lints exactly as CI does.
     Lint,
@@ -84,7 +85,7 @@ fn main() -> Result<()> {
     let root = workspace_root();
     std::env::set_current_dir(&root).context("entering the workspace root")?;
     match cli.task {
-        Task::Test => test(),
+        Task::Test => test(&root),
         Task::Lint => lint(),
         Task::NoStd => no_std(),
         Task::Guest => guest(),
@@ -183,7 +184,10 @@ fn guest_target(target: &str) -> Result<()> {
     run(&format!("static guest programs for {target}"), c)
 }
 
-fn test() -> Result<()> {
+fn test(root: &Path) -> Result<()> {
+    // The QEMU tests in tests/ boot the image; under CI a missing QEMU or guest package fails
+    // here or in the tests, never skips.
+    image::image(root, "qemu-virt")?;
     // The end-to-end tests in tests/ run the workspace's binaries, which `cargo test` only
     // builds for packages that have integration tests of their own.
     let mut b = cargo();
