@@ -79,3 +79,117 @@ fn psci_system_off_ends_qemu_cleanly() {
     let status = q.wait_exit();
     assert!(status.success(), "QEMU exit status {status}");
 }
+
+/// The first JSON object line in a console transcript.
+fn json_line(out: &str) -> serde_json::Value {
+    let line = out
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON in guest output:\n{out}"));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON {line:?}: {e}"))
+}
+
+fn hex32(v: &serde_json::Value) -> [u8; 32] {
+    hex::decode(v.as_str().expect("hex string"))
+        .unwrap()
+        .try_into()
+        .unwrap()
+}
+
+#[test]
+fn a_quote_taken_in_the_guest_verifies_on_the_host_against_the_manifest() {
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(gw_tests::qemu::image_dir("qemu-virt").join("manifest.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let key =
+        ed25519_dalek::VerifyingKey::from_bytes(&hex32(&manifest["attestation_key"])).unwrap();
+    let mut q = booted();
+
+    // gwctl in guest user space reaches the hypervisor through the EL0 call window.
+    let v = json_line(&q.run("gwctl --json --transport hypervisor version"));
+    assert_eq!(v["kind"], "Hypervisor");
+    assert_eq!(v["insecure"], false);
+    assert_eq!(
+        v["attestation_key"], manifest["attestation_key"],
+        "the image's provisioned key"
+    );
+
+    // A fresh nonce chosen by the host, as a verifier would.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let nonce: [u8; 32] = vtpm::sha256(&nanos.to_le_bytes());
+    let quote = json_line(&q.run(&format!(
+        "gwctl --json --transport hypervisor quote --nonce {} --pcrs 1,3-6",
+        hex::encode(nonce)
+    )));
+    let log = json_line(&q.run("gwctl --json --transport hypervisor log"));
+
+    let quote_bytes = hex::decode(quote["quote"].as_str().unwrap()).unwrap();
+    let pcrs: Vec<[u8; 32]> = quote["pcrs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| hex32(&p["value"]))
+        .collect();
+    let events: Vec<vtpm::Event> = log["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            vtpm::Event::new(
+                vtpm::PcrIndex::new(e["pcr"].as_u64().unwrap() as u16).unwrap(),
+                hex32(&e["digest"]),
+                serde_json::from_value(e["kind"].clone()).unwrap(),
+                e["name"].as_str().unwrap(),
+                e["version"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let sel = vtpm::PcrSelection::from_indices([1, 3, 4, 5, 6]).unwrap();
+    let verified = vtpm::verify(
+        &vtpm::Evidence {
+            quote: &quote_bytes,
+            pcrs: &pcrs,
+            log: &events,
+        },
+        &vtpm::Expectation {
+            key: &key,
+            nonce: &nonce,
+            selection: &sel,
+            last: None,
+        },
+    )
+    .expect("quote from the guest verifies on the host");
+    assert!(!verified.is_insecure_software_monitor());
+    assert_eq!(verified.body.identity.kind, vtpm::MonitorKind::Hypervisor);
+
+    // Reference values: each boot component's measurement is the manifest's digest, and the
+    // quoted PCR is that single extend from zero.
+    for (component, pcr) in [("hypervisor", 1u16), ("kernel", 3), ("initramfs", 4)] {
+        let want = hex32(&manifest["components"][component]["sha256"]);
+        let e = events
+            .iter()
+            .find(|e| e.pcr.get() == pcr)
+            .unwrap_or_else(|| panic!("no event for PCR {pcr}"));
+        assert_eq!(
+            e.digest, want,
+            "{component} measurement differs from the manifest"
+        );
+        let quoted = verified
+            .pcrs
+            .iter()
+            .find(|(i, _)| i.get() == pcr)
+            .unwrap()
+            .1;
+        assert_eq!(
+            quoted,
+            vtpm::pcr::extend_value(&[0; 32], &want),
+            "PCR {pcr}"
+        );
+    }
+}

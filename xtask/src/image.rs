@@ -145,6 +145,13 @@ pub fn image(root: &Path, board: &str) -> Result<Image> {
     getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("random device secret: {e}"))?;
     bin[at + 8..at + 40].copy_from_slice(&secret);
     std::fs::write(&hv, &bin)?;
+    // The image header's res2 field says how many bytes the hypervisor measures of itself.
+    let measured = u64::from_le_bytes(bin[32..40].try_into()?) as usize;
+    if measured == 0 || measured > bin.len() || measured <= at + 40 {
+        bail!(
+            "hv.bin header gives a measured size of {measured} bytes, which does not cover the image's code and secret"
+        );
+    }
     let keys = vtpm::KeyHierarchy::derive(&vtpm::DeviceSecret::new(secret));
     let attestation_key = hex(&keys.attestation_key().verifying_key().to_bytes());
     let agent_key = hex(&keys.control_key().verifying_key().to_bytes());
@@ -162,7 +169,7 @@ pub fn image(root: &Path, board: &str) -> Result<Image> {
         "attestation_key": attestation_key,
         "agent_key": agent_key,
         "components": {
-            "hypervisor": { "pcr": 1, "sha256": sha256_hex(&bin[..bin.len()]) },
+            "hypervisor": { "pcr": 1, "sha256": sha256_hex(&bin[..measured]) },
             "kernel": { "pcr": 3, "sha256": sha256_hex(&kernel), "release": guest.release },
             "initramfs": { "pcr": 4, "sha256": sha256_hex(&initrd) },
         },

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use gw_hcall::{Client, SocketTransport};
+use gw_hcall::{Client, SocketTransport, Transport};
 use vtpm::{ComponentKind, PcrSelection};
 
 mod pcrlist;
@@ -13,14 +13,52 @@ mod pcrlist;
 #[derive(Parser, Debug)]
 #[command(version, about, long_about = None)]
 struct Cli {
-    /// Software monitor socket (the hypervisor transport arrives with the guest kernel module).
+    /// Software monitor socket.
     #[arg(long, env = gw_hcall::ENV_MONITOR, default_value = gw_hcall::DEFAULT_SOCKET, global = true)]
     monitor: PathBuf,
+    /// How to reach the monitor: the software monitor's socket, the hypervisor's call window
+    /// (aarch64 guests, needs /dev/mem), or `auto` (the socket if it exists, else the window).
+    #[arg(long, value_enum, default_value = "auto", global = true)]
+    transport: TransportKind,
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum TransportKind {
+    Auto,
+    Socket,
+    Hypervisor,
+}
+
+fn connect(kind: TransportKind, socket: &std::path::Path) -> Result<Client<Box<dyn Transport>>> {
+    let use_socket = match kind {
+        TransportKind::Socket => true,
+        TransportKind::Hypervisor => false,
+        TransportKind::Auto => {
+            socket.exists() || !cfg!(all(target_arch = "aarch64", target_os = "linux"))
+        }
+    };
+    if use_socket {
+        let t = SocketTransport::connect(socket).with_context(|| {
+            format!(
+                "is the monitor running? (socket {}, set --monitor or ${})",
+                socket.display(),
+                gw_hcall::ENV_MONITOR
+            )
+        })?;
+        return Ok(Client::new(Box::new(t)));
+    }
+    #[cfg(all(target_arch = "aarch64", target_os = "linux"))]
+    {
+        let t = gw_hcall::window::WindowTransport::open().context("reaching the hypervisor")?;
+        Ok(Client::new(Box::new(t)))
+    }
+    #[cfg(not(all(target_arch = "aarch64", target_os = "linux")))]
+    bail!("the hypervisor transport exists only in aarch64 Linux guests; use --transport socket")
 }
 
 #[derive(Subcommand, Debug)]
@@ -134,14 +172,7 @@ fn hex32(s: &str, what: &str) -> Result<[u8; 32]> {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let transport = SocketTransport::connect(&cli.monitor).with_context(|| {
-        format!(
-            "is the monitor running? (socket {}, set --monitor or ${})",
-            cli.monitor.display(),
-            gw_hcall::ENV_MONITOR
-        )
-    })?;
-    let mut client = Client::new(transport);
+    let mut client = connect(cli.transport, &cli.monitor)?;
     match cli.command {
         Command::Version => {
             let v = client.version()?;
@@ -319,7 +350,7 @@ fn main() -> Result<()> {
             std::io::stdout().write_all(&bytes)?;
         }
         Command::Hop { op } => {
-            let register = |client: &mut Client<SocketTransport>, at: &Stage| {
+            let register = |client: &mut Client<Box<dyn Transport>>, at: &Stage| {
                 client
                     .hop_register(
                         at.chain,

@@ -324,3 +324,105 @@ impl<T: Transport> Client<T> {
         expect!(self.call(&Request::PolicySet { version, policy, signature: *signature })?, Response::Done => ())
     }
 }
+
+/// The hypervisor's EL0 call window (aarch64 Linux guests).
+#[cfg(all(target_arch = "aarch64", target_os = "linux"))]
+pub mod window {
+    use std::{io, os::fd::OwnedFd, ptr::NonNull};
+
+    use gw_abi::{AbiError, Function, regs::aarch64::EL0_WINDOW};
+
+    use super::{CallError, CallResult, Transport};
+
+    /// Calls through the trapped call window page, mapped from `/dev/mem` (needs root).
+    pub struct WindowTransport {
+        window: NonNull<u64>,
+        _mem: OwnedFd,
+    }
+
+    impl WindowTransport {
+        /// Map the call window.
+        pub fn open() -> io::Result<Self> {
+            use rustix::fs::{Mode, OFlags};
+            let mem = rustix::fs::open(
+                "/dev/mem",
+                OFlags::RDWR | OFlags::SYNC | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| {
+                io::Error::new(
+                    io::Error::from(e).kind(),
+                    format!("opening /dev/mem for the hypervisor call window: {e}"),
+                )
+            })?;
+            // SAFETY: maps one page of /dev/mem at the call window's physical address. Stage 2
+            // never maps it, so no memory is aliased: every access traps to the hypervisor.
+            let p = unsafe {
+                rustix::mm::mmap(
+                    core::ptr::null_mut(),
+                    4096,
+                    rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+                    rustix::mm::MapFlags::SHARED,
+                    &mem,
+                    EL0_WINDOW,
+                )
+            }
+            .map_err(|e| {
+                io::Error::new(
+                    io::Error::from(e).kind(),
+                    format!("mapping the hypervisor call window: {e}"),
+                )
+            })?;
+            let window = NonNull::new(p.cast::<u64>())
+                .ok_or_else(|| io::Error::other("mmap returned null"))?;
+            Ok(Self { window, _mem: mem })
+        }
+    }
+
+    /// Fault in every page of `buf` for writing, so the hypervisor's translation finds them.
+    fn touch(buf: &mut [u8]) {
+        for i in (0..buf.len()).step_by(4096) {
+            // SAFETY: `i` is in bounds; a volatile write of the byte's own value.
+            unsafe { core::ptr::write_volatile(&mut buf[i], core::ptr::read_volatile(&buf[i])) };
+        }
+    }
+
+    impl Transport for WindowTransport {
+        fn call(
+            &mut self,
+            function: Function,
+            request: &[u8],
+            response: &mut [u8],
+        ) -> CallResult<usize> {
+            let mut sum = 0u8;
+            for i in (0..request.len()).step_by(4096) {
+                // SAFETY: `i` is in bounds; a volatile read faults the page in.
+                sum ^= unsafe { core::ptr::read_volatile(&request[i]) };
+            }
+            core::hint::black_box(sum);
+            touch(response);
+            let status: u64;
+            let len: u64;
+            // SAFETY: the store to the call window traps to the hypervisor, which reads x0-x4,
+            // copies the request and writes at most `response.len()` bytes into `response`,
+            // then resumes after the store with the status in x0 and the length in x1.
+            unsafe {
+                core::arch::asm!(
+                    "str x0, [x5]",
+                    inout("x0") function.aarch64_id() as u64 => status,
+                    inout("x1") request.as_ptr() as u64 => len,
+                    in("x2") request.len() as u64,
+                    in("x3") response.as_mut_ptr() as u64,
+                    in("x4") response.len() as u64,
+                    in("x5") self.window.as_ptr(),
+                    options(nostack)
+                )
+            };
+            match AbiError::from_code(status as i64) {
+                Some(e) => Err(CallError::Monitor(e)),
+                None if len as usize <= response.len() => Ok(len as usize),
+                None => Err(CallError::Protocol("response length beyond the buffer")),
+            }
+        }
+    }
+}

@@ -59,8 +59,16 @@ impl ReturnRegs {
 ///
 /// x2–x17 are preserved (SMCCC 1.1), except that register-only VERSION returns the monitor
 /// kind in x2.
+///
+/// Guest user space (EL0) cannot execute HVC. It maps the call window page
+/// ([`aarch64::EL0_WINDOW`], never mapped by stage 2) from `/dev/mem`, loads x0-x4 as above and
+/// stores x0 to the window with a single `str x0, [xN]`. The store traps to the hypervisor,
+/// which runs the call with the caller's registers and resumes after the store with x0/x1 set.
 pub mod aarch64 {
     use super::{CallRegs, ReturnRegs};
+
+    /// Guest-physical address of the EL0 call window (a 4 KiB page no stage 2 maps).
+    pub const EL0_WINDOW: u64 = 0xF0_0000_0000;
 
     /// Decode from `x0..x4`.
     pub const fn decode(x: &[u64; 5]) -> CallRegs {

@@ -34,7 +34,7 @@ static VTTBR: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new
 
 unsafe extern "C" {
     static __primary_stack_top: u8;
-    static __image_file_end: u8;
+    static __measured_end: u8;
     static __secondary_stack_size: u8;
 }
 
@@ -52,13 +52,13 @@ fn fail(what: &str) -> ! {
     panic!("cannot boot the guest: {what}");
 }
 
-/// The loaded image bytes (code and data as flashed, secret included).
+/// The measured part of the loaded image: code and read-only data (secret included).
 fn image_bytes() -> &'static [u8] {
-    // SAFETY: [__image_start, __image_file_end) is the loaded image, identity-mapped and
-    // never written after boot except for .data the image itself owns.
+    // SAFETY: [__image_start, __measured_end) is the loaded code and read-only data,
+    // identity-mapped and never written.
     unsafe {
         let start = core::ptr::addr_of!(boot::__image_start);
-        let end = core::ptr::addr_of!(__image_file_end);
+        let end = core::ptr::addr_of!(__measured_end);
         core::slice::from_raw_parts(start, end as usize - start as usize)
     }
 }

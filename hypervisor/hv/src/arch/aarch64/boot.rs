@@ -15,7 +15,7 @@ _start:
     .quad   0x80000                 // text_offset
     .quad   __image_size            // image_size, bss and stacks included
     .quad   0x2                     // flags: little endian, 4 KiB pages
-    .quad   0
+    .quad   __measured_size         // res2: bytes measured into PCR 1 (docs/boot.md)
     .quad   0
     .quad   0
     .ascii  "ARM\x64"

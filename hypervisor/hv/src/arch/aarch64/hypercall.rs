@@ -48,16 +48,25 @@ static BOUNCE: Bounce = Bounce(
     UnsafeCell::new([[0; MAX_RESPONSE]; MAX_CPUS]),
 );
 
-/// Translate a guest VA for reading or writing; `None` unless it maps to guest RAM.
-fn translate(va: u64, write: bool) -> Option<u64> {
+/// Which translation regime checks a caller's buffers: the kernel's (EL1) or a process's (EL0).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum From {
+    El1,
+    El0,
+}
+
+/// Translate a guest VA for reading or writing with `from`'s permissions; `None` unless it
+/// maps to guest RAM.
+fn translate(va: u64, write: bool, from: From) -> Option<u64> {
     let saved = PAR_EL1.get();
     // SAFETY: address translation instructions only update PAR_EL1, which is saved above and
     // restored below so the guest never sees the change.
     unsafe {
-        if write {
-            core::arch::asm!("at s12e1w, {}", "isb", in(reg) va);
-        } else {
-            core::arch::asm!("at s12e1r, {}", "isb", in(reg) va);
+        match (from, write) {
+            (From::El1, true) => core::arch::asm!("at s12e1w, {}", "isb", in(reg) va),
+            (From::El1, false) => core::arch::asm!("at s12e1r, {}", "isb", in(reg) va),
+            (From::El0, true) => core::arch::asm!("at s12e0w, {}", "isb", in(reg) va),
+            (From::El0, false) => core::arch::asm!("at s12e0r, {}", "isb", in(reg) va),
         }
     }
     let par = PAR_EL1.get();
@@ -74,13 +83,13 @@ fn translate(va: u64, write: bool) -> Option<u64> {
 }
 
 /// Copy between guest VA range and a hypervisor buffer, page by page.
-fn copy_guest(va: u64, buf: &mut [u8], to_guest: bool) -> Result<(), AbiError> {
+fn copy_guest(va: u64, buf: &mut [u8], to_guest: bool, from: From) -> Result<(), AbiError> {
     let mut done = 0usize;
     while done < buf.len() {
         let addr = va.checked_add(done as u64).ok_or(AbiError::BadAddress)?;
         let in_page = (4096 - (addr & 0xfff)) as usize;
         let n = in_page.min(buf.len() - done);
-        let pa = translate(addr, to_guest).ok_or(AbiError::BadAddress)?;
+        let pa = translate(addr, to_guest, from).ok_or(AbiError::BadAddress)?;
         // SAFETY: `pa..pa + n` lies in one page of guest RAM (checked by `translate`), which
         // the EL2 identity map covers; it never overlaps hypervisor memory, and `buf` is ours.
         unsafe {
@@ -95,8 +104,38 @@ fn copy_guest(va: u64, buf: &mut [u8], to_guest: bool) -> Result<(), AbiError> {
     Ok(())
 }
 
-/// Handle a Gatewarden call; returns the status for x0 and sets x1 (and x2 for VERSION).
+/// Handle a Gatewarden call from the guest kernel (HVC); returns x0, sets x1 (and x2).
 pub fn dispatch(f: &mut TrapFrame) -> u64 {
+    let caller = Caller {
+        space: TTBR0_EL1.get(),
+        program: *KERNEL_DIGEST.get().unwrap_or(&[0; 32]),
+    };
+    dispatch_from(f, caller, From::El1)
+}
+
+/// Handle a call made through the EL0 call window; returns x0, sets x1 (and x2).
+///
+/// The caller is its address space (TTBR0_EL1: table base and ASID) and, as its program
+/// identity, SHA-256 of the 4 KiB code page holding the trapping store: the same binary
+/// yields the same page, another binary a different one (`docs/abi.md`).
+pub fn dispatch_el0(f: &mut TrapFrame) -> u64 {
+    let pc = f.elr - 4;
+    let mut page = [0u8; 4096];
+    let program = match copy_guest(pc & !0xfff, &mut page, false, From::El0) {
+        Ok(()) => vtpm::sha256(&page),
+        Err(e) => return e as i64 as u64,
+    };
+    dispatch_from(
+        f,
+        Caller {
+            space: TTBR0_EL1.get(),
+            program,
+        },
+        From::El0,
+    )
+}
+
+fn dispatch_from(f: &mut TrapFrame, caller: Caller, from: From) -> u64 {
     let r = regs::aarch64::decode(&[f.x[0], f.x[1], f.x[2], f.x[3], f.x[4]]);
     let Some(function) = Function::from_aarch64_id(r.function) else {
         return AbiError::NotSupported as i64 as u64;
@@ -107,7 +146,7 @@ pub fn dispatch(f: &mut TrapFrame) -> u64 {
         f.x[2] = 0;
         return 0;
     }
-    match buffer_call(function, &r) {
+    match buffer_call(function, &r, caller, from) {
         Ok(len) => {
             f.x[1] = len as u64;
             0
@@ -119,7 +158,12 @@ pub fn dispatch(f: &mut TrapFrame) -> u64 {
     }
 }
 
-fn buffer_call(function: Function, r: &regs::CallRegs) -> Result<usize, AbiError> {
+fn buffer_call(
+    function: Function,
+    r: &regs::CallRegs,
+    caller: Caller,
+    from: From,
+) -> Result<usize, AbiError> {
     regs::check_buffers(r)?;
     let idx = cpu::cpu_id() as usize;
     if idx >= MAX_CPUS {
@@ -128,16 +172,12 @@ fn buffer_call(function: Function, r: &regs::CallRegs) -> Result<usize, AbiError
     // SAFETY: slot `idx` belongs to this CPU (see `Bounce`).
     let (req, resp) = unsafe { (&mut (*BOUNCE.0.get())[idx], &mut (*BOUNCE.1.get())[idx]) };
     let req = &mut req[..r.req_len as usize];
-    copy_guest(r.req_addr, req, false)?;
-    let caller = Caller {
-        space: TTBR0_EL1.get(),
-        program: *KERNEL_DIGEST.get().unwrap_or(&[0; 32]),
-    };
+    copy_guest(r.req_addr, req, false, from)?;
     let monitor = MONITOR.get().ok_or(AbiError::NotProvisioned)?;
     let cap = (r.resp_cap as usize).min(MAX_RESPONSE);
     let len = monitor
         .lock()
         .handle(&caller, function, req, &mut resp[..cap])?;
-    copy_guest(r.resp_addr, &mut resp[..len], true)?;
+    copy_guest(r.resp_addr, &mut resp[..len], true, from)?;
     Ok(len)
 }

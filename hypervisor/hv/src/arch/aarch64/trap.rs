@@ -174,6 +174,23 @@ extern "C" fn hv_lower_sync(f: &mut TrapFrame) {
         ec @ (EC_DABT_LOW | EC_IABT_LOW) => {
             let far = FAR_EL2.get();
             let ipa = ((HPFAR_EL2.get() >> 4) << 12) | (far & 0xfff);
+            // A store of a 64-bit register to the EL0 call window, from EL0: a hypercall.
+            let isv = esr & (1 << 24) != 0;
+            let wnr = esr & (1 << 6) != 0;
+            let sas = (esr >> 22) & 0b11;
+            if ec == EC_DABT_LOW
+                && ipa & !0xfff == gw_abi::regs::aarch64::EL0_WINDOW
+                && f.spsr & 0xf == 0
+            {
+                if isv && wnr && sas == 0b11 {
+                    f.elr += 4;
+                    f.x[0] = super::hypercall::dispatch_el0(f);
+                } else {
+                    // Anything else on the window (loads, narrow stores) is a caller bug.
+                    inject_abort(f, true, far);
+                }
+                return;
+            }
             let n = FAULTS.fetch_add(1, Ordering::Relaxed);
             if n < 16 || n.is_multiple_of(1024) {
                 println!(
