@@ -193,3 +193,22 @@ fn a_quote_taken_in_the_guest_verifies_on_the_host_against_the_manifest() {
         );
     }
 }
+
+#[test]
+fn ten_thousand_random_and_malformed_hypercalls_each_get_an_answer() {
+    let mut q = booted();
+    let out = q.run("gw-hcall-fuzz --count 10000 --seed 7; echo rc=$?");
+    let summary = json_line(&out);
+    assert_eq!(summary["calls"], 10_000);
+    assert_eq!(summary["unexpected"], 0, "unexpected answers: {summary}");
+    assert_eq!(summary["version_after"], 0);
+    assert!(out.contains("rc=0"), "{out}");
+    // Guest and hypervisor are still up and serving.
+    let v = json_line(&q.run("gwctl --json --transport hypervisor version"));
+    assert_eq!(v["kind"], "Hypervisor");
+    assert!(
+        !q.output().contains("PANIC"),
+        "hypervisor panicked:\n{}",
+        q.output()
+    );
+}

@@ -56,11 +56,10 @@ fn llvm_objcopy() -> Result<PathBuf> {
     Ok(p)
 }
 
-/// A newc initramfs with busybox, gwctl and /init.
-pub fn initramfs(busybox: &Path, gwctl: &Path) -> Result<Vec<u8>> {
+/// A newc initramfs with busybox, the guest programs (into /bin) and /init.
+pub fn initramfs(busybox: &Path, programs: &[PathBuf]) -> Result<Vec<u8>> {
     let busybox =
         std::fs::read(busybox).with_context(|| format!("reading {}", busybox.display()))?;
-    let gwctl = std::fs::read(gwctl).with_context(|| format!("reading {}", gwctl.display()))?;
     let dir = |n: &str| {
         (
             cpio::newc::Builder::new(n).mode(0o040755).nlink(2),
@@ -73,7 +72,7 @@ pub fn initramfs(busybox: &Path, gwctl: &Path) -> Result<Vec<u8>> {
             Cursor::new(data),
         )
     };
-    let entries = vec![
+    let mut entries = vec![
         dir("bin"),
         dir("dev"),
         dir("proc"),
@@ -82,8 +81,15 @@ pub fn initramfs(busybox: &Path, gwctl: &Path) -> Result<Vec<u8>> {
         dir("etc"),
         file("init", 0o755, INIT.as_bytes().to_vec()),
         file("bin/busybox", 0o755, busybox),
-        file("bin/gwctl", 0o755, gwctl),
     ];
+    for p in programs {
+        let name = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .context("program without a file name")?;
+        let data = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+        entries.push(file(&format!("bin/{name}"), 0o755, data));
+    }
     let entries = entries
         .into_iter()
         .enumerate()
@@ -157,8 +163,14 @@ pub fn image(root: &Path, board: &str) -> Result<Image> {
     let agent_key = hex(&keys.control_key().verifying_key().to_bytes());
 
     let kernel = std::fs::read(&guest.kernel)?;
-    let gwctl = root.join("target/aarch64-unknown-linux-musl/release/gwctl");
-    let initrd = initramfs(&guest.busybox, &gwctl)?;
+    let programs: Vec<PathBuf> = crate::GUEST_BINARIES
+        .iter()
+        .map(|b| {
+            root.join("target/aarch64-unknown-linux-musl/release")
+                .join(b)
+        })
+        .collect();
+    let initrd = initramfs(&guest.busybox, &programs)?;
     std::fs::write(dir.join("initramfs.cpio"), &initrd)?;
     let bundle = gatewarden_hv::bundle::build(&kernel, &initrd);
     let bundle_path = dir.join("bundle.bin");

@@ -379,6 +379,41 @@ pub mod window {
         }
     }
 
+    impl WindowTransport {
+        /// One call with raw register values, for testing the hypervisor's argument checks.
+        /// Returns `(x0, x1)`: the status and the response length.
+        ///
+        /// # Safety
+        ///
+        /// The hypervisor writes up to `resp_cap` bytes at `resp_addr` if that range is valid
+        /// guest memory of this process: it must be memory the caller may overwrite, or invalid.
+        pub unsafe fn raw_call(
+            &self,
+            function: u64,
+            req_addr: u64,
+            req_len: u64,
+            resp_addr: u64,
+            resp_cap: u64,
+        ) -> (u64, u64) {
+            let status: u64;
+            let len: u64;
+            // SAFETY: as in `call`; the caller vouches for the response range.
+            unsafe {
+                core::arch::asm!(
+                    "str x0, [x5]",
+                    inout("x0") function => status,
+                    inout("x1") req_addr => len,
+                    in("x2") req_len,
+                    in("x3") resp_addr,
+                    in("x4") resp_cap,
+                    in("x5") self.window.as_ptr(),
+                    options(nostack)
+                )
+            };
+            (status, len)
+        }
+    }
+
     /// Fault in every page of `buf` for writing, so the hypervisor's translation finds them.
     fn touch(buf: &mut [u8]) {
         for i in (0..buf.len()).step_by(4096) {

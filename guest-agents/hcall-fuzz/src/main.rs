@@ -1,0 +1,217 @@
+//! `gw-hcall-fuzz`: random and malformed hypercalls through the hypervisor's EL0 call window.
+//!
+//! Every call must come back (no hang, no crash of guest or hypervisor) with success or a
+//! defined error code; calls malformed by construction must get the error the ABI specifies.
+//! Prints a JSON summary and exits non-zero on any unexpected answer.
+
+use anyhow::Result;
+use clap::Parser;
+
+/// Send random and malformed hypercalls and check the answers (aarch64 guests, needs root).
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// Number of calls.
+    #[arg(long, default_value_t = 10_000)]
+    count: u32,
+    /// Random seed (the run is reproducible for a seed).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+#[cfg(all(target_arch = "aarch64", target_os = "linux"))]
+fn main() -> Result<()> {
+    fuzz::run(Args::parse())
+}
+
+#[cfg(not(all(target_arch = "aarch64", target_os = "linux")))]
+fn main() -> Result<()> {
+    let _ = Args::parse();
+    anyhow::bail!("gw-hcall-fuzz runs in aarch64 Linux guests under gatewarden-hv")
+}
+
+#[cfg(all(target_arch = "aarch64", target_os = "linux"))]
+mod fuzz {
+    use std::collections::BTreeMap;
+
+    use anyhow::{Context, Result};
+    use gw_abi::{AbiError, Function, MAX_REQUEST};
+    use gw_hcall::window::WindowTransport;
+    use rand::{Rng, SeedableRng, rngs::SmallRng};
+
+    /// Arena size; one inaccessible guard page follows it.
+    const ARENA: usize = 64 * 1024;
+    /// Hypervisor memory on qemu-virt (boards/qemu-virt/board.toml).
+    const HV_PHYS: u64 = 0x4008_0000;
+
+    pub fn run(args: super::Args) -> Result<()> {
+        let t = WindowTransport::open()?;
+        // SAFETY: a fresh anonymous mapping of the arena plus a guard page, owned here alone.
+        let arena = unsafe {
+            rustix::mm::mmap_anonymous(
+                core::ptr::null_mut(),
+                ARENA + 4096,
+                rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+                rustix::mm::MapFlags::PRIVATE,
+            )
+        }
+        .context("mapping the arena")?;
+        let base = arena as u64;
+        // SAFETY: the last page of our own mapping becomes inaccessible.
+        unsafe {
+            rustix::mm::mprotect(
+                (base + ARENA as u64) as *mut _,
+                4096,
+                rustix::mm::MprotectFlags::empty(),
+            )
+        }
+        .context("guard page")?;
+        // SAFETY: `arena` is ARENA bytes of our own read/write memory.
+        let buf = unsafe { core::slice::from_raw_parts_mut(arena as *mut u8, ARENA) };
+        buf.fill(0);
+        // A user mapping of hypervisor memory: passing its address must never reach it.
+        let mem = rustix::fs::open(
+            "/dev/mem",
+            rustix::fs::OFlags::RDWR | rustix::fs::OFlags::SYNC,
+            rustix::fs::Mode::empty(),
+        )?;
+        // SAFETY: maps one page of hypervisor memory; we never touch it, only pass its address.
+        let hv = unsafe {
+            rustix::mm::mmap(
+                core::ptr::null_mut(),
+                4096,
+                rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+                rustix::mm::MapFlags::SHARED,
+                &mem,
+                HV_PHYS,
+            )
+        }
+        .context("mapping hypervisor memory")? as u64;
+
+        let known: Vec<u64> = AbiError::ALL
+            .iter()
+            .map(|e| e.code() as i64 as u64)
+            .collect();
+        let mut rng = SmallRng::seed_from_u64(args.seed);
+        let mut by_status: BTreeMap<i64, u32> = BTreeMap::new();
+        let mut unexpected = Vec::new();
+        let version = Function::Version.aarch64_id() as u64;
+        for i in 0..args.count {
+            let fid = Function::ALL[rng.random_range(0..Function::ALL.len())].aarch64_id() as u64;
+            let off = rng.random_range(0..ARENA as u64 / 2);
+            let len = rng.random_range(1..512u64);
+            let resp = base + ARENA as u64 / 2;
+            let resp_cap = ARENA as u64 / 2;
+            let (case, call, expect): (&str, [u64; 5], Option<AbiError>) = match i % 9 {
+                0 => (
+                    "bad id",
+                    [
+                        rng.random::<u32>() as u64 | 0x1_0000_0000,
+                        base,
+                        8,
+                        resp,
+                        resp_cap,
+                    ],
+                    Some(AbiError::NotSupported),
+                ),
+                1 => (
+                    "unknown call",
+                    [
+                        0xC600_0000 | rng.random_range(0x50..0xffffu64),
+                        base,
+                        8,
+                        resp,
+                        resp_cap,
+                    ],
+                    Some(AbiError::NotSupported),
+                ),
+                2 => (
+                    "request in hypervisor memory",
+                    [fid, hv + rng.random_range(0..4000), len, resp, resp_cap],
+                    Some(AbiError::BadAddress),
+                ),
+                3 => (
+                    "response in hypervisor memory",
+                    [version, base, 1, hv + rng.random_range(0..4000), 256],
+                    Some(AbiError::BadAddress),
+                ),
+                4 => {
+                    let k = rng.random_range(1..64u64);
+                    (
+                        "request crossing into the guard page",
+                        [
+                            fid,
+                            base + ARENA as u64 - k,
+                            k + rng.random_range(1..64),
+                            resp,
+                            resp_cap,
+                        ],
+                        Some(AbiError::BadAddress),
+                    )
+                }
+                5 => (
+                    "overlapping buffers",
+                    [fid, base + off, len + 16, base + off + len / 2, 256],
+                    Some(AbiError::BadAddress),
+                ),
+                6 => (
+                    "oversized request",
+                    [
+                        fid,
+                        base,
+                        MAX_REQUEST as u64 + rng.random_range(1..1 << 20),
+                        resp,
+                        resp_cap,
+                    ],
+                    Some(AbiError::InvalidParameter),
+                ),
+                7 => (
+                    "unmapped address",
+                    [
+                        fid,
+                        rng.random_range(1..0x1000u64) | 0xdead_0000_0000,
+                        len,
+                        resp,
+                        resp_cap,
+                    ],
+                    Some(AbiError::BadAddress),
+                ),
+                _ => {
+                    // Garbage body at a misaligned offset: any defined answer is fine.
+                    rng.fill(&mut buf[off as usize..(off + len) as usize]);
+                    ("garbage body", [fid, base + off, len, resp, resp_cap], None)
+                }
+            };
+            // SAFETY: response ranges are the upper half of our own arena, or invalid.
+            let (status, rlen) = unsafe { t.raw_call(call[0], call[1], call[2], call[3], call[4]) };
+            *by_status.entry(status as i64).or_default() += 1;
+            let ok = match expect {
+                Some(e) => status == e.code() as i64 as u64,
+                None => (status == 0 && rlen <= resp_cap) || known.contains(&status),
+            };
+            if !ok {
+                unexpected.push(serde_json::json!({"call": i, "case": case, "regs": call.map(|r| format!("{r:#x}")), "status": status as i64}));
+            }
+        }
+        // The hypervisor still serves well-formed calls.
+        // SAFETY: the response range is our own arena.
+        let (status, _) = unsafe { t.raw_call(version, 0, 0, 0, 0) };
+        println!(
+            "{}",
+            serde_json::json!({
+                "calls": args.count,
+                "seed": args.seed,
+                "unexpected": unexpected.len(),
+                "examples": unexpected.iter().take(5).collect::<Vec<_>>(),
+                "by_status": by_status.iter().map(|(k, v)| (k.to_string(), *v)).collect::<BTreeMap<_, _>>(),
+                "version_after": status as i64,
+            })
+        );
+        anyhow::ensure!(
+            unexpected.is_empty() && status == 0,
+            "{} unexpected answers",
+            unexpected.len()
+        );
+        Ok(())
+    }
+}
