@@ -106,6 +106,23 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// The rustc target features `boards/<board>/board.toml` allows.
+fn board_target_features(root: &Path, board: &str) -> Result<Vec<String>> {
+    let path = root.join("boards").join(board).join("board.toml");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let v: toml::Table =
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    Ok(v.get("target_features")
+        .and_then(|f| f.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
 /// Build the image for `board`.
 pub fn image(root: &Path, board: &str) -> Result<Image> {
     if board != "qemu-virt" {
@@ -126,6 +143,13 @@ pub fn image(root: &Path, board: &str) -> Result<Image> {
         "aarch64-unknown-none-softfloat",
     ]);
     c.env("GW_BOARD", board);
+    let features = board_target_features(root, board)?;
+    if !features.is_empty() {
+        c.env(
+            "RUSTFLAGS",
+            format!("-C target-feature={}", features.join(",")),
+        );
+    }
     run("hypervisor (aarch64-unknown-none-softfloat)", c)?;
     crate::guest_target("aarch64-unknown-linux-musl")?;
 

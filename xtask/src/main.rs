@@ -13,6 +13,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod bootbench;
 mod fetch;
 mod image;
 
@@ -31,6 +32,14 @@ const GUEST_TARGETS: &[&str] = &["x86_64-unknown-linux-musl", "aarch64-unknown-l
 struct Cli {
     #[command(subcommand)]
     task: Task,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Suite {
+    /// Criterion micro-benchmarks on the host.
+    Host,
+    /// Boot time and null hypercall in QEMU.
+    Boot,
 }
 
 #[derive(Subcommand)]
@@ -69,8 +78,15 @@ enum Task {
         #[arg(long, value_enum, default_value = "arm64")]
         arch: fetch::Arch,
     },
-    /// Run the criterion benchmarks and write docs/benchmarks.md.
+    /// Run benchmarks and write docs/benchmarks.md: `host` (criterion micro-benchmarks) or
+    /// `boot` (QEMU boot time with and without the hypervisor, null hypercall).
     Bench {
+        /// Which suite.
+        #[arg(value_enum, default_value = "host")]
+        suite: Suite,
+        /// Boots per configuration (suite `boot`).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
         /// Seconds of measurement per benchmark.
         #[arg(long, default_value_t = 5)]
         seconds: u32,
@@ -102,7 +118,26 @@ fn main() -> Result<()> {
             println!("busybox {}", g.busybox.display());
             Ok(())
         }
-        Task::Bench { seconds, no_write } => bench(&root, seconds, no_write),
+        Task::Bench {
+            suite: Suite::Host,
+            seconds,
+            no_write,
+            ..
+        } => bench(&root, seconds, no_write),
+        Task::Bench {
+            suite: Suite::Boot,
+            runs,
+            no_write,
+            ..
+        } => {
+            let report = bootbench::bench_boot(&root, runs.max(1))?;
+            println!("{report}");
+            if !no_write {
+                write_section(&root.join("docs/benchmarks.md"), "qemu-boot", &report)?;
+                eprintln!("==> wrote docs/benchmarks.md");
+            }
+            Ok(())
+        }
     }
 }
 

@@ -17,6 +17,9 @@ struct Args {
     /// Random seed (the run is reproducible for a seed).
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Instead of fuzzing, time N null calls (register-only VERSION) in counter ticks.
+    #[arg(long)]
+    null_calls: Option<u32>,
 }
 
 #[cfg(all(target_arch = "aarch64", target_os = "linux"))]
@@ -44,8 +47,42 @@ mod fuzz {
     /// Hypervisor memory on qemu-virt (boards/qemu-virt/board.toml).
     const HV_PHYS: u64 = 0x4008_0000;
 
+    fn ticks() -> u64 {
+        let t: u64;
+        // SAFETY: reading the virtual counter (enabled for EL0 by Linux) has no side effects.
+        unsafe { core::arch::asm!("isb", "mrs {}, cntvct_el0", out(reg) t) };
+        t
+    }
+
+    /// Median and 99th percentile of `n` null calls, in counter ticks, as JSON.
+    fn null_calls(t: &WindowTransport, n: u32) -> Result<()> {
+        let freq: u64;
+        // SAFETY: reading the counter frequency has no side effects.
+        unsafe { core::arch::asm!("mrs {}, cntfrq_el0", out(reg) freq) };
+        let version = Function::Version.aarch64_id() as u64;
+        let mut samples = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            let t0 = ticks();
+            // SAFETY: register-only call: no buffers.
+            let (status, _) = unsafe { t.raw_call(version, 0, 0, 0, 0) };
+            let t1 = ticks();
+            anyhow::ensure!(status == 0, "null call failed: {}", status as i64);
+            samples.push(t1 - t0);
+        }
+        samples.sort_unstable();
+        let pick = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize];
+        println!(
+            "{}",
+            serde_json::json!({"null_calls": n, "median_ticks": pick(0.5), "p99_ticks": pick(0.99), "counter_hz": freq})
+        );
+        Ok(())
+    }
+
     pub fn run(args: super::Args) -> Result<()> {
         let t = WindowTransport::open()?;
+        if let Some(n) = args.null_calls {
+            return null_calls(&t, n.max(1));
+        }
         // SAFETY: a fresh anonymous mapping of the arena plus a guard page, owned here alone.
         let arena = unsafe {
             rustix::mm::mmap_anonymous(

@@ -1,0 +1,160 @@
+//! `cargo xtask bench boot`: guest boot time under the hypervisor vs the same kernel and
+//! initramfs on bare QEMU, measured alternately in one run, and the EL0 null-hypercall cost.
+
+use std::{
+    fmt::Write as _,
+    io::{Read, Write},
+    path::Path,
+    process::{Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{fetch, image};
+
+const READY: &str = "gatewarden-guest: up";
+
+/// Boot `q`, return the time until the guest's init prints READY, and optionally run a shell
+/// command afterwards and return its output.
+fn boot(mut q: Command, then: Option<&str>) -> Result<(Duration, String)> {
+    let started = Instant::now();
+    let mut child = q
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting QEMU")?;
+    let mut stdout = child.stdout.take().context("QEMU stdout")?;
+    let mut stdin = child.stdin.take().context("QEMU stdin")?;
+    let out = Arc::new(Mutex::new(String::new()));
+    let sink = Arc::clone(&out);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    let wait = |needle: &str, from: usize| -> Result<usize> {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            if let Some(i) = out.lock().unwrap()[from..].find(needle) {
+                return Ok(from + i + needle.len());
+            }
+            if Instant::now() > deadline {
+                bail!("timed out waiting for {needle:?}");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    let at = wait(READY, 0)?;
+    let elapsed = started.elapsed();
+    let mut result = String::new();
+    if let Some(cmd) = then {
+        wait("# ", at)?;
+        writeln!(stdin, "{cmd}; echo __bench_done__")?;
+        let end = wait("__bench_done__", wait("__bench_done__", at)?)?;
+        result = out.lock().unwrap()[at..end].to_owned();
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    Ok((elapsed, result))
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Run the boot benchmark and return the report section.
+pub fn bench_boot(root: &Path, runs: usize) -> Result<String> {
+    let img = image::image(root, "qemu-virt")?;
+    let guest = fetch::fetch_guest(root, fetch::Arch::Arm64)?;
+    let initramfs = root.join("target/gatewarden/qemu-virt/initramfs.cpio");
+    let bare = || {
+        let mut q = Command::new("qemu-system-aarch64");
+        q.args([
+            "-M",
+            "virt,highmem=off,gic-version=3",
+            "-cpu",
+            "cortex-a72",
+            "-m",
+            "1G",
+            "-smp",
+            "2",
+        ]);
+        q.args(["-nographic", "-nic", "none", "-no-reboot"]);
+        q.arg("-kernel")
+            .arg(&guest.kernel)
+            .arg("-initrd")
+            .arg(&initramfs);
+        q.args(["-append", "console=ttyAMA0 rdinit=/init panic=-1"]);
+        q
+    };
+    let (mut t_bare, mut t_hv) = (Vec::new(), Vec::new());
+    let mut null = String::new();
+    for i in 0..runs {
+        eprintln!(
+            "==> boot run {}/{runs}: bare QEMU, then under the hypervisor",
+            i + 1
+        );
+        t_bare.push(boot(bare(), None)?.0.as_secs_f64());
+        let then = (i == 0).then_some("gw-hcall-fuzz --null-calls 10000");
+        let (t, out) = boot(image::qemu_command(&img, 2), then)?;
+        t_hv.push(t.as_secs_f64());
+        if i == 0 {
+            null = out
+                .lines()
+                .find(|l| l.trim_start().starts_with('{'))
+                .unwrap_or("")
+                .trim()
+                .to_owned();
+        }
+    }
+    let (mb, mh) = (median(&mut t_bare), median(&mut t_hv));
+    let nc: serde_json::Value =
+        serde_json::from_str(&null).with_context(|| format!("null-call output {null:?}"))?;
+    let hz = nc["counter_hz"].as_f64().unwrap_or(0.0);
+    let ticks = |k: &str| nc[k].as_f64().unwrap_or(0.0);
+    let mut s = String::new();
+    writeln!(
+        s,
+        "## QEMU: boot time and null hypercall (qemu-virt, TCG)\n"
+    )?;
+    writeln!(
+        s,
+        "`cargo xtask bench boot`: {runs} boots each, alternating, same kernel ({}) and initramfs, `-smp 2 -m 1G`; time from QEMU start to the guest's init line.\n",
+        guest.release
+    )?;
+    writeln!(s, "| measurement | value |\n|---|---|")?;
+    writeln!(
+        s,
+        "| boot to init, bare QEMU (kernel at EL1) | {mb:.2} s (median) |"
+    )?;
+    writeln!(
+        s,
+        "| boot to init, under gatewarden-hv | {mh:.2} s (median) |"
+    )?;
+    writeln!(s, "| ratio (goal ≤ 1.10×) | {:.2}× |", mh / mb)?;
+    writeln!(
+        s,
+        "| null hypercall from EL0 (call window, register-only VERSION), 10,000 calls | median {} ticks, p99 {} ticks ({:.1} µs median at {} MHz) |",
+        ticks("median_ticks"),
+        ticks("p99_ticks"),
+        ticks("median_ticks") / hz * 1e6,
+        hz / 1e6
+    )?;
+    writeln!(
+        s,
+        "| null hypercall from EL1 (HVC) | not measured yet: needs the guest kernel module |"
+    )?;
+    writeln!(s, "\nRuns: bare {t_bare:.2?} s, hypervisor {t_hv:.2?} s.")?;
+    std::io::stdout().flush()?;
+    Ok(s)
+}
