@@ -19,7 +19,9 @@ pub fn image_dir(board: &str) -> PathBuf {
         .to_path_buf();
     let dir = root.join("target/gatewarden").join(board);
     assert!(
-        dir.join("hv.bin").exists() && dir.join("bundle.bin").exists(),
+        dir.join("hv.bin").exists()
+            && dir.join("bundle.bin").exists()
+            && dir.join("qemu.args").exists(),
         "no image in {}: run `cargo xtask image --board {board}` (cargo xtask test does)",
         dir.display()
     );
@@ -39,28 +41,12 @@ impl Qemu {
     /// Boot the qemu-virt image with `smp` CPUs.
     pub fn boot_virt(smp: u32) -> Self {
         let dir = image_dir("qemu-virt");
+        // The image's own QEMU arguments (from boards/qemu-virt/board.toml via cargo xtask image).
+        let args =
+            std::fs::read_to_string(dir.join("qemu.args")).expect("qemu.args next to the image");
         let mut child = Command::new("qemu-system-aarch64")
-            .args([
-                "-M",
-                "virt,virtualization=on,highmem=off,gic-version=3",
-                "-cpu",
-                "cortex-a72",
-                "-m",
-                "1G",
-            ])
-            .args([
-                "-smp",
-                &smp.to_string(),
-                "-nographic",
-                "-nic",
-                "none",
-                "-no-reboot",
-            ])
-            .arg("-kernel")
-            .arg(dir.join("hv.bin"))
-            .arg("-initrd")
-            .arg(dir.join("bundle.bin"))
-            .args(["-append", "console=ttyAMA0 rdinit=/init panic=-1"])
+            .args(args.lines().filter(|l| !l.is_empty()))
+            .args(["-smp", &smp.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

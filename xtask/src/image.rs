@@ -18,10 +18,8 @@ use crate::{cargo, fetch, run};
 
 /// Paths of a built image.
 pub struct Image {
-    /// Hypervisor binary.
-    pub hv: PathBuf,
-    /// Guest bundle.
-    pub bundle: PathBuf,
+    /// QEMU arguments (all but `-smp`), as also written to `qemu.args`.
+    pub qemu_args: Vec<String>,
 }
 
 const INIT: &str = r#"#!/bin/busybox sh
@@ -29,6 +27,7 @@ const INIT: &str = r#"#!/bin/busybox sh
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
+for m in $(cat /lib/modules/order); do insmod /lib/modules/$m || echo "gatewarden-guest: cannot load $m"; done
 echo "gatewarden-guest: up, $(grep -c ^processor /proc/cpuinfo) CPUs online"
 exec /bin/sh
 "#;
@@ -57,7 +56,7 @@ fn llvm_objcopy() -> Result<PathBuf> {
 }
 
 /// A newc initramfs with busybox, the guest programs (into /bin) and /init.
-pub fn initramfs(busybox: &Path, programs: &[PathBuf]) -> Result<Vec<u8>> {
+pub fn initramfs(busybox: &Path, programs: &[PathBuf], modules: &[PathBuf]) -> Result<Vec<u8>> {
     let busybox =
         std::fs::read(busybox).with_context(|| format!("reading {}", busybox.display()))?;
     let dir = |n: &str| {
@@ -82,6 +81,20 @@ pub fn initramfs(busybox: &Path, programs: &[PathBuf]) -> Result<Vec<u8>> {
         file("init", 0o755, INIT.as_bytes().to_vec()),
         file("bin/busybox", 0o755, busybox),
     ];
+    entries.push(dir("lib"));
+    entries.push(dir("lib/modules"));
+    let mut order = String::new();
+    for m in modules {
+        let name = m
+            .file_name()
+            .and_then(|n| n.to_str())
+            .context("module without a file name")?;
+        let data = std::fs::read(m).with_context(|| format!("reading {}", m.display()))?;
+        entries.push(file(&format!("lib/modules/{name}"), 0o644, data));
+        order.push_str(name);
+        order.push('\n');
+    }
+    entries.push(file("lib/modules/order", 0o644, order.into_bytes()));
     for p in programs {
         let name = p
             .file_name()
@@ -106,21 +119,62 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// The rustc target features `boards/<board>/board.toml` allows.
-fn board_target_features(root: &Path, board: &str) -> Result<Vec<String>> {
+/// `boards/<board>/board.toml`.
+fn board_toml(root: &Path, board: &str) -> Result<toml::Table> {
     let path = root.join("boards").join(board).join("board.toml");
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let v: toml::Table =
-        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-    Ok(v.get("target_features")
+    toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// A list of strings at `key` in `table` (empty if absent).
+fn strings(table: &toml::Table, key: &str) -> Vec<String> {
+    table
+        .get(key)
         .and_then(|f| f.as_array())
         .map(|a| {
             a.iter()
                 .filter_map(|x| x.as_str().map(str::to_owned))
                 .collect()
         })
-        .unwrap_or_default())
+        .unwrap_or_default()
+}
+
+/// QEMU arguments for the image (all but `-smp`), from the board's `[qemu]` table.
+fn qemu_args(board: &toml::Table, dir: &Path) -> Result<Vec<String>> {
+    let q = board
+        .get("qemu")
+        .and_then(|q| q.as_table())
+        .context("board.toml has no [qemu] table")?;
+    let s = |k: &str| {
+        q.get(k)
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+            .with_context(|| format!("[qemu] {k} missing"))
+    };
+    let path = |f: &str| dir.join(f).display().to_string();
+    let mut args = vec![
+        "-M".into(),
+        s("machine")?,
+        "-cpu".into(),
+        s("cpu")?,
+        "-m".into(),
+        s("memory")?,
+    ];
+    args.extend(["-nographic", "-nic", "none", "-no-reboot"].map(String::from));
+    args.extend([
+        "-kernel".into(),
+        path("hv.bin"),
+        "-initrd".into(),
+        path("bundle.bin"),
+    ]);
+    args.extend(["-append".into(), s("append")?]);
+    args.extend(
+        strings(q, "devices")
+            .into_iter()
+            .map(|a| a.replace("{disk}", &path("disk.img"))),
+    );
+    Ok(args)
 }
 
 /// Build the image for `board`.
@@ -143,7 +197,8 @@ pub fn image(root: &Path, board: &str) -> Result<Image> {
         "aarch64-unknown-none-softfloat",
     ]);
     c.env("GW_BOARD", board);
-    let features = board_target_features(root, board)?;
+    let board_t = board_toml(root, board)?;
+    let features = strings(&board_t, "target_features");
     if !features.is_empty() {
         c.env(
             "RUSTFLAGS",
@@ -194,7 +249,22 @@ pub fn image(root: &Path, board: &str) -> Result<Image> {
                 .join(b)
         })
         .collect();
-    let initrd = initramfs(&guest.busybox, &programs)?;
+    let modules_dir = guest.kernel_root.join("lib/modules").join(&guest.release);
+    let modules: Vec<PathBuf> = board_t
+        .get("qemu")
+        .and_then(|q| q.as_table())
+        .map(|q| strings(q, "modules"))
+        .unwrap_or_default()
+        .iter()
+        .map(|m| modules_dir.join(m))
+        .collect();
+    let initrd = initramfs(&guest.busybox, &programs, &modules)?;
+    // A small disk for the guest's virtio-blk device, with a label the tests read back.
+    let mut disk = vec![0u8; 1 << 20];
+    disk[..20].copy_from_slice(b"GATEWARDEN-TEST-DISK");
+    std::fs::write(dir.join("disk.img"), &disk)?;
+    let qemu_args = qemu_args(&board_t, &dir)?;
+    std::fs::write(dir.join("qemu.args"), qemu_args.join("\n") + "\n")?;
     std::fs::write(dir.join("initramfs.cpio"), &initrd)?;
     let bundle = gatewarden_hv::bundle::build(&kernel, &initrd);
     let bundle_path = dir.join("bundle.bin");
@@ -220,36 +290,13 @@ pub fn image(root: &Path, board: &str) -> Result<Image> {
         bin.len() / 1024,
         bundle.len() >> 20
     );
-    Ok(Image {
-        hv,
-        bundle: bundle_path,
-    })
+    Ok(Image { qemu_args })
 }
 
-/// The QEMU command line for `board` booting `image` with `smp` CPUs.
+/// The QEMU command line for `image` with `smp` CPUs (arguments from `qemu.args`).
 pub fn qemu_command(image: &Image, smp: u32) -> Command {
     let mut q = Command::new("qemu-system-aarch64");
-    q.args([
-        "-M",
-        "virt,virtualization=on,highmem=off,gic-version=3",
-        "-cpu",
-        "cortex-a72",
-        "-m",
-        "1G",
-    ]);
-    q.args([
-        "-smp",
-        &smp.to_string(),
-        "-nographic",
-        "-nic",
-        "none",
-        "-no-reboot",
-    ]);
-    q.arg("-kernel")
-        .arg(&image.hv)
-        .arg("-initrd")
-        .arg(&image.bundle);
-    q.args(["-append", "console=ttyAMA0 rdinit=/init panic=-1"]);
+    q.args(&image.qemu_args).args(["-smp", &smp.to_string()]);
     q
 }
 
