@@ -3,6 +3,32 @@
 
 pub mod qemu;
 
+/// A 32-byte value from a JSON hex string.
+pub fn hex32(v: &serde_json::Value) -> [u8; 32] {
+    hex::decode(v.as_str().expect("hex string"))
+        .expect("hex")
+        .try_into()
+        .expect("32 bytes")
+}
+
+/// The event log printed by `gwctl --json log`.
+pub fn events_from_json(log: &serde_json::Value) -> Vec<vtpm::Event> {
+    log["events"]
+        .as_array()
+        .expect("events array")
+        .iter()
+        .map(|e| {
+            vtpm::Event::new(
+                vtpm::PcrIndex::new(e["pcr"].as_u64().expect("pcr") as u16).expect("PCR index"),
+                hex32(&e["digest"]),
+                serde_json::from_value(e["kind"].clone()).expect("component kind"),
+                e["name"].as_str().expect("name"),
+                e["version"].as_str().expect("version"),
+            )
+        })
+        .collect()
+}
+
 use std::{
     os::unix::net::UnixStream,
     path::{Path, PathBuf},

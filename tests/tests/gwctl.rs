@@ -56,28 +56,7 @@ fn extend_read_quote_and_verify_on_the_host() {
                 .unwrap()
         })
         .collect();
-    let events: Vec<vtpm::Event> = log["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            let kind = match e["kind"].as_str().unwrap() {
-                "Hypervisor" => vtpm::ComponentKind::Hypervisor,
-                "Other" => vtpm::ComponentKind::Other,
-                k => panic!("unexpected kind {k}"),
-            };
-            vtpm::Event::new(
-                vtpm::PcrIndex::new(e["pcr"].as_u64().unwrap() as u16).unwrap(),
-                hex::decode(e["digest"].as_str().unwrap())
-                    .unwrap()
-                    .try_into()
-                    .unwrap(),
-                kind,
-                e["name"].as_str().unwrap(),
-                e["version"].as_str().unwrap(),
-            )
-        })
-        .collect();
+    let events = gw_tests::events_from_json(&log);
     let sel = PcrSelection::from_indices([0, 1, 2, 600]).unwrap();
     let nonce_b: [u8; 32] = [0xab; 32];
     let v = vtpm::verify(

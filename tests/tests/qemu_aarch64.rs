@@ -1,6 +1,6 @@
 //! The aarch64 hypervisor on QEMU `virt`, booting Debian's kernel: SMP, isolation, power-off.
 
-use gw_tests::qemu::Qemu;
+use gw_tests::{hex32, qemu::Qemu};
 
 fn booted() -> Qemu {
     let mut q = Qemu::boot_virt(2);
@@ -120,13 +120,6 @@ fn json_line(out: &str) -> serde_json::Value {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON {line:?}: {e}"))
 }
 
-fn hex32(v: &serde_json::Value) -> [u8; 32] {
-    hex::decode(v.as_str().expect("hex string"))
-        .unwrap()
-        .try_into()
-        .unwrap()
-}
-
 #[test]
 fn a_quote_taken_in_the_guest_verifies_on_the_host_against_the_manifest() {
     let manifest: serde_json::Value = serde_json::from_str(
@@ -166,20 +159,7 @@ fn a_quote_taken_in_the_guest_verifies_on_the_host_against_the_manifest() {
         .iter()
         .map(|p| hex32(&p["value"]))
         .collect();
-    let events: Vec<vtpm::Event> = log["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            vtpm::Event::new(
-                vtpm::PcrIndex::new(e["pcr"].as_u64().unwrap() as u16).unwrap(),
-                hex32(&e["digest"]),
-                serde_json::from_value(e["kind"].clone()).unwrap(),
-                e["name"].as_str().unwrap(),
-                e["version"].as_str().unwrap(),
-            )
-        })
-        .collect();
+    let events = gw_tests::events_from_json(&log);
     let sel = vtpm::PcrSelection::from_indices([1, 3, 4, 5, 6]).unwrap();
     let verified = vtpm::verify(
         &vtpm::Evidence {

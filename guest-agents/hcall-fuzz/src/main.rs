@@ -107,23 +107,10 @@ mod fuzz {
         let buf = unsafe { core::slice::from_raw_parts_mut(arena as *mut u8, ARENA) };
         buf.fill(0);
         // A user mapping of hypervisor memory: passing its address must never reach it.
-        let mem = rustix::fs::open(
-            "/dev/mem",
-            rustix::fs::OFlags::RDWR | rustix::fs::OFlags::SYNC,
-            rustix::fs::Mode::empty(),
-        )?;
-        // SAFETY: maps one page of hypervisor memory; we never touch it, only pass its address.
-        let hv = unsafe {
-            rustix::mm::mmap(
-                core::ptr::null_mut(),
-                4096,
-                rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
-                rustix::mm::MapFlags::SHARED,
-                &mem,
-                HV_PHYS,
-            )
-        }
-        .context("mapping hypervisor memory")? as u64;
+        // SAFETY: we never touch the page, only pass its address.
+        let (_mem, hv) = unsafe { gw_hcall::window::map_phys_page(HV_PHYS) }
+            .context("mapping hypervisor memory")?;
+        let hv = hv as u64;
 
         let known: Vec<u64> = AbiError::ALL
             .iter()

@@ -340,39 +340,46 @@ pub mod window {
         _mem: OwnedFd,
     }
 
+    /// Map one page of guest-physical address space from `/dev/mem` (needs root). The mapping
+    /// stays valid while the returned descriptor lives.
+    ///
+    /// # Safety
+    ///
+    /// The caller must not touch the page unless `phys` is memory it may read and write.
+    pub unsafe fn map_phys_page(phys: u64) -> io::Result<(OwnedFd, *mut u8)> {
+        use rustix::fs::{Mode, OFlags};
+        let mem = rustix::fs::open(
+            "/dev/mem",
+            OFlags::RDWR | OFlags::SYNC | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("opening /dev/mem: {e}")))?;
+        // SAFETY: a fresh shared mapping of one page; the caller vouches for how it is used.
+        let p = unsafe {
+            rustix::mm::mmap(
+                core::ptr::null_mut(),
+                4096,
+                rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+                rustix::mm::MapFlags::SHARED,
+                &mem,
+                phys,
+            )
+        }
+        .map_err(|e| {
+            io::Error::new(
+                io::Error::from(e).kind(),
+                format!("mapping physical page {phys:#x}: {e}"),
+            )
+        })?;
+        Ok((mem, p.cast()))
+    }
+
     impl WindowTransport {
         /// Map the call window.
         pub fn open() -> io::Result<Self> {
-            use rustix::fs::{Mode, OFlags};
-            let mem = rustix::fs::open(
-                "/dev/mem",
-                OFlags::RDWR | OFlags::SYNC | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| {
-                io::Error::new(
-                    io::Error::from(e).kind(),
-                    format!("opening /dev/mem for the hypervisor call window: {e}"),
-                )
-            })?;
-            // SAFETY: maps one page of /dev/mem at the call window's physical address. Stage 2
-            // never maps it, so no memory is aliased: every access traps to the hypervisor.
-            let p = unsafe {
-                rustix::mm::mmap(
-                    core::ptr::null_mut(),
-                    4096,
-                    rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
-                    rustix::mm::MapFlags::SHARED,
-                    &mem,
-                    EL0_WINDOW,
-                )
-            }
-            .map_err(|e| {
-                io::Error::new(
-                    io::Error::from(e).kind(),
-                    format!("mapping the hypervisor call window: {e}"),
-                )
-            })?;
+            // SAFETY: the window is never mapped by stage 2: every access traps to the
+            // hypervisor, and we access it only with the call store.
+            let (mem, p) = unsafe { map_phys_page(EL0_WINDOW) }?;
             let window = NonNull::new(p.cast::<u64>())
                 .ok_or_else(|| io::Error::other("mmap returned null"))?;
             Ok(Self { window, _mem: mem })
@@ -436,21 +443,14 @@ pub mod window {
             }
             core::hint::black_box(sum);
             touch(response);
-            let status: u64;
-            let len: u64;
-            // SAFETY: the store to the call window traps to the hypervisor, which reads x0-x4,
-            // copies the request and writes at most `response.len()` bytes into `response`,
-            // then resumes after the store with the status in x0 and the length in x1.
-            unsafe {
-                core::arch::asm!(
-                    "str x0, [x5]",
-                    inout("x0") function.aarch64_id() as u64 => status,
-                    inout("x1") request.as_ptr() as u64 => len,
-                    in("x2") request.len() as u64,
-                    in("x3") response.as_mut_ptr() as u64,
-                    in("x4") response.len() as u64,
-                    in("x5") self.window.as_ptr(),
-                    options(nostack)
+            // SAFETY: the hypervisor writes at most `response.len()` bytes into `response`.
+            let (status, len) = unsafe {
+                self.raw_call(
+                    function.aarch64_id() as u64,
+                    request.as_ptr() as u64,
+                    request.len() as u64,
+                    response.as_mut_ptr() as u64,
+                    response.len() as u64,
                 )
             };
             match AbiError::from_code(status as i64) {
