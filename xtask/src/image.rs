@@ -110,11 +110,6 @@ pub fn initramfs(busybox: &Path, programs: &[PathBuf], modules: &[PathBuf]) -> R
     Ok(cpio::write_cpio(entries, Vec::new())?)
 }
 
-fn sha256_hex(data: &[u8]) -> String {
-    use sha2::Digest;
-    hex(&sha2::Sha256::digest(data))
-}
-
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -269,15 +264,27 @@ pub fn image(root: &Path, board: &str) -> Result<Image> {
     let bundle = gatewarden_hv::bundle::build(&kernel, &initrd);
     let bundle_path = dir.join("bundle.bin");
     std::fs::write(&bundle_path, &bundle)?;
+    let (d_hv, d_kernel, d_initrd) = (
+        vtpm::sha256(&bin[..measured]),
+        vtpm::sha256(&kernel),
+        vtpm::sha256(&initrd),
+    );
     let manifest = json!({
         "board": board,
         "version": env!("CARGO_PKG_VERSION"),
         "attestation_key": attestation_key,
         "agent_key": agent_key,
         "components": {
-            "hypervisor": { "pcr": 1, "sha256": sha256_hex(&bin[..measured]) },
-            "kernel": { "pcr": 3, "sha256": sha256_hex(&kernel), "release": guest.release },
-            "initramfs": { "pcr": 4, "sha256": sha256_hex(&initrd) },
+            "hypervisor": { "pcr": 1, "sha256": hex(&d_hv) },
+            "kernel": { "pcr": 3, "sha256": hex(&d_kernel), "release": guest.release },
+            "initramfs": { "pcr": 4, "sha256": hex(&d_initrd) },
+        },
+        // Each boot PCR holds one extend from zero. PCRs 5 (device tree) and 6 (command line)
+        // depend on what the loader passes at boot and are appraised from the event log.
+        "expected_pcrs": {
+            "1": hex(&vtpm::pcr::extend_value(&[0; 32], &d_hv)),
+            "3": hex(&vtpm::pcr::extend_value(&[0; 32], &d_kernel)),
+            "4": hex(&vtpm::pcr::extend_value(&[0; 32], &d_initrd)),
         },
     });
     std::fs::write(
