@@ -170,6 +170,18 @@ fn hex32(s: &str, what: &str) -> Result<[u8; 32]> {
     })
 }
 
+/// Print a PCR value as text or JSON.
+fn print_pcr(json: bool, index: u16, value: &[u8; 32]) {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "pcr": index, "value": hex::encode(value) })
+        );
+    } else {
+        println!("{}", hex::encode(value));
+    }
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let mut client = connect(cli.transport, &cli.monitor)?;
@@ -215,14 +227,7 @@ fn main() -> Result<()> {
             let value = client
                 .pcr_read(index)
                 .with_context(|| format!("reading PCR {index}"))?;
-            if cli.json {
-                println!(
-                    "{}",
-                    serde_json::json!({ "pcr": index, "value": hex::encode(value) })
-                );
-            } else {
-                println!("{}", hex::encode(value));
-            }
+            print_pcr(cli.json, index, &value);
         }
         Command::Pcr {
             op:
@@ -244,14 +249,7 @@ fn main() -> Result<()> {
                 )
                 .with_context(|| format!("extending PCR {index}"))?;
             let value = client.pcr_read(index)?;
-            if cli.json {
-                println!(
-                    "{}",
-                    serde_json::json!({ "pcr": index, "value": hex::encode(value) })
-                );
-            } else {
-                println!("{}", hex::encode(value));
-            }
+            print_pcr(cli.json, index, &value);
         }
         Command::Quote { nonce, pcrs } => {
             let nonce = hex32(&nonce, "nonce")?;
