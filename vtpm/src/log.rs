@@ -65,7 +65,8 @@ pub struct Event {
     pub version: EventVersion,
 }
 
-fn truncated<const M: usize>(s: &str) -> heapless::String<M> {
+/// `s` cut at a character boundary to at most `M` bytes.
+pub(crate) fn truncated<const M: usize>(s: &str) -> heapless::String<M> {
     let mut end = s.len().min(M);
     while !s.is_char_boundary(end) {
         end -= 1;

@@ -45,15 +45,9 @@ pub struct MonitorIdentity {
 impl MonitorIdentity {
     /// Build an identity; `version` is truncated to 48 bytes.
     pub fn new(kind: MonitorKind, version: &str, build: Digest) -> Self {
-        let mut end = version.len().min(48);
-        while !version.is_char_boundary(end) {
-            end -= 1;
-        }
-        let mut v = heapless::String::new();
-        let _ = v.push_str(&version[..end]);
         Self {
             kind,
-            version: v,
+            version: crate::log::truncated(version),
             build,
         }
     }

@@ -110,7 +110,8 @@ pub fn initramfs(busybox: &Path, programs: &[PathBuf], modules: &[PathBuf]) -> R
     Ok(cpio::write_cpio(entries, Vec::new())?)
 }
 
-fn hex(b: &[u8]) -> String {
+/// Lower-case hex of `b`.
+pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 

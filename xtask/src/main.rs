@@ -273,7 +273,7 @@ fn demo(root: &Path) -> Result<()> {
             run(what, c)
         };
         let config = std::fs::read(root.join("Cargo.toml"))?;
-        let digest = hex_sha256(&config);
+        let digest = image::hex(&vtpm::sha256(&config));
         let nonce = {
             let mut n = [0u8; 32];
             use std::io::Read;
@@ -297,14 +297,6 @@ fn demo(root: &Path) -> Result<()> {
     result?;
     eprintln!("==> demo complete");
     Ok(())
-}
-
-fn hex_sha256(data: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// One row of the results table.

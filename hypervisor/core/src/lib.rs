@@ -286,14 +286,13 @@ impl<const LOG: usize, const SLOTS: usize> Monitor<LOG, SLOTS> {
                     return Err(AbiError::BufferTooSmall);
                 }
                 let s = self.owned_slot(caller, slot)?;
-                match s.receiver.check_frame(frame) {
-                    Ok(_) => {
+                // One parse of the trailer; its sequence number is the answer.
+                let checked = gw_hoptag::Trailer::split(frame)
+                    .and_then(|(packet, trailer)| s.receiver.check(packet, trailer));
+                match checked {
+                    Ok(seq) => {
                         self.stats.passed += 1;
-                        let (_, t) = gw_hoptag::Trailer::split(frame).map_err(hop_err)?;
-                        Response::Checked {
-                            seq: t.header.seq.get(),
-                        }
-                        .encode(out)
+                        Response::Checked { seq }.encode(out)
                     }
                     Err(e) => {
                         self.stats.dropped += 1;
