@@ -1,6 +1,7 @@
 //! Helpers for Gatewarden's end-to-end tests: locate the workspace's binaries and run them,
 //! boot images in QEMU.
 
+pub mod fleet;
 pub mod qemu;
 
 /// A 32-byte value from a JSON hex string.
@@ -67,15 +68,38 @@ impl SoftwareMonitor {
     /// Start `gw-swmon` and wait until it accepts connections.
     pub fn start() -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let socket = dir.path().join("monitor.sock");
-        let child = Command::new(bin("gw-swmon"))
-            .arg("--socket")
+        let child = Self::spawn(dir.path(), None);
+        Self {
+            child,
+            socket: dir.path().join("monitor.sock"),
+            _dir: dir,
+        }
+    }
+
+    /// Start `gw-swmon` with the controller's command key (hex) provisioned.
+    pub fn with_controller_key(key_hex: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let child = Self::spawn(dir.path(), Some(key_hex));
+        Self {
+            child,
+            socket: dir.path().join("monitor.sock"),
+            _dir: dir,
+        }
+    }
+
+    fn spawn(dir: &Path, controller_key: Option<&str>) -> Child {
+        let socket = dir.join("monitor.sock");
+        let _ = std::fs::remove_file(&socket);
+        let mut cmd = Command::new(bin("gw-swmon"));
+        cmd.arg("--socket")
             .arg(&socket)
             .arg("--state-dir")
-            .arg(dir.path().join("state"))
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn gw-swmon");
+            .arg(dir.join("state"))
+            .stderr(Stdio::null());
+        if let Some(k) = controller_key {
+            cmd.arg("--controller-key").arg(k);
+        }
+        let child = cmd.spawn().expect("spawn gw-swmon");
         let deadline = Instant::now() + Duration::from_secs(30);
         while UnixStream::connect(&socket).is_err() {
             assert!(
@@ -84,11 +108,20 @@ impl SoftwareMonitor {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Self {
-            child,
-            socket,
-            _dir: dir,
-        }
+        child
+    }
+
+    /// The monitor's state directory (device secret, boot counter).
+    pub fn state_dir(&self) -> PathBuf {
+        self._dir.path().join("state")
+    }
+
+    /// Stop the monitor and start it again on the same state (a reboot: the boot counter
+    /// grows, PCRs and the event log start empty).
+    pub fn restart(&mut self, controller_key: Option<&str>) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Self::spawn(self._dir.path(), controller_key);
     }
 
     /// Run `gwctl` against this monitor.

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use gw_hcall::{Client, SocketTransport, Transport};
+use gw_hcall::{Client, Transport, TransportKind};
 use vtpm::{ComponentKind, PcrSelection};
 
 mod pcrlist;
@@ -18,7 +18,7 @@ struct Cli {
     monitor: PathBuf,
     /// How to reach the monitor: the software monitor's socket, the hypervisor's call window
     /// (aarch64 guests, needs /dev/mem), or `auto` (the socket if it exists, else the window).
-    #[arg(long, value_enum, default_value = "auto", global = true)]
+    #[arg(long, default_value = "auto", global = true)]
     transport: TransportKind,
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
@@ -27,38 +27,8 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum TransportKind {
-    Auto,
-    Socket,
-    Hypervisor,
-}
-
 fn connect(kind: TransportKind, socket: &std::path::Path) -> Result<Client<Box<dyn Transport>>> {
-    let use_socket = match kind {
-        TransportKind::Socket => true,
-        TransportKind::Hypervisor => false,
-        TransportKind::Auto => {
-            socket.exists() || !cfg!(all(target_arch = "aarch64", target_os = "linux"))
-        }
-    };
-    if use_socket {
-        let t = SocketTransport::connect(socket).with_context(|| {
-            format!(
-                "is the monitor running? (socket {}, set --monitor or ${})",
-                socket.display(),
-                gw_hcall::ENV_MONITOR
-            )
-        })?;
-        return Ok(Client::new(Box::new(t)));
-    }
-    #[cfg(all(target_arch = "aarch64", target_os = "linux"))]
-    {
-        let t = gw_hcall::window::WindowTransport::open().context("reaching the hypervisor")?;
-        Ok(Client::new(Box::new(t)))
-    }
-    #[cfg(not(all(target_arch = "aarch64", target_os = "linux")))]
-    bail!("the hypervisor transport exists only in aarch64 Linux guests; use --transport socket")
+    Ok(gw_hcall::open(kind, socket)?)
 }
 
 #[derive(Subcommand, Debug)]
@@ -141,6 +111,28 @@ enum AgentOp {
     },
 }
 
+/// Kinds of measurement a guest program may log (the boot chain, agent and middlebox
+/// binaries are measured by the monitor itself).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum ExtendKind {
+    /// Anything else.
+    Other,
+    /// A vSwitch configuration.
+    VswitchConfig,
+    /// A middlebox configuration.
+    MiddleboxConfig,
+}
+
+impl From<ExtendKind> for ComponentKind {
+    fn from(k: ExtendKind) -> Self {
+        match k {
+            ExtendKind::Other => ComponentKind::Other,
+            ExtendKind::VswitchConfig => ComponentKind::VSwitchConfig,
+            ExtendKind::MiddleboxConfig => ComponentKind::MiddleboxConfig,
+        }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum PcrOp {
     /// Print the value of PCR N.
@@ -160,6 +152,9 @@ enum PcrOp {
         /// Component version for the event log.
         #[arg(long, default_value = "")]
         component_version: String,
+        /// What was measured, for the event log.
+        #[arg(long, value_enum, default_value = "other")]
+        kind: ExtendKind,
     },
 }
 
@@ -236,6 +231,7 @@ fn main() -> Result<()> {
                     digest,
                     name,
                     component_version,
+                    kind,
                 },
         } => {
             let digest = hex32(&digest, "digest")?;
@@ -243,7 +239,7 @@ fn main() -> Result<()> {
                 .pcr_extend(
                     index,
                     &digest,
-                    ComponentKind::Other,
+                    kind.into(),
                     &name,
                     &component_version,
                 )

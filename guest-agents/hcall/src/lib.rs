@@ -159,6 +159,64 @@ impl Client<Box<dyn Transport>> {
     }
 }
 
+/// How a guest program reaches the monitor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    /// The software monitor's socket if it exists, else the hypervisor's call window.
+    Auto,
+    /// The software monitor's Unix socket.
+    Socket,
+    /// The hypervisor's EL0 call window (aarch64 Linux guests; needs `/dev/mem`).
+    Hypervisor,
+}
+
+impl std::str::FromStr for TransportKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "socket" => Ok(Self::Socket),
+            "hypervisor" => Ok(Self::Hypervisor),
+            _ => Err(format!("{s:?}: expected auto, socket or hypervisor")),
+        }
+    }
+}
+
+/// Open a client over the transport `kind` selects (`socket` names the software monitor).
+pub fn open(kind: TransportKind, socket: &Path) -> std::io::Result<Client<Box<dyn Transport>>> {
+    let use_socket = match kind {
+        TransportKind::Socket => true,
+        TransportKind::Hypervisor => false,
+        TransportKind::Auto => {
+            socket.exists() || !cfg!(all(target_arch = "aarch64", target_os = "linux"))
+        }
+    };
+    if use_socket {
+        let t = SocketTransport::connect(socket).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "{e}: is the monitor running? (socket {}, set --monitor or ${ENV_MONITOR})",
+                    socket.display()
+                ),
+            )
+        })?;
+        return Ok(Client::new(Box::new(t)));
+    }
+    #[cfg(all(target_arch = "aarch64", target_os = "linux"))]
+    {
+        let t = window::WindowTransport::open().map_err(|e| {
+            std::io::Error::new(e.kind(), format!("reaching the hypervisor: {e}"))
+        })?;
+        Ok(Client::new(Box::new(t)))
+    }
+    #[cfg(not(all(target_arch = "aarch64", target_os = "linux")))]
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "the hypervisor transport exists only in aarch64 Linux guests; use --transport socket",
+    ))
+}
+
 /// The monitor socket path from the environment, or the default.
 pub fn default_socket() -> PathBuf {
     std::env::var_os(ENV_MONITOR)

@@ -1,0 +1,404 @@
+//! Appraisal: verified evidence against reference values and the signed policy, producing an
+//! attestation result shaped like an EAR (EAT Attestation Result, draft-ietf-rats-ear) in RATS
+//! vocabulary: one sub-result (`submods`) per component, each `affirming`, `warning` or
+//! `contraindicated` with reasons, and the overall status the worst of them.
+//!
+//! Order (stopping at the first cryptographic failure, see [`crypto_failure`]): signature →
+//! nonce → PCR digest → counters forward → event-log replay (all in `vtpm::verify`), then
+//! reference values and policy (here).
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+use vtpm::{Digest, Event, MonitorKind, QuoteBody, VerifyError};
+
+use gw_proto::{component, manifest::ReferenceManifest, wire::PolicyDocument};
+
+/// The EAR profile this controller emits.
+pub const EAR_PROFILE: &str = "tag:github.com,2023:veraison/ear";
+
+/// Trustworthiness tier (EAR `ear.status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    /// No claim could be made (no evidence).
+    None,
+    /// Evidence matches reference values.
+    Affirming,
+    /// Acceptable with caveats (e.g. an insecure software monitor, an update in flight).
+    Warning,
+    /// Evidence contradicts reference values or failed verification.
+    Contraindicated,
+}
+
+impl Tier {
+    /// The lowercase name used in the API and the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::None => "none",
+            Tier::Affirming => "affirming",
+            Tier::Warning => "warning",
+            Tier::Contraindicated => "contraindicated",
+        }
+    }
+}
+
+/// One component's appraisal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Submod {
+    /// Tier.
+    #[serde(rename = "ear.status")]
+    pub status: Tier,
+    /// AR4SI trustworthiness vector claims (e.g. `executables: 2`).
+    #[serde(rename = "ear.trustworthiness-vector")]
+    pub vector: BTreeMap<String, i8>,
+    /// Which reference values were used.
+    #[serde(
+        rename = "ear.appraisal-policy-id",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub policy_id: Option<String>,
+    /// Why, in words an operator can act on.
+    #[serde(rename = "gw.reasons")]
+    pub reasons: Vec<String>,
+}
+
+/// An attestation result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ear {
+    /// [`EAR_PROFILE`].
+    pub eat_profile: String,
+    /// Issued at (seconds since the epoch).
+    pub iat: i64,
+    /// Verifier identity.
+    #[serde(rename = "ear.verifier-id")]
+    pub verifier: BTreeMap<String, String>,
+    /// Worst tier of the submods.
+    #[serde(rename = "ear.status")]
+    pub status: Tier,
+    /// The challenge nonce (hex).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eat_nonce: Option<String>,
+    /// Per-component results.
+    pub submods: BTreeMap<String, Submod>,
+    /// Quote counters `(boot, quote)` when the quote verified.
+    #[serde(rename = "gw.counters", skip_serializing_if = "Option::is_none")]
+    pub counters: Option<(u64, u64)>,
+}
+
+impl Ear {
+    fn new(nonce: Option<&[u8; 32]>, now_s: i64) -> Self {
+        let mut verifier = BTreeMap::new();
+        verifier.insert("developer".into(), "gatewarden".into());
+        verifier.insert(
+            "build".into(),
+            concat!("gw-controller ", env!("CARGO_PKG_VERSION")).into(),
+        );
+        Self {
+            eat_profile: EAR_PROFILE.into(),
+            iat: now_s,
+            verifier,
+            status: Tier::None,
+            eat_nonce: nonce.map(hex::encode),
+            submods: BTreeMap::new(),
+            counters: None,
+        }
+    }
+
+    fn put(&mut self, name: &str, sub: Submod) {
+        self.status = self.status.max(sub.status);
+        match self.submods.get_mut(name) {
+            // A component measured several times: keep the worst finding, all reasons.
+            Some(old) => {
+                if sub.status > old.status {
+                    old.status = sub.status;
+                    old.vector = sub.vector;
+                    old.policy_id = sub.policy_id;
+                }
+                for r in sub.reasons {
+                    if !old.reasons.contains(&r) {
+                        old.reasons.push(r);
+                    }
+                }
+            }
+            None => {
+                self.submods.insert(name.into(), sub);
+            }
+        }
+    }
+
+    /// All reasons of non-affirming submods, `component: reason`.
+    pub fn problems(&self) -> Vec<String> {
+        self.submods
+            .iter()
+            .filter(|(_, s)| s.status > Tier::Affirming)
+            .flat_map(|(n, s)| s.reasons.iter().map(move |r| format!("{n}: {r}")))
+            .collect()
+    }
+}
+
+fn sub(status: Tier, claim: &str, value: i8, reason: Option<String>) -> Submod {
+    let mut vector = BTreeMap::new();
+    vector.insert(claim.into(), value);
+    Submod {
+        status,
+        vector,
+        policy_id: None,
+        reasons: reason.into_iter().collect(),
+    }
+}
+
+/// Why a cryptographic check failed, named as an operator reads it. The nonce failure is
+/// told apart using what the controller remembers of this gateway: an answer to an earlier
+/// challenge with the counters of an already accepted quote is a **replayed quote**; a fresh
+/// quote over an earlier nonce is a **reused nonce** (a precomputed or withheld answer).
+pub fn crypto_failure(
+    e: &VerifyError,
+    quoted: Option<&QuoteBody>,
+    earlier_nonces: &[[u8; 32]],
+    last: Option<(u64, u64)>,
+    nonce: &[u8; 32],
+    now_s: i64,
+) -> Ear {
+    let mut ear = Ear::new(Some(nonce), now_s);
+    let reason = match (e, quoted) {
+        (VerifyError::NonceMismatch, Some(body)) if earlier_nonces.contains(&body.nonce) => {
+            let c = (body.counters.boot, body.counters.quote);
+            if last.is_some_and(|l| c <= l) {
+                format!("replayed quote: answers an earlier challenge with counters {c:?}")
+            } else {
+                "reused nonce: quote made for an earlier challenge".into()
+            }
+        }
+        (VerifyError::NonceMismatch, _) => "nonce mismatch: quote answers no challenge sent".into(),
+        (VerifyError::BadSignature, _) => {
+            "forged signature: quote not signed by the enrolled attestation key".into()
+        }
+        (VerifyError::CounterRollback { last, quoted }, _) => format!(
+            "counter rollback: boot/quote counters {}/{} after {}/{}",
+            quoted.boot, quoted.quote, last.boot, last.quote
+        ),
+        (other, _) => other.to_string(),
+    };
+    ear.put("evidence", sub(Tier::Contraindicated, "instance-identity", 96, Some(reason)));
+    ear
+}
+
+/// Reference values a gateway may match: `(manifest id, manifest)`.
+pub type References<'a> = &'a [(i64, ReferenceManifest)];
+
+/// What the controller sent as policy, for checking the policy and config measurements.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyExpectation {
+    /// The newest policy: version, SHA-256 of its body, and its document.
+    pub latest: Option<(u64, Digest, PolicyDocument)>,
+    /// Digests of every earlier version sent to this gateway → version.
+    pub earlier: HashMap<Digest, u64>,
+    /// The newest policy was sent less than an epoch or two ago: not yet measured is a warning.
+    pub latest_in_flight: bool,
+}
+
+/// Appraise a quote that passed `vtpm::verify`.
+pub fn appraise(
+    body: &QuoteBody,
+    log: &[Event],
+    references: References<'_>,
+    policy: &PolicyExpectation,
+    now_s: i64,
+) -> Ear {
+    let mut ear = Ear::new(Some(&body.nonce), now_s);
+    ear.counters = Some((body.counters.boot, body.counters.quote));
+
+    // The monitor that holds the keys.
+    ear.put(
+        "monitor",
+        match body.identity.kind {
+            MonitorKind::Hypervisor => sub(Tier::Affirming, "hardware", 2, None),
+            MonitorKind::InsecureSoftwareMonitor => sub(
+                Tier::Warning,
+                "hardware",
+                32,
+                Some("insecure software monitor: keys and PCRs are not isolated from the guest".into()),
+            ),
+        },
+    );
+    if body.log_overflowed {
+        ear.put(
+            "evidence",
+            sub(
+                Tier::Contraindicated,
+                "instance-identity",
+                96,
+                Some("event log overflowed: measurements are missing".into()),
+            ),
+        );
+    }
+
+    // The last measurement of each controller-made config decides; binaries are checked
+    // every time they were measured (a swapped binary stays visible after a restart).
+    let mut last_config: BTreeMap<String, (Digest, &str)> = BTreeMap::new();
+    for event in log {
+        let Some(name) = component::name(event) else {
+            continue;
+        };
+        if component::is_controller_config(&name) {
+            last_config.insert(name, (event.digest, event.version.as_str()));
+            continue;
+        }
+        ear.put(&name, appraise_binary(&name, &event.digest, references));
+    }
+
+    appraise_policy(&mut ear, &last_config, policy);
+    ear
+}
+
+fn appraise_binary(name: &str, digest: &Digest, references: References<'_>) -> Submod {
+    let matched: Vec<String> = references
+        .iter()
+        .filter(|(_, m)| m.allows(name, digest))
+        .map(|(id, m)| format!("manifest:{id} {} {}", m.name, m.version))
+        .collect();
+    if !matched.is_empty() {
+        let mut s = sub(Tier::Affirming, "executables", 2, None);
+        s.policy_id = Some(matched.join(", "));
+        return s;
+    }
+    let short = &hex::encode(digest)[..16];
+    if references.iter().any(|(_, m)| m.covers(name)) {
+        sub(
+            Tier::Contraindicated,
+            "executables",
+            96,
+            Some(format!(
+                "modified: digest {short}… is not in any allowed reference manifest"
+            )),
+        )
+    } else {
+        sub(
+            Tier::Warning,
+            "executables",
+            33,
+            Some(format!("no reference value for this component (digest {short}…)")),
+        )
+    }
+}
+
+fn appraise_policy(
+    ear: &mut Ear,
+    measured: &BTreeMap<String, (Digest, &str)>,
+    policy: &PolicyExpectation,
+) {
+    let Some((version, digest, doc)) = &policy.latest else {
+        // No policy sent: nothing controller-made may be running.
+        for name in measured.keys() {
+            ear.put(
+                name,
+                sub(
+                    Tier::Contraindicated,
+                    "configuration",
+                    96,
+                    Some("measured, but this controller sent no policy".into()),
+                ),
+            );
+        }
+        return;
+    };
+    let policy_id = format!("policy:v{version}");
+    let with_id = |mut s: Submod| {
+        s.policy_id = Some(policy_id.clone());
+        s
+    };
+
+    // The policy itself (POLICY_SET measures the body it verified).
+    let p = match measured.get("policy") {
+        Some((d, _)) if d == digest => sub(Tier::Affirming, "configuration", 2, None),
+        Some((d, _)) => match policy.earlier.get(d) {
+            Some(old) if policy.latest_in_flight => sub(
+                Tier::Warning,
+                "configuration",
+                32,
+                Some(format!("policy v{old} running, v{version} in flight")),
+            ),
+            Some(old) => sub(
+                Tier::Contraindicated,
+                "configuration",
+                96,
+                Some(format!("stale policy: v{old} running, v{version} was sent")),
+            ),
+            None => sub(
+                Tier::Contraindicated,
+                "configuration",
+                96,
+                Some("running policy was never sent by this controller".into()),
+            ),
+        },
+        None if policy.latest_in_flight => sub(
+            Tier::Warning,
+            "configuration",
+            32,
+            Some(format!("policy v{version} not applied yet")),
+        ),
+        None => sub(
+            Tier::Contraindicated,
+            "configuration",
+            96,
+            Some(format!("policy v{version} was sent but is not running")),
+        ),
+    };
+    ear.put("policy", with_id(p));
+
+    // Each middlebox config compiled from the policy.
+    let policy_current = measured.get("policy").is_some_and(|(d, _)| d == digest);
+    for (mb, text) in &doc.configs {
+        let name = format!("config:{mb}");
+        let want = vtpm::sha256(text.as_bytes());
+        let s = match measured.get(&name) {
+            Some((d, _)) if *d == want => sub(Tier::Affirming, "configuration", 2, None),
+            Some(_) if !policy_current && policy.latest_in_flight => sub(
+                Tier::Warning,
+                "configuration",
+                32,
+                Some(format!("config from before policy v{version} still loaded")),
+            ),
+            Some((d, _)) => sub(
+                Tier::Contraindicated,
+                "configuration",
+                96,
+                Some(format!(
+                    "modified: digest {}… differs from the config compiled for policy v{version}",
+                    &hex::encode(d)[..16]
+                )),
+            ),
+            None if policy.latest_in_flight => sub(
+                Tier::Warning,
+                "configuration",
+                32,
+                Some("not loaded yet".into()),
+            ),
+            None => sub(
+                Tier::Contraindicated,
+                "configuration",
+                96,
+                Some(format!("policy v{version} config is not loaded")),
+            ),
+        };
+        ear.put(&name, with_id(s));
+    }
+    for name in measured.keys() {
+        let known = name == "policy"
+            || name
+                .strip_prefix("config:")
+                .is_some_and(|mb| doc.configs.contains_key(mb));
+        if !known {
+            ear.put(
+                name,
+                with_id(sub(
+                    Tier::Contraindicated,
+                    "configuration",
+                    96,
+                    Some("config the policy does not contain".into()),
+                )),
+            );
+        }
+    }
+}

@@ -1,0 +1,722 @@
+//! Persistent state: embedded SQLite by default, PostgreSQL when a `postgres://` URL is given
+//! (several controller replicas can then share one database).
+//!
+//! SQLite runs in WAL mode with `synchronous=FULL`: a result is acknowledged only after its
+//! transaction is durable, so killing the controller mid-write loses nothing it reported as
+//! committed. Attestation results go through one writer task that groups them into
+//! transactions ([`Store::record`]); everything else is written directly.
+
+use std::{borrow::Cow, time::Duration};
+
+use serde::{Deserialize, Serialize};
+use sqlx::{
+    AnyPool, Row,
+    any::{AnyPoolOptions, AnyRow},
+    migrate::{Migration, MigrationType, Migrator},
+    SqlSafeStr,
+};
+use tokio::sync::{mpsc, oneshot};
+
+/// Storage errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed.
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// A migration failed.
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The URL names no supported database.
+    #[error("unsupported database URL {0:?} (use sqlite://PATH or postgres://...)")]
+    Url(String),
+    /// A stored value is corrupt.
+    #[error("stored {0} is corrupt")]
+    Corrupt(&'static str),
+    /// The writer task is gone (the controller is shutting down).
+    #[error("the result writer has stopped")]
+    WriterGone,
+}
+
+/// Result type of this module.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Which database is behind the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite file.
+    Sqlite,
+    /// PostgreSQL server.
+    Postgres,
+}
+
+/// A gateway as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayRow {
+    /// Gateway id.
+    pub id: String,
+    /// Attestation public key (hex).
+    pub attestation_key: String,
+    /// Agent public key (hex).
+    pub agent_key: String,
+    /// `pending` or `accepted`.
+    pub enrollment: String,
+    /// Vendor key that endorsed it (hex), if any.
+    pub endorsed_by: Option<String>,
+    /// `hypervisor` or `insecure-software-monitor`.
+    pub monitor: String,
+    /// `none`, `affirming`, `warning`, `contraindicated` or `unreachable`.
+    pub status: String,
+    /// Since when (ms).
+    pub status_since: i64,
+    /// Time of the last result (ms).
+    pub last_result_at: Option<i64>,
+    /// Counters of the last accepted quote.
+    pub last_counters: Option<(u64, u64)>,
+    /// Agent build last seen.
+    pub agent_version: Option<String>,
+    /// Enrolled at (ms).
+    pub enrolled_at: i64,
+    /// Allowed manifest ids (`None`: every allowed manifest).
+    pub manifests: Option<Vec<i64>>,
+}
+
+/// A stored reference manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestRow {
+    /// Id.
+    pub id: i64,
+    /// SHA-256 of the signed payload (hex).
+    pub digest: String,
+    /// Name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// Board.
+    pub board: String,
+    /// The signed envelope as imported.
+    pub envelope: String,
+    /// Imported at (ms).
+    pub imported_at: i64,
+    /// Whether gateways may match it.
+    pub allowed: bool,
+}
+
+/// One attestation result in history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultRow {
+    /// Id (grows).
+    pub id: i64,
+    /// Gateway.
+    pub gateway_id: String,
+    /// When (ms).
+    pub at: i64,
+    /// Overall status.
+    pub status: String,
+    /// The EAR-shaped result.
+    pub ear: serde_json::Value,
+}
+
+/// A stored signed policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyRow {
+    /// Version.
+    pub version: u64,
+    /// Document bytes.
+    pub body: Vec<u8>,
+    /// Controller signature.
+    pub signature: [u8; 64],
+    /// When the gateway reported it applied (ms).
+    pub applied_at: Option<i64>,
+    /// Error the gateway reported, if any.
+    pub error: Option<String>,
+}
+
+/// What the writer persists for one attestation.
+#[derive(Debug, Clone)]
+pub struct NewResult {
+    /// Gateway.
+    pub gateway_id: String,
+    /// When (ms).
+    pub at: i64,
+    /// Overall status.
+    pub status: String,
+    /// EAR JSON.
+    pub ear: serde_json::Value,
+    /// Counters to remember as the last accepted (only for verified quotes).
+    pub counters: Option<(u64, u64)>,
+}
+
+struct Job {
+    result: NewResult,
+    ack: oneshot::Sender<StoreResult<bool>>,
+}
+
+/// The database handle.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    writer: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .finish()
+    }
+}
+
+fn migrator(backend: Backend) -> Migrator {
+    let sql = match backend {
+        Backend::Sqlite => include_str!("../migrations/sqlite/0001_init.sql"),
+        Backend::Postgres => include_str!("../migrations/postgres/0001_init.sql"),
+    };
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        Cow::Borrowed("init"),
+        MigrationType::Simple,
+        sql.into_sql_str(),
+        false,
+    )])
+}
+
+fn hex_key(b: Vec<u8>) -> String {
+    hex::encode(b)
+}
+
+fn gateway_from(row: &AnyRow) -> StoreResult<GatewayRow> {
+    let boot: Option<i64> = row.try_get("last_boot")?;
+    let quote: Option<i64> = row.try_get("last_quote")?;
+    let manifests: Option<String> = row.try_get("manifests")?;
+    Ok(GatewayRow {
+        id: row.try_get("id")?,
+        attestation_key: hex_key(row.try_get("attestation_key")?),
+        agent_key: hex_key(row.try_get("agent_key")?),
+        enrollment: row.try_get("enrollment")?,
+        endorsed_by: row.try_get::<Option<Vec<u8>>, _>("endorsed_by")?.map(hex_key),
+        monitor: row.try_get("monitor")?,
+        status: row.try_get("status")?,
+        status_since: row.try_get("status_since")?,
+        last_result_at: row.try_get("last_result_at")?,
+        last_counters: boot.zip(quote).map(|(b, q)| (b as u64, q as u64)),
+        agent_version: row.try_get("agent_version")?,
+        enrolled_at: row.try_get("enrolled_at")?,
+        manifests: manifests
+            .map(|m| serde_json::from_str(&m).map_err(|_| StoreError::Corrupt("manifest list")))
+            .transpose()?,
+    })
+}
+
+const GATEWAY_COLUMNS: &str = "id, attestation_key, agent_key, enrollment, endorsed_by, monitor, status, status_since, last_result_at, last_boot, last_quote, agent_version, enrolled_at, manifests";
+
+impl Store {
+    /// Open (and migrate) the database at `url`: `sqlite://PATH` (created if missing) or
+    /// `postgres://USER@HOST/DB`.
+    pub async fn open(url: &str) -> StoreResult<Self> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::Url(url.into()));
+        };
+        let url = match backend {
+            Backend::Sqlite if !url.contains('?') => format!("{url}?mode=rwc"),
+            _ => url.to_owned(),
+        };
+        let options = AnyPoolOptions::new()
+            .max_connections(match backend {
+                Backend::Sqlite => 4,
+                Backend::Postgres => 8,
+            })
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        use sqlx::Executor;
+                        // WAL: readers never block the writer; FULL: a committed transaction
+                        // survives the process being killed (and power loss).
+                        conn.execute("PRAGMA journal_mode=WAL").await?;
+                        conn.execute("PRAGMA synchronous=FULL").await?;
+                        conn.execute("PRAGMA busy_timeout=10000").await?;
+                        conn.execute("PRAGMA foreign_keys=ON").await?;
+                    }
+                    Ok(())
+                })
+            });
+        let pool = options.connect(&url).await?;
+        migrator(backend).run(&pool).await?;
+        let (tx, rx) = mpsc::channel(4096);
+        tokio::spawn(writer(pool.clone(), rx));
+        Ok(Self {
+            pool,
+            backend,
+            writer: tx,
+        })
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Trust a vendor key for endorsements.
+    pub async fn add_vendor(&self, key: &[u8; 32], name: &str) -> StoreResult<()> {
+        sqlx::query("INSERT INTO vendors (key, name, added_at) VALUES ($1, $2, $3) ON CONFLICT (key) DO UPDATE SET name = excluded.name")
+            .bind(key.to_vec())
+            .bind(name.to_owned())
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Trusted vendor keys with their names.
+    pub async fn vendors(&self) -> StoreResult<Vec<([u8; 32], String)>> {
+        let rows = sqlx::query("SELECT key, name FROM vendors ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let k: Vec<u8> = r.try_get("key")?;
+                let k: [u8; 32] = k.try_into().map_err(|_| StoreError::Corrupt("vendor key"))?;
+                Ok((k, r.try_get("name")?))
+            })
+            .collect()
+    }
+
+    /// One gateway.
+    pub async fn gateway(&self, id: &str) -> StoreResult<Option<GatewayRow>> {
+        let q = format!("SELECT {GATEWAY_COLUMNS} FROM gateways WHERE id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(q))
+            .bind(id.to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(gateway_from).transpose()
+    }
+
+    /// The gateway whose client certificate has this fingerprint.
+    pub async fn gateway_by_cert(&self, fp: &[u8; 32]) -> StoreResult<Option<GatewayRow>> {
+        let q = format!("SELECT {GATEWAY_COLUMNS} FROM gateways WHERE cert_fp = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(q))
+            .bind(fp.to_vec())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(gateway_from).transpose()
+    }
+
+    /// Every gateway, by id.
+    pub async fn gateways(&self) -> StoreResult<Vec<GatewayRow>> {
+        let q = format!("SELECT {GATEWAY_COLUMNS} FROM gateways ORDER BY id");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(q))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(gateway_from).collect()
+    }
+
+    /// Record a new gateway. Fails if the id or the attestation key is already known.
+    pub async fn insert_gateway(
+        &self,
+        id: &str,
+        attestation_key: &[u8; 32],
+        agent_key: &[u8; 32],
+        endorsed_by: Option<&[u8; 32]>,
+        monitor: &str,
+    ) -> StoreResult<()> {
+        let now = now_ms();
+        let enrollment = if endorsed_by.is_some() {
+            "accepted"
+        } else {
+            "pending"
+        };
+        sqlx::query("INSERT INTO gateways (id, attestation_key, agent_key, enrollment, endorsed_by, monitor, enrolled_at, approved_at, status, status_since) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'none', $9)")
+            .bind(id.to_owned())
+            .bind(attestation_key.to_vec())
+            .bind(agent_key.to_vec())
+            .bind(enrollment)
+            .bind(endorsed_by.map(|k| k.to_vec()))
+            .bind(monitor.to_owned())
+            .bind(now)
+            .bind(endorsed_by.map(|_| now))
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// An operator approves a pending gateway. Returns false if there is no such pending one.
+    pub async fn approve(&self, id: &str) -> StoreResult<bool> {
+        let r = sqlx::query("UPDATE gateways SET enrollment = 'accepted', approved_at = $1 WHERE id = $2 AND enrollment = 'pending'")
+            .bind(now_ms())
+            .bind(id.to_owned())
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Remember the client certificate issued to a gateway (replacing an earlier one).
+    pub async fn set_cert(&self, id: &str, fp: &[u8; 32]) -> StoreResult<()> {
+        sqlx::query("UPDATE gateways SET cert_fp = $1 WHERE id = $2")
+            .bind(fp.to_vec())
+            .bind(id.to_owned())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Note the agent build a gateway runs.
+    pub async fn set_agent_version(&self, id: &str, version: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE gateways SET agent_version = $1 WHERE id = $2")
+            .bind(version.to_owned())
+            .bind(id.to_owned())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Restrict a gateway to some manifest ids (`None`: any allowed manifest).
+    pub async fn set_gateway_manifests(&self, id: &str, ids: Option<&[i64]>) -> StoreResult<bool> {
+        let r = sqlx::query("UPDATE gateways SET manifests = $1 WHERE id = $2")
+            .bind(ids.map(|i| serde_json::to_string(i).expect("ids serialise")))
+            .bind(id.to_owned())
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Mark a gateway unreachable (no result for too long); returns true if its state changed.
+    pub async fn mark_unreachable(&self, id: &str, at: i64) -> StoreResult<bool> {
+        let r = sqlx::query("UPDATE gateways SET status = 'unreachable', status_since = $1 WHERE id = $2 AND status <> 'unreachable'")
+            .bind(at)
+            .bind(id.to_owned())
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Import a verified manifest envelope. Returns its id; importing the same payload again
+    /// returns the existing id (manifests are immutable).
+    pub async fn import_manifest(
+        &self,
+        digest: &[u8; 32],
+        name: &str,
+        version: &str,
+        board: &str,
+        envelope: &str,
+        signer: &[u8; 32],
+    ) -> StoreResult<i64> {
+        if let Some(row) = sqlx::query("SELECT id FROM manifests WHERE digest = $1")
+            .bind(digest.to_vec())
+            .fetch_optional(&self.pool)
+            .await?
+        {
+            return Ok(row.try_get("id")?);
+        }
+        let row = sqlx::query("INSERT INTO manifests (digest, name, version, board, envelope, signer, imported_at, allowed) VALUES ($1, $2, $3, $4, $5, $6, $7, 1) RETURNING id")
+            .bind(digest.to_vec())
+            .bind(name.to_owned())
+            .bind(version.to_owned())
+            .bind(board.to_owned())
+            .bind(envelope.to_owned())
+            .bind(signer.to_vec())
+            .bind(now_ms())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("id")?)
+    }
+
+    /// Allow or retire a manifest.
+    pub async fn set_manifest_allowed(&self, id: i64, allowed: bool) -> StoreResult<bool> {
+        let r = sqlx::query("UPDATE manifests SET allowed = $1 WHERE id = $2")
+            .bind(i64::from(allowed))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Every manifest, newest first.
+    pub async fn manifests(&self) -> StoreResult<Vec<ManifestRow>> {
+        let rows = sqlx::query("SELECT id, digest, name, version, board, envelope, imported_at, allowed FROM manifests ORDER BY id DESC")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ManifestRow {
+                    id: r.try_get("id")?,
+                    digest: hex_key(r.try_get("digest")?),
+                    name: r.try_get("name")?,
+                    version: r.try_get("version")?,
+                    board: r.try_get("board")?,
+                    envelope: r.try_get("envelope")?,
+                    imported_at: r.try_get("imported_at")?,
+                    allowed: r.try_get::<i64, _>("allowed")? != 0,
+                })
+            })
+            .collect()
+    }
+
+    /// Persist an attestation result through the writer; resolves once it is committed.
+    /// Returns true when the gateway's status changed.
+    pub async fn record(&self, result: NewResult) -> StoreResult<bool> {
+        let (ack, rx) = oneshot::channel();
+        self.writer
+            .send(Job { result, ack })
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// A gateway's results, newest first.
+    pub async fn history(&self, id: &str, limit: i64) -> StoreResult<Vec<ResultRow>> {
+        let rows = sqlx::query("SELECT id, gateway_id, at, status, ear FROM results WHERE gateway_id = $1 ORDER BY id DESC LIMIT $2")
+            .bind(id.to_owned())
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(result_from).collect()
+    }
+
+    /// Number of results stored (all gateways).
+    pub async fn result_count(&self) -> StoreResult<i64> {
+        Ok(sqlx::query("SELECT COUNT(*) AS n FROM results")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?)
+    }
+
+    /// Set an operator's policy for one device behind a gateway.
+    pub async fn put_device_policy(&self, id: &str, mac: &str, spec: &str) -> StoreResult<()> {
+        sqlx::query("INSERT INTO device_policies (gateway_id, mac, spec, updated_at) VALUES ($1, $2, $3, $4) ON CONFLICT (gateway_id, mac) DO UPDATE SET spec = excluded.spec, updated_at = excluded.updated_at")
+            .bind(id.to_owned())
+            .bind(mac.to_owned())
+            .bind(spec.to_owned())
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Device policies of a gateway: `(mac, spec JSON)`.
+    pub async fn device_policies(&self, id: &str) -> StoreResult<Vec<(String, String)>> {
+        let rows =
+            sqlx::query("SELECT mac, spec FROM device_policies WHERE gateway_id = $1 ORDER BY mac")
+                .bind(id.to_owned())
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("mac")?, r.try_get("spec")?)))
+            .collect()
+    }
+
+    /// Store a signed policy; `version` must be new for this gateway.
+    pub async fn put_policy(
+        &self,
+        id: &str,
+        version: u64,
+        body: &[u8],
+        signature: &[u8; 64],
+    ) -> StoreResult<()> {
+        sqlx::query("INSERT INTO policies (gateway_id, version, body, signature, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(id.to_owned())
+            .bind(version as i64)
+            .bind(body.to_vec())
+            .bind(signature.to_vec())
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The newest policy of a gateway.
+    pub async fn latest_policy(&self, id: &str) -> StoreResult<Option<PolicyRow>> {
+        let row = sqlx::query("SELECT version, body, signature, applied_at, error FROM policies WHERE gateway_id = $1 ORDER BY version DESC LIMIT 1")
+            .bind(id.to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(policy_from).transpose()
+    }
+
+    /// One version of a gateway's policy.
+    pub async fn policy(&self, id: &str, version: u64) -> StoreResult<Option<PolicyRow>> {
+        let row = sqlx::query("SELECT version, body, signature, applied_at, error FROM policies WHERE gateway_id = $1 AND version = $2")
+            .bind(id.to_owned())
+            .bind(version as i64)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(policy_from).transpose()
+    }
+
+    /// Record what the gateway said about applying a policy.
+    pub async fn policy_outcome(
+        &self,
+        id: &str,
+        version: u64,
+        error: Option<&str>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE policies SET applied_at = $1, error = $2 WHERE gateway_id = $3 AND version = $4",
+        )
+        .bind(error.is_none().then(now_ms))
+        .bind(error.map(str::to_owned))
+        .bind(id.to_owned())
+        .bind(version as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Store a gateway's report: devices (upserted) and data-path counters.
+    pub async fn put_report(&self, id: &str, report: &gw_proto::wire::GatewayReport) -> StoreResult<()> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        for d in &report.devices {
+            sqlx::query("INSERT INTO devices (gateway_id, mac, ip, hostname, last_seen) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (gateway_id, mac) DO UPDATE SET ip = excluded.ip, hostname = excluded.hostname, last_seen = excluded.last_seen")
+                .bind(id.to_owned())
+                .bind(d.mac.clone())
+                .bind(d.ip.clone())
+                .bind(d.hostname.clone())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(dp) = report.datapath {
+            sqlx::query("INSERT INTO datapath (gateway_id, hop_drops, hop_passes, at) VALUES ($1, $2, $3, $4) ON CONFLICT (gateway_id) DO UPDATE SET hop_drops = excluded.hop_drops, hop_passes = excluded.hop_passes, at = excluded.at")
+                .bind(id.to_owned())
+                .bind(dp.hop_drops as i64)
+                .bind(dp.hop_passes as i64)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Devices behind a gateway: `(mac, ip, hostname, last_seen)`.
+    pub async fn devices(&self, id: &str) -> StoreResult<Vec<gw_proto::wire::Device>> {
+        let rows =
+            sqlx::query("SELECT mac, ip, hostname FROM devices WHERE gateway_id = $1 ORDER BY mac")
+                .bind(id.to_owned())
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(gw_proto::wire::Device {
+                    mac: r.try_get("mac")?,
+                    ip: r.try_get("ip")?,
+                    hostname: r.try_get("hostname")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Data-path counters last reported: `(drops, passes)`.
+    pub async fn datapath(&self, id: &str) -> StoreResult<Option<(u64, u64)>> {
+        let row = sqlx::query("SELECT hop_drops, hop_passes FROM datapath WHERE gateway_id = $1")
+            .bind(id.to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok((
+                r.try_get::<i64, _>("hop_drops")? as u64,
+                r.try_get::<i64, _>("hop_passes")? as u64,
+            ))
+        })
+        .transpose()
+    }
+}
+
+fn result_from(r: &AnyRow) -> StoreResult<ResultRow> {
+    let ear: String = r.try_get("ear")?;
+    Ok(ResultRow {
+        id: r.try_get("id")?,
+        gateway_id: r.try_get("gateway_id")?,
+        at: r.try_get("at")?,
+        status: r.try_get("status")?,
+        ear: serde_json::from_str(&ear).map_err(|_| StoreError::Corrupt("result"))?,
+    })
+}
+
+fn policy_from(r: &AnyRow) -> StoreResult<PolicyRow> {
+    let sig: Vec<u8> = r.try_get("signature")?;
+    Ok(PolicyRow {
+        version: r.try_get::<i64, _>("version")? as u64,
+        body: r.try_get("body")?,
+        signature: sig
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("policy signature"))?,
+        applied_at: r.try_get("applied_at")?,
+        error: r.try_get("error")?,
+    })
+}
+
+/// The one writer: takes whatever results are queued (up to 512), writes them in one
+/// transaction, then acknowledges each.
+async fn writer(pool: AnyPool, mut rx: mpsc::Receiver<Job>) {
+    let mut batch = Vec::with_capacity(512);
+    while rx.recv_many(&mut batch, 512).await > 0 {
+        let outcome = write_batch(&pool, &batch).await;
+        match outcome {
+            Ok(changed) => {
+                for (job, c) in batch.drain(..).zip(changed) {
+                    let _ = job.ack.send(Ok(c));
+                }
+            }
+            Err(e) => {
+                tracing::error!("writing {} results failed: {e}", batch.len());
+                let msg = e.to_string();
+                for job in batch.drain(..) {
+                    let _ = job
+                        .ack
+                        .send(Err(StoreError::Db(sqlx::Error::Protocol(msg.clone()))));
+                }
+            }
+        }
+    }
+}
+
+async fn write_batch(pool: &AnyPool, batch: &[Job]) -> StoreResult<Vec<bool>> {
+    let mut tx = pool.begin().await?;
+    let mut changed = Vec::with_capacity(batch.len());
+    for job in batch {
+        let r = &job.result;
+        sqlx::query("INSERT INTO results (gateway_id, at, status, ear) VALUES ($1, $2, $3, $4)")
+            .bind(r.gateway_id.clone())
+            .bind(r.at)
+            .bind(r.status.clone())
+            .bind(r.ear.to_string())
+            .execute(&mut *tx)
+            .await?;
+        let before: Option<String> = sqlx::query("SELECT status FROM gateways WHERE id = $1")
+            .bind(r.gateway_id.clone())
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|row| row.try_get("status"))
+            .transpose()?;
+        let is_change = before.as_deref() != Some(r.status.as_str());
+        sqlx::query("UPDATE gateways SET status = $1, status_since = CASE WHEN status = $2 THEN status_since ELSE $3 END, last_result_at = $4, last_boot = COALESCE($5, last_boot), last_quote = COALESCE($6, last_quote) WHERE id = $7")
+            .bind(r.status.clone())
+            .bind(r.status.clone())
+            .bind(r.at)
+            .bind(r.at)
+            .bind(r.counters.map(|c| c.0 as i64))
+            .bind(r.counters.map(|c| c.1 as i64))
+            .bind(r.gateway_id.clone())
+            .execute(&mut *tx)
+            .await?;
+        changed.push(is_change);
+    }
+    tx.commit().await?;
+    Ok(changed)
+}
