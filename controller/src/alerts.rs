@@ -34,9 +34,9 @@ impl Webhook {
     /// Parse a receiver. Only `http://` is delivered directly; put a TLS-terminating relay in
     /// front of receivers outside the management network.
     pub fn new(url: &str, secret: &[u8]) -> Result<Self, WebhookError> {
-        let uri: hyper::Uri = url
-            .parse()
-            .map_err(|e: hyper::http::uri::InvalidUri| WebhookError::Url(url.into(), e.to_string()))?;
+        let uri: hyper::Uri = url.parse().map_err(|e: hyper::http::uri::InvalidUri| {
+            WebhookError::Url(url.into(), e.to_string())
+        })?;
         if uri.scheme_str() != Some("http") || uri.host().is_none() {
             return Err(WebhookError::Url(
                 url.into(),
@@ -125,6 +125,9 @@ async fn deliver(
             delay = (delay * 2).min(Duration::from_secs(300));
         }
     }
-    tracing::error!("webhook {}: giving up after {max_attempts} attempts", hook.url);
+    tracing::error!(
+        "webhook {}: giving up after {max_attempts} attempts",
+        hook.url
+    );
     false
 }

@@ -80,7 +80,9 @@ fn token_ok(ctl: &Controller, presented: &str) -> bool {
 }
 
 fn presented_token(headers: &HeaderMap) -> Option<String> {
-    if let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
+    if let Some(v) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
         && let Some(t) = v.strip_prefix("Bearer ")
     {
         return Some(t.trim().to_owned());
@@ -231,7 +233,13 @@ pub(crate) async fn summarise(ctl: &Controller) -> Result<Summary, StoreError> {
         results: ctl.store.result_count().await?,
         ..Default::default()
     };
-    for st in ["none", "affirming", "warning", "contraindicated", "unreachable"] {
+    for st in [
+        "none",
+        "affirming",
+        "warning",
+        "contraindicated",
+        "unreachable",
+    ] {
         s.by_status.insert(st.into(), 0);
     }
     for g in &gws {
@@ -336,7 +344,11 @@ async fn set_manifests(
             return Err(bad(format!("no manifest {x}")));
         }
     }
-    if ctl.store.set_gateway_manifests(&id, m.ids.as_deref()).await? {
+    if ctl
+        .store
+        .set_gateway_manifests(&id, m.ids.as_deref())
+        .await?
+    {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(not_found("gateway"))
@@ -390,7 +402,11 @@ pub(crate) async fn set_device_policy(
     policy.validate().map_err(|e| bad(e.to_string()))?;
     ctl.store.gateway(id).await?.ok_or(not_found("gateway"))?;
     ctl.store
-        .put_device_policy(id, &mac, &serde_json::to_string(policy).expect("serialises"))
+        .put_device_policy(
+            id,
+            &mac,
+            &serde_json::to_string(policy).expect("serialises"),
+        )
         .await?;
     ctl.publish_policy(id)
         .await
@@ -445,8 +461,8 @@ pub struct Imported {
 }
 
 async fn import_manifest(State(ctl): Ctl, body: String) -> ApiResult<Json<Imported>> {
-    let env = gw_proto::manifest::SignedManifest::from_json(&body)
-        .map_err(|e| bad(e.to_string()))?;
+    let env =
+        gw_proto::manifest::SignedManifest::from_json(&body).map_err(|e| bad(e.to_string()))?;
     let (signer, m) = env.open().map_err(|e| bad(e.to_string()))?;
     let vendors = ctl.store.vendors().await?;
     if !vendors.iter().any(|(k, _)| k == signer.as_bytes()) {
@@ -469,7 +485,12 @@ async fn import_manifest(State(ctl): Ctl, body: String) -> ApiResult<Json<Import
             signer.as_bytes(),
         )
         .await?;
-    tracing::info!("manifest {id} imported: {} {} ({})", m.name, m.version, m.board);
+    tracing::info!(
+        "manifest {id} imported: {} {} ({})",
+        m.name,
+        m.version,
+        m.board
+    );
     Ok(Json(Imported { id }))
 }
 

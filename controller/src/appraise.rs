@@ -180,7 +180,10 @@ pub fn crypto_failure(
         ),
         (other, _) => other.to_string(),
     };
-    ear.put("evidence", sub(Tier::Contraindicated, "instance-identity", 96, Some(reason)));
+    ear.put(
+        "evidence",
+        sub(Tier::Contraindicated, "instance-identity", 96, Some(reason)),
+    );
     ear
 }
 
@@ -218,7 +221,10 @@ pub fn appraise(
                 Tier::Warning,
                 "hardware",
                 32,
-                Some("insecure software monitor: keys and PCRs are not isolated from the guest".into()),
+                Some(
+                    "insecure software monitor: keys and PCRs are not isolated from the guest"
+                        .into(),
+                ),
             ),
         },
     );
@@ -278,7 +284,9 @@ fn appraise_binary(name: &str, digest: &Digest, references: References<'_>) -> S
             Tier::Warning,
             "executables",
             33,
-            Some(format!("no reference value for this component (digest {short}…)")),
+            Some(format!(
+                "no reference value for this component (digest {short}…)"
+            )),
         )
     }
 }

@@ -37,7 +37,9 @@ pub struct ApiClient {
 
 impl std::fmt::Debug for ApiClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiClient").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("ApiClient")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -138,8 +140,12 @@ impl ApiClient {
     }
 
     /// GET and parse JSON.
-    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+    pub async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<T, ClientError> {
         let b = self.call(Method::GET, path, None).await?;
-        serde_json::from_slice(&b).map_err(|e| ClientError::Http(format!("bad JSON from {path}: {e}")))
+        serde_json::from_slice(&b)
+            .map_err(|e| ClientError::Http(format!("bad JSON from {path}: {e}")))
     }
 }

@@ -163,9 +163,12 @@ async fn connection(
 }
 
 async fn refuse<W: AsyncWrite + Unpin>(w: &mut W, reason: String) -> anyhow::Result<()> {
-    let _ = write_msg(w, &ControllerMsg::Refused {
-        reason: reason.clone(),
-    })
+    let _ = write_msg(
+        w,
+        &ControllerMsg::Refused {
+            reason: reason.clone(),
+        },
+    )
     .await;
     anyhow::bail!("refused: {reason}")
 }
@@ -221,7 +224,11 @@ where
 {
     let msg: AgentMsg = timeout(HANDSHAKE_TIMEOUT, read_msg(r)).await??;
     let AgentMsg::Enroll(req) = msg else {
-        return refuse(w, "a connection without a client certificate may only enroll".into()).await;
+        return refuse(
+            w,
+            "a connection without a client certificate may only enroll".into(),
+        )
+        .await;
     };
     let id = req.endorsement.gateway_id.clone();
     let proven = match check_proofs(&req) {
@@ -284,7 +291,9 @@ where
                 tracing::warn!("enrollment of {id}: {e}");
                 return refuse(
                     w,
-                    format!("enrollment of {id}: attestation key already enrolled under another id"),
+                    format!(
+                        "enrollment of {id}: attestation key already enrolled under another id"
+                    ),
                 )
                 .await;
             }
@@ -297,7 +306,10 @@ where
                     "pending operator approval"
                 }
             );
-            ctl.store.gateway(&id).await?.ok_or(StoreError::WriterGone)?
+            ctl.store
+                .gateway(&id)
+                .await?
+                .ok_or(StoreError::WriterGone)?
         }
     };
 
@@ -350,7 +362,14 @@ async fn record(
     Ok(changed)
 }
 
-fn announce(ctl: &Controller, id: &str, status: &str, changed: bool, reasons: Vec<String>, at: i64) {
+fn announce(
+    ctl: &Controller,
+    id: &str,
+    status: &str,
+    changed: bool,
+    reasons: Vec<String>,
+    at: i64,
+) {
     ctl.metrics.result(status);
     let _ = ctl.results.send(ResultEvent {
         gateway_id: id.into(),
@@ -379,7 +398,11 @@ async fn session(
 ) -> anyhow::Result<()> {
     let fp = pki::fingerprint(cert);
     let Some(row) = ctl.store.gateway_by_cert(&fp).await? else {
-        return refuse(&mut w, "client certificate is not (or no longer) valid".into()).await;
+        return refuse(
+            &mut w,
+            "client certificate is not (or no longer) valid".into(),
+        )
+        .await;
     };
     if row.enrollment != "accepted" {
         return refuse(&mut w, format!("{} is not approved", row.id)).await;
@@ -412,7 +435,10 @@ async fn session(
         }
     });
     let (cmd_tx, mut cmds) = mpsc::channel(8);
-    ctl.sessions.lock().await.insert(row.id.clone(), cmd_tx.clone());
+    ctl.sessions
+        .lock()
+        .await
+        .insert(row.id.clone(), cmd_tx.clone());
     ctl.metrics.connected.inc();
     tracing::info!("gateway {} connected", row.id);
 
@@ -421,7 +447,10 @@ async fn session(
     reader.abort();
     ctl.metrics.connected.dec();
     let mut sessions = ctl.sessions.lock().await;
-    if sessions.get(&row.id).is_some_and(|s| s.same_channel(&cmd_tx)) {
+    if sessions
+        .get(&row.id)
+        .is_some_and(|s| s.same_channel(&cmd_tx))
+    {
         sessions.remove(&row.id);
     }
     tracing::info!("gateway {} disconnected", row.id);
@@ -458,7 +487,10 @@ async fn run_session<W: AsyncWrite + Unpin>(
     }
 
     // The first challenge comes soon after connecting, spread over a tenth of an epoch.
-    let first = ctl.settings.epoch.mul_f64(rand::rng().random_range(0.0..0.1));
+    let first = ctl
+        .settings
+        .epoch
+        .mul_f64(rand::rng().random_range(0.0..0.1));
     let mut next = Instant::now() + first;
     let mut pending: Option<([u8; 32], Instant)> = None;
     let mut missed = 0u32;
@@ -630,7 +662,8 @@ async fn sweeper(ctl: Arc<Controller>) {
     let mut tick = tokio::time::interval(ctl.settings.epoch);
     loop {
         tick.tick().await;
-        let limit = ctl.settings.epoch.as_millis() as i64 * i64::from(ctl.settings.unreachable_after);
+        let limit =
+            ctl.settings.epoch.as_millis() as i64 * i64::from(ctl.settings.unreachable_after);
         let now = now_ms();
         let gateways = match ctl.store.gateways().await {
             Ok(g) => g,

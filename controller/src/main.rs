@@ -27,10 +27,20 @@ use hyper::Method;
 struct Cli {
     /// State directory: CA, server certificate, policy-signing key, operator token, and the
     /// SQLite database unless --database says otherwise.
-    #[arg(long, env = "GW_CONTROLLER_DIR", default_value = "/var/lib/gatewarden-controller", global = true)]
+    #[arg(
+        long,
+        env = "GW_CONTROLLER_DIR",
+        default_value = "/var/lib/gatewarden-controller",
+        global = true
+    )]
     state_dir: PathBuf,
     /// API address the operator commands talk to.
-    #[arg(long, env = "GW_CONTROLLER_API", default_value = "127.0.0.1:8443", global = true)]
+    #[arg(
+        long,
+        env = "GW_CONTROLLER_API",
+        default_value = "127.0.0.1:8443",
+        global = true
+    )]
     api: SocketAddr,
     #[command(subcommand)]
     command: Command,
@@ -134,8 +144,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GW_LOG")
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("GW_LOG").unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -268,7 +277,10 @@ async fn operate(dir: &Path, api: SocketAddr, cmd: Command) -> Result<()> {
     match cmd {
         Command::Summary => {
             let s: Summary = client.get_json("/api/v1/summary").await?;
-            println!("{} gateways, {} pending, {} results", s.total, s.pending, s.results);
+            println!(
+                "{} gateways, {} pending, {} results",
+                s.total, s.pending, s.results
+            );
             for (st, n) in s.by_status {
                 println!("  {st:<16} {n}");
             }
@@ -318,21 +330,31 @@ async fn operate(dir: &Path, api: SocketAddr, cmd: Command) -> Result<()> {
         }
         Command::Approve { id } => {
             client
-                .call(Method::POST, &format!("/api/v1/gateways/{id}/approve"), None)
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/gateways/{id}/approve"),
+                    None,
+                )
                 .await?;
             println!("approved {id}");
         }
         Command::TrustVendor { key, name } => {
             let body = serde_json::json!({ "key": key, "name": name });
             client
-                .call(Method::POST, "/api/v1/vendors", Some(body.to_string().into_bytes()))
+                .call(
+                    Method::POST,
+                    "/api/v1/vendors",
+                    Some(body.to_string().into_bytes()),
+                )
                 .await?;
             println!("trusting vendor {name}");
         }
         Command::ImportManifest { file } => {
-            let text = std::fs::read(&file)
-                .with_context(|| format!("reading {}", file.display()))?;
-            let b = client.call(Method::POST, "/api/v1/manifests", Some(text)).await?;
+            let text =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let b = client
+                .call(Method::POST, "/api/v1/manifests", Some(text))
+                .await?;
             let v: serde_json::Value = serde_json::from_slice(&b)?;
             println!("imported as manifest {}", v["id"]);
         }
@@ -352,13 +374,17 @@ async fn operate(dir: &Path, api: SocketAddr, cmd: Command) -> Result<()> {
         }
         Command::RetireManifest { id } => {
             client
-                .call(Method::POST, &format!("/api/v1/manifests/{id}/retire"), None)
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/manifests/{id}/retire"),
+                    None,
+                )
                 .await?;
             println!("manifest {id} retired");
         }
         Command::SetPolicy { id, mac, file } => {
-            let text = std::fs::read(&file)
-                .with_context(|| format!("reading {}", file.display()))?;
+            let text =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let b = client
                 .call(
                     Method::PUT,

@@ -76,7 +76,11 @@ impl Metrics {
             "Challenges without an answer within an epoch",
             m.missed.clone(),
         );
-        registry.register("results", "Attestation results by status", m.results.clone());
+        registry.register(
+            "results",
+            "Attestation results by status",
+            m.results.clone(),
+        );
         registry.register(
             "enrollments",
             "Enrollment requests by outcome",

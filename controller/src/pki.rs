@@ -24,7 +24,9 @@ use rcgen::{
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use rustls::{RootCertStore, ServerConfig, server::WebPkiClientVerifier};
-use rustls_pki_types::{CertificateDer, CertificateSigningRequestDer, PrivateKeyDer, pem::PemObject};
+use rustls_pki_types::{
+    CertificateDer, CertificateSigningRequestDer, PrivateKeyDer, pem::PemObject,
+};
 
 /// PKI errors.
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +89,9 @@ pub struct Pki {
 
 impl std::fmt::Debug for Pki {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pki").field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("Pki")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -149,7 +153,10 @@ impl Pki {
         }
         let operator_token = read(&token_path)?.trim().to_owned();
         if operator_token.len() < 32 {
-            return Err(PkiError::Invalid(token_path, "token shorter than 32 characters"));
+            return Err(PkiError::Invalid(
+                token_path,
+                "token shorter than 32 characters",
+            ));
         }
 
         Ok(Self {
@@ -171,7 +178,9 @@ impl Pki {
             &CertificateSigningRequestDer::from(csr.to_vec()),
         )?;
         let mut params = CertificateParams::default();
-        params.distinguished_name.push(DnType::CommonName, gateway_id);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, gateway_id);
         params.subject_alt_names = vec![SanType::URI(
             format!("urn:gatewarden:gateway:{gateway_id}").try_into()?,
         )];
@@ -248,7 +257,10 @@ fn ca_params() -> CertificateParams {
         .distinguished_name
         .push(DnType::CommonName, "Gatewarden fleet CA");
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     params
 }
 

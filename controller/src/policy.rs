@@ -158,7 +158,10 @@ mod tests {
 
     #[test]
     fn macs_and_mud_are_checked() {
-        assert_eq!(normalise_mac("AA-bb-CC-dd-EE-ff").unwrap(), "aa:bb:cc:dd:ee:ff");
+        assert_eq!(
+            normalise_mac("AA-bb-CC-dd-EE-ff").unwrap(),
+            "aa:bb:cc:dd:ee:ff"
+        );
         assert!(normalise_mac("aa:bb").is_err());
         let bad = DevicePolicy {
             mud: Some(serde_json::json!({"ietf-mud:mud": {"mud-url": "http://x"}})),
@@ -187,10 +190,7 @@ mod tests {
         let key = SigningKey::from_bytes(&[5; 32]);
         let sp = sign(&doc, &key).unwrap();
         key.verifying_key()
-            .verify_strict(
-                &gw_abi::policy_signing_input(3, &sp.body),
-                &sp.signature,
-            )
+            .verify_strict(&gw_abi::policy_signing_input(3, &sp.body), &sp.signature)
             .unwrap();
     }
 }

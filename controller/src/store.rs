@@ -10,10 +10,9 @@ use std::{borrow::Cow, time::Duration};
 
 use serde::{Deserialize, Serialize};
 use sqlx::{
-    AnyPool, Row,
+    AnyPool, Row, SqlSafeStr,
     any::{AnyPoolOptions, AnyRow},
     migrate::{Migration, MigrationType, Migrator},
-    SqlSafeStr,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -202,7 +201,9 @@ fn gateway_from(row: &AnyRow) -> StoreResult<GatewayRow> {
         attestation_key: hex_key(row.try_get("attestation_key")?),
         agent_key: hex_key(row.try_get("agent_key")?),
         enrollment: row.try_get("enrollment")?,
-        endorsed_by: row.try_get::<Option<Vec<u8>>, _>("endorsed_by")?.map(hex_key),
+        endorsed_by: row
+            .try_get::<Option<Vec<u8>>, _>("endorsed_by")?
+            .map(hex_key),
         monitor: row.try_get("monitor")?,
         status: row.try_get("status")?,
         status_since: row.try_get("status_since")?,
@@ -289,7 +290,9 @@ impl Store {
         rows.iter()
             .map(|r| {
                 let k: Vec<u8> = r.try_get("key")?;
-                let k: [u8; 32] = k.try_into().map_err(|_| StoreError::Corrupt("vendor key"))?;
+                let k: [u8; 32] = k
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("vendor key"))?;
                 Ok((k, r.try_get("name")?))
             })
             .collect()
@@ -577,7 +580,11 @@ impl Store {
     }
 
     /// Store a gateway's report: devices (upserted) and data-path counters.
-    pub async fn put_report(&self, id: &str, report: &gw_proto::wire::GatewayReport) -> StoreResult<()> {
+    pub async fn put_report(
+        &self,
+        id: &str,
+        report: &gw_proto::wire::GatewayReport,
+    ) -> StoreResult<()> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         for d in &report.devices {

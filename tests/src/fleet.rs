@@ -55,7 +55,9 @@ pub fn fresh_postgres(name: &str) -> String {
     let out = Command::new("psql")
         .arg(&base)
         .args(["-v", "ON_ERROR_STOP=1", "-q", "-c"])
-        .arg(format!("DROP DATABASE IF EXISTS {db}; CREATE DATABASE {db};"))
+        .arg(format!("DROP DATABASE IF EXISTS {db}"))
+        .arg("-c")
+        .arg(format!("CREATE DATABASE {db}"))
         .output()
         .expect("run psql (install postgresql-client)");
     assert!(
@@ -88,8 +90,21 @@ impl ControllerProc {
         let mut cmd = Command::new(bin("gw-controller"));
         cmd.arg("--state-dir")
             .arg(dir)
-            .args(["serve", "--agent-listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0"])
-            .args(["--epoch", epoch, "--unreachable-after", "3", "--jitter", "0.1"])
+            .args([
+                "serve",
+                "--agent-listen",
+                "127.0.0.1:0",
+                "--api-listen",
+                "127.0.0.1:0",
+            ])
+            .args([
+                "--epoch",
+                epoch,
+                "--unreachable-after",
+                "3",
+                "--jitter",
+                "0.1",
+            ])
             .arg("--trust-vendor")
             .arg(format!(
                 "{}=test-vendor",
@@ -132,9 +147,13 @@ impl ControllerProc {
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
         let token = std::fs::read_to_string(dir.join("operator.token")).expect("token");
-        let client =
-            ApiClient::new(api_addr, "localhost", &dir.join("ca.cert.pem"), token.trim())
-                .expect("API client");
+        let client = ApiClient::new(
+            api_addr,
+            "localhost",
+            &dir.join("ca.cert.pem"),
+            token.trim(),
+        )
+        .expect("API client");
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -298,9 +317,8 @@ impl Gateway {
         let key = |f: &str| {
             ed25519_dalek::VerifyingKey::from_bytes(&crate::hex32(&v[f])).expect("public key")
         };
-        let endorsement =
-            Endorsement::sign(vendor, id, &key("attestation_key"), &key("agent_key"))
-                .expect("endorse");
+        let endorsement = Endorsement::sign(vendor, id, &key("attestation_key"), &key("agent_key"))
+            .expect("endorse");
         Self {
             id: id.into(),
             monitor,
@@ -361,7 +379,9 @@ impl Gateway {
 
     /// The agent's exit status, if it stopped by itself.
     pub fn agent_exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.agent.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.agent
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 }
 
@@ -384,7 +404,10 @@ pub fn host_manifest(version: &str) -> ReferenceManifest {
 
 /// Import a manifest through the CLI; returns its id.
 pub fn import(ctl: &ControllerProc, signed: &gw_proto::manifest::SignedManifest) -> i64 {
-    let file = ctl.dir.join(format!("manifest-{}.json", hex::encode(&signed.digest()[..4])));
+    let file = ctl.dir.join(format!(
+        "manifest-{}.json",
+        hex::encode(&signed.digest()[..4])
+    ));
     std::fs::write(&file, serde_json::to_vec(signed).unwrap()).unwrap();
     let out = ctl.cli(&["import-manifest", file.to_str().unwrap()]);
     assert!(out.status.success(), "import-manifest: {out:?}");

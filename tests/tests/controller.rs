@@ -40,7 +40,12 @@ fn fleet_lifecycle(db: Db) {
     }
     let gws = ctl.get("/api/v1/gateways");
     assert_eq!(gws.as_array().unwrap().len(), 2);
-    assert!(gws[0]["agent_version"].as_str().unwrap().starts_with("gw-agent"));
+    assert!(
+        gws[0]["agent_version"]
+            .as_str()
+            .unwrap()
+            .starts_with("gw-agent")
+    );
 
     // A device policy: compiled, signed, applied through POLICY_SET, measured; the next
     // quote proves it.
@@ -50,7 +55,12 @@ fn fleet_lifecycle(db: Db) {
         r#"{"name": "camera", "block": ["203.0.113.7"], "allow": [], "ids_rules": ["alert tcp any any -> any 23 (msg:\"telnet\"; sid:1000001; rev:1;)"]}"#,
     )
     .unwrap();
-    let out = ctl.cli(&["set-policy", "gw-a", "AA:BB:CC:00:00:01", policy.to_str().unwrap()]);
+    let out = ctl.cli(&[
+        "set-policy",
+        "gw-a",
+        "AA:BB:CC:00:00:01",
+        policy.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("policy v1"));
     let after = ctl.last_result_id("gw-a");
@@ -68,7 +78,14 @@ fn fleet_lifecycle(db: Db) {
     // Modified config: a rogue guest process loads (and measures) another firewall config.
     let bogus = vtpm::sha256(b"{\"devices\": {}}");
     let out = a.monitor.gwctl(&[
-        "pcr", "extend", "512", &hex::encode(bogus), "--kind", "middlebox-config", "--name", "firewall",
+        "pcr",
+        "extend",
+        "512",
+        &hex::encode(bogus),
+        "--kind",
+        "middlebox-config",
+        "--name",
+        "firewall",
     ]);
     assert!(out.status.success(), "{out:?}");
     let after = ctl.last_result_id("gw-a");
@@ -77,7 +94,9 @@ fn fleet_lifecycle(db: Db) {
     });
     assert_eq!(component(&r, "config:firewall"), "contraindicated", "{r:#}");
     assert!(
-        reasons(&r).iter().any(|x| x.starts_with("config:firewall: modified")),
+        reasons(&r)
+            .iter()
+            .any(|x| x.starts_with("config:firewall: modified")),
         "{r:#}"
     );
 
@@ -86,11 +105,16 @@ fn fleet_lifecycle(db: Db) {
     let mut bytes = std::fs::read(gw_tests::bin("gwctl")).unwrap();
     bytes.extend_from_slice(b"tampered");
     std::fs::write(&tampered, bytes).unwrap();
-    std::fs::set_permissions(&tampered, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .unwrap();
+    std::fs::set_permissions(
+        &tampered,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let out = std::process::Command::new(&tampered)
         .env("GATEWARDEN_MONITOR", &b.monitor.socket)
-        .args(["hop", "register", "--chain", "7", "--stage", "1", "--hops", "2"])
+        .args([
+            "hop", "register", "--chain", "7", "--stage", "1", "--hops", "2",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
@@ -107,9 +131,9 @@ fn fleet_lifecycle(db: Db) {
     );
 
     // The genuine binary is affirmed (on gateway a, which has no tampered copy).
-    let out = a
-        .monitor
-        .gwctl(&["hop", "register", "--chain", "7", "--stage", "1", "--hops", "2"]);
+    let out = a.monitor.gwctl(&[
+        "hop", "register", "--chain", "7", "--stage", "1", "--hops", "2",
+    ]);
     assert!(out.status.success(), "{out:?}");
     let after = ctl.last_result_id("gw-a");
     let r = ctl.wait_result("gw-a", after, "the genuine middlebox", |r| {
@@ -128,7 +152,9 @@ fn fleet_lifecycle(db: Db) {
     // It comes back when its agent does.
     b.start_agent(&ctl);
     let after = ctl.last_result_id("gw-b");
-    ctl.wait_result("gw-b", after, "attested again", |r| status(r) != "unreachable");
+    ctl.wait_result("gw-b", after, "attested again", |r| {
+        status(r) != "unreachable"
+    });
 
     let metrics = ctl.request(hyper::Method::GET, "/metrics", None).1;
     assert!(metrics.contains("gatewarden_challenges_total"), "{metrics}");
@@ -143,4 +169,281 @@ fn fleet_lifecycle_on_sqlite() {
 #[test]
 fn fleet_lifecycle_on_postgres() {
     fleet_lifecycle(Db::Postgres(fresh_postgres("lifecycle")));
+}
+
+/// Agent settings for a rogue agent played by the test, using gateway `g`'s identity.
+fn rogue_settings(ctl: &ControllerProc, g: &Gateway) -> gw_agent::Settings {
+    gw_agent::Settings {
+        controller: ctl.agent_addr,
+        server_name: "localhost".into(),
+        ca_pem: std::fs::read(ctl.dir.join("ca.cert.pem")).unwrap(),
+        endorsement: g.endorsement.clone(),
+        state_dir: g.dir().join("rogue"),
+        config_dir: g.dir().join("rogue-config"),
+        report_every: std::time::Duration::from_secs(60),
+        datapath_counters: None,
+    }
+}
+
+/// The next challenge nonce from the controller (skipping anything else it sends).
+async fn next_challenge<R: tokio::io::AsyncRead + Unpin>(r: &mut R) -> [u8; 32] {
+    loop {
+        match gw_proto::wire::read_msg::<_, gw_proto::wire::ControllerMsg>(r)
+            .await
+            .expect("controller message")
+        {
+            gw_proto::wire::ControllerMsg::Challenge { nonce } => return nonce,
+            _ => continue,
+        }
+    }
+}
+
+/// A compromised gateway that holds a valid client certificate but not the monitor's keys
+/// replays, reuses and forges evidence; each is caught and named.
+#[test]
+fn replayed_reused_and_forged_evidence_is_named() {
+    use gw_proto::wire::{AgentMsg, PROTOCOL_VERSION, write_msg};
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = ControllerProc::start(dir.path(), &Db::Sqlite, &vendor(), "1s");
+    // This test process plays the agent (it binds the agent key, so it is measured as the
+    // agent): allow it, so that only the evidence tampering is under test.
+    let mut manifest = host_manifest("1");
+    let me = vtpm::sha256(&std::fs::read(std::env::current_exe().unwrap()).unwrap());
+    manifest.allow("agent", &me);
+    import(&ctl, &manifest.sign(&vendor()));
+    let g = Gateway::new("gw-rogue", &vendor(), &ctl.command_key());
+    let s = rogue_settings(&ctl, &g);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut mon = gw_hcall::open(gw_hcall::TransportKind::Socket, &g.monitor.socket).unwrap();
+        gw_agent::ensure_enrolled(&s, &mut mon).await.unwrap();
+        let tls = gw_agent::connect_enrolled(&s).await.unwrap();
+        let (mut r, mut w) = tokio::io::split(tls);
+        let hello = AgentMsg::Hello {
+            protocol: PROTOCOL_VERSION,
+            agent_version: "rogue".into(),
+        };
+        write_msg(&mut w, &hello).await.unwrap();
+        let send = |ev: gw_proto::wire::EvidenceMsg| AgentMsg::Evidence(Box::new(ev));
+
+        // 1. Honest.
+        let n1 = next_challenge(&mut r).await;
+        let ev1 = gw_agent::evidence(&mut mon, &n1).unwrap();
+        write_msg(&mut w, &send(ev1.clone())).await.unwrap();
+        // 2. The same evidence again: a replayed quote.
+        let _n2 = next_challenge(&mut r).await;
+        write_msg(&mut w, &send(ev1.clone())).await.unwrap();
+        // 3. A fresh quote, but over the first nonce: a reused nonce.
+        let _n3 = next_challenge(&mut r).await;
+        let ev3 = gw_agent::evidence(&mut mon, &n1).unwrap();
+        write_msg(&mut w, &send(ev3)).await.unwrap();
+        // 4. A fresh quote with its signature altered: a forgery.
+        let n4 = next_challenge(&mut r).await;
+        let mut ev4 = gw_agent::evidence(&mut mon, &n4).unwrap();
+        let last = ev4.quote.len() - 1;
+        ev4.quote[last] ^= 0x01;
+        write_msg(&mut w, &send(ev4)).await.unwrap();
+        // 5. Honest again: the gateway recovers.
+        let n5 = next_challenge(&mut r).await;
+        let ev5 = gw_agent::evidence(&mut mon, &n5).unwrap();
+        write_msg(&mut w, &send(ev5)).await.unwrap();
+        let _ = next_challenge(&mut r).await;
+    });
+
+    let rows = ctl.get("/api/v1/gateways/gw-rogue/results?limit=10");
+    let rows: Vec<&serde_json::Value> = rows.as_array().unwrap().iter().rev().collect();
+    assert_eq!(rows.len(), 5, "{rows:#?}");
+    assert!(only_monitor_warning(rows[0]), "{:#}", rows[0]);
+    let named = |r: &serde_json::Value, what: &str| {
+        assert_eq!(status(r), "contraindicated", "{r:#}");
+        assert!(
+            reasons(r)
+                .iter()
+                .any(|x| x.starts_with(&format!("evidence: {what}"))),
+            "expected {what}: {r:#}"
+        );
+    };
+    named(rows[1], "replayed quote");
+    named(rows[2], "reused nonce");
+    named(rows[3], "forged signature");
+    assert!(only_monitor_warning(rows[4]), "{:#}", rows[4]);
+}
+
+/// A monitor whose boot counter was rolled back (its state restored from an old copy).
+#[test]
+fn counter_rollback_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = ControllerProc::start(dir.path(), &Db::Sqlite, &vendor(), "1s");
+    import(&ctl, &host_manifest("1").sign(&vendor()));
+    let mut g = Gateway::new("gw-rollback", &vendor(), &ctl.command_key());
+    g.start_agent(&ctl);
+    ctl.wait_result(&g.id, 0, "an honest result", only_monitor_warning);
+    // Reboot with the boot counter restored to its first value.
+    std::fs::write(g.monitor.state_dir().join("boot-counter"), "0\n").unwrap();
+    let key = ctl.command_key();
+    g.monitor.restart(Some(&key));
+    let after = ctl.last_result_id(&g.id);
+    let r = ctl.wait_result(&g.id, after, "the rollback", |r| {
+        status(r) == "contraindicated"
+    });
+    assert!(
+        reasons(&r)
+            .iter()
+            .any(|x| x.starts_with("evidence: counter rollback")),
+        "{r:#}"
+    );
+    // A genuine reboot (counter moves on) is accepted.
+    g.monitor.restart(Some(&key));
+    g.monitor.restart(Some(&key));
+    let after = ctl.last_result_id(&g.id);
+    ctl.wait_result(
+        &g.id,
+        after,
+        "attested after a real reboot",
+        only_monitor_warning,
+    );
+}
+
+/// Unendorsed gateways wait for an operator; a known id with another key is refused.
+#[test]
+fn unendorsed_gateways_wait_and_key_swaps_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = ControllerProc::start(dir.path(), &Db::Sqlite, &vendor(), "1s");
+    import(&ctl, &host_manifest("1").sign(&vendor()));
+
+    // Endorsed by a vendor the controller does not trust.
+    let stranger = SigningKey::from_bytes(&[0x17; 32]);
+    let mut u = Gateway::new("gw-unendorsed", &stranger, &ctl.command_key());
+    u.start_agent(&ctl);
+    let deadline = std::time::Instant::now() + gw_tests::fleet::WAIT;
+    loop {
+        let (code, body) = ctl.request(hyper::Method::GET, "/api/v1/gateways/gw-unendorsed", None);
+        if code == 200 {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(v["gateway"]["enrollment"], "pending", "{v:#}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gateway never appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(
+        ctl.latest("gw-unendorsed").is_none(),
+        "a pending gateway was attested"
+    );
+    assert_eq!(ctl.get("/api/v1/summary")["pending"], 1);
+    let out = ctl.cli(&["gateways"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("pending"),
+        "{out:?}"
+    );
+    // The operator approves; the waiting agent gets its certificate and is attested.
+    let out = ctl.cli(&["approve", "gw-unendorsed"]);
+    assert!(out.status.success(), "{out:?}");
+    ctl.wait_result(
+        "gw-unendorsed",
+        0,
+        "attested after approval",
+        only_monitor_warning,
+    );
+
+    // Another machine claims an enrolled id (endorsed, even): refused, and named on the
+    // gateway's record.
+    let mut a = Gateway::new("gw-a", &vendor(), &ctl.command_key());
+    a.start_agent(&ctl);
+    ctl.wait_result("gw-a", 0, "an honest result", only_monitor_warning);
+    let mut impostor = Gateway::new("gw-a", &vendor(), &ctl.command_key());
+    impostor.start_agent(&ctl);
+    let after = ctl.last_result_id("gw-a");
+    let r = ctl.wait_result("gw-a", after, "the key swap", |r| {
+        status(r) == "contraindicated"
+    });
+    assert!(
+        reasons(&r)
+            .iter()
+            .any(|x| x.starts_with("identity: gateway key swap")),
+        "{r:#}"
+    );
+    let deadline = std::time::Instant::now() + gw_tests::fleet::WAIT;
+    let exit = loop {
+        if let Some(s) = impostor.agent_exited() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "impostor agent kept running"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(!exit.success());
+    // The genuine gateway keeps being attested.
+    let after = ctl.last_result_id("gw-a");
+    ctl.wait_result(
+        "gw-a",
+        after,
+        "genuine gw-a still attested",
+        only_monitor_warning,
+    );
+}
+
+/// A policy not signed with the key the gateway's monitor was provisioned with is refused by
+/// the agent (through the monitor), not applied, and the attestation says so.
+#[test]
+fn policy_not_signed_by_the_provisioned_controller_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = ControllerProc::start(dir.path(), &Db::Sqlite, &vendor(), "1s");
+    import(&ctl, &host_manifest("1").sign(&vendor()));
+    // This gateway trusts another controller's key.
+    let other = hex::encode(
+        SigningKey::from_bytes(&[0x99; 32])
+            .verifying_key()
+            .as_bytes(),
+    );
+    let mut g = Gateway::new("gw-other", &vendor(), &other);
+    g.start_agent(&ctl);
+    ctl.wait_result(&g.id, 0, "an honest result", only_monitor_warning);
+    let policy = dir.path().join("p.json");
+    std::fs::write(&policy, r#"{"block": ["198.51.100.1"]}"#).unwrap();
+    let out = ctl.cli(&[
+        "set-policy",
+        "gw-other",
+        "aa:bb:cc:dd:ee:01",
+        policy.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let deadline = std::time::Instant::now() + gw_tests::fleet::WAIT;
+    loop {
+        let d = ctl.get("/api/v1/gateways/gw-other");
+        if let Some(e) = d["policy"]["error"].as_str() {
+            assert!(e.contains("signature refused by the monitor"), "{e}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no policy outcome: {d:#}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(!g.config_dir().join("firewall.conf").exists());
+    let out = g.monitor.gwctl(&["pcr", "read", "11"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&"0".repeat(64)),
+        "{out:?}"
+    );
+    let after = ctl.last_result_id(&g.id);
+    let r = ctl.wait_result(&g.id, after, "the unapplied policy", |r| {
+        status(r) == "contraindicated"
+    });
+    assert!(
+        reasons(&r)
+            .iter()
+            .any(|x| x == "policy: policy v1 was sent but is not running"),
+        "{r:#}"
+    );
 }

@@ -81,11 +81,7 @@ impl Endorsement {
         agent_key: &VerifyingKey,
     ) -> Result<Self, EndorseError> {
         check_id(gateway_id)?;
-        let msg = Self::message(
-            gateway_id,
-            attestation_key.as_bytes(),
-            agent_key.as_bytes(),
-        );
+        let msg = Self::message(gateway_id, attestation_key.as_bytes(), agent_key.as_bytes());
         Ok(Self {
             gateway_id: gateway_id.into(),
             attestation_key: hex::encode(attestation_key.as_bytes()),
@@ -129,13 +125,8 @@ mod tests {
 
     #[test]
     fn sign_verify_and_tamper() {
-        let e = Endorsement::sign(
-            &k(1),
-            "gw-1",
-            &k(2).verifying_key(),
-            &k(3).verifying_key(),
-        )
-        .unwrap();
+        let e =
+            Endorsement::sign(&k(1), "gw-1", &k(2).verifying_key(), &k(3).verifying_key()).unwrap();
         assert_eq!(e.verify().unwrap(), k(1).verifying_key());
         let mut other = e.clone();
         other.gateway_id = "gw-2".into();
@@ -146,7 +137,15 @@ mod tests {
             swapped.verify(),
             Err(EndorseError::BadSignature(_))
         ));
-        assert!(Endorsement::sign(&k(1), "bad id", &k(2).verifying_key(), &k(3).verifying_key()).is_err());
+        assert!(
+            Endorsement::sign(
+                &k(1),
+                "bad id",
+                &k(2).verifying_key(),
+                &k(3).verifying_key()
+            )
+            .is_err()
+        );
         assert!(check_id(&"x".repeat(65)).is_err());
     }
 }

@@ -74,7 +74,10 @@ fn time(ms: Option<i64>) -> String {
     let Some(ms) = ms else { return "—".into() };
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| "?".into())
 }
 
@@ -170,7 +173,9 @@ async fn gateway_page(State(ctl): Ctl, Path(id): Path<String>) -> Response {
             .and_then(|s| s.as_object())
             .map(|subs| {
                 subs.iter()
-                    .filter(|(_, s)| s.get("ear.status").and_then(|x| x.as_str()) != Some("affirming"))
+                    .filter(|(_, s)| {
+                        s.get("ear.status").and_then(|x| x.as_str()) != Some("affirming")
+                    })
                     .flat_map(|(n, s)| {
                         s.get("gw.reasons")
                             .and_then(|r| r.as_array())
@@ -239,7 +244,11 @@ struct PolicyForm {
     policy: String,
 }
 
-async fn set_policy(State(ctl): Ctl, Path(id): Path<String>, Form(f): Form<PolicyForm>) -> Response {
+async fn set_policy(
+    State(ctl): Ctl,
+    Path(id): Path<String>,
+    Form(f): Form<PolicyForm>,
+) -> Response {
     let policy: DevicePolicy = match serde_json::from_str(&f.policy) {
         Ok(p) => p,
         Err(e) => {

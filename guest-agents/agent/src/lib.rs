@@ -81,7 +81,10 @@ pub struct Settings {
 /// The monitor client the agent uses.
 pub type Monitor = Client<Box<dyn Transport>>;
 
-fn tls_config(ca_pem: &[u8], client: Option<(Vec<u8>, PrivateKeyDer<'static>)>) -> AgentResult<ClientConfig> {
+fn tls_config(
+    ca_pem: &[u8],
+    client: Option<(Vec<u8>, PrivateKeyDer<'static>)>,
+) -> AgentResult<ClientConfig> {
     let mut roots = RootCertStore::empty();
     let ca = CertificateDer::from_pem_slice(ca_pem)
         .map_err(|e| AgentError::Config(format!("controller CA certificate: {e}")))?;
@@ -91,7 +94,9 @@ fn tls_config(ca_pem: &[u8], client: Option<(Vec<u8>, PrivateKeyDer<'static>)>) 
             .with_safe_default_protocol_versions()?
             .with_root_certificates(roots);
     Ok(match client {
-        Some((cert, key)) => builder.with_client_auth_cert(vec![CertificateDer::from(cert)], key)?,
+        Some((cert, key)) => {
+            builder.with_client_auth_cert(vec![CertificateDer::from(cert)], key)?
+        }
         None => builder.with_no_client_auth(),
     })
 }
@@ -201,7 +206,9 @@ pub fn evidence(monitor: &mut Monitor, nonce: &[u8; 32]) -> AgentResult<Evidence
             .ok()
             .and_then(|q| q.body().ok())
             .map(|b| b.event_count as usize)
-            .ok_or(gw_hcall::CallError::Protocol("monitor returned a malformed quote"))?;
+            .ok_or(gw_hcall::CallError::Protocol(
+                "monitor returned a malformed quote",
+            ))?;
         let log = if count <= log.len() {
             log[..count].to_vec()
         } else {
@@ -260,8 +267,12 @@ pub fn apply_policy(
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
             return Err(format!("middlebox name {name:?} is not [A-Za-z0-9-]+"));
         }
-        write_atomic(&s.config_dir.join(format!("{name}.conf")), text.as_bytes(), 0o644)
-            .map_err(|e| format!("writing {name} config: {e}"))?;
+        write_atomic(
+            &s.config_dir.join(format!("{name}.conf")),
+            text.as_bytes(),
+            0o644,
+        )
+        .map_err(|e| format!("writing {name} config: {e}"))?;
         let pcr = PcrIndex::new(MIDDLEBOX_CONFIGS.start() + i as u16).expect("in range");
         monitor
             .pcr_extend(
@@ -291,7 +302,10 @@ pub fn devices() -> Vec<Device> {
             }
         }
     }
-    for path in ["/var/lib/misc/dnsmasq.leases", "/var/lib/dnsmasq/dnsmasq.leases"] {
+    for path in [
+        "/var/lib/misc/dnsmasq.leases",
+        "/var/lib/dnsmasq/dnsmasq.leases",
+    ] {
         let Ok(leases) = std::fs::read_to_string(path) else {
             continue;
         };
@@ -330,13 +344,18 @@ fn report(s: &Settings) -> GatewayReport {
     }
 }
 
-/// One session: connect with the client certificate, then serve challenges and policy until
-/// the connection drops.
-pub async fn session(s: &Settings, monitor: &mut Monitor) -> AgentResult<()> {
+/// Connect with the client certificate issued at enrollment.
+pub async fn connect_enrolled(s: &Settings) -> AgentResult<TlsStream<TcpStream>> {
     let cert = std::fs::read(cert_path(s))?;
     let key = PrivateKeyDer::from_pem_slice(std::fs::read(key_path(s))?.as_slice())
         .map_err(|e| AgentError::Config(format!("TLS key: {e}")))?;
-    let tls = connect(s, Some((cert, key))).await?;
+    connect(s, Some((cert, key))).await
+}
+
+/// One session: connect with the client certificate, then serve challenges and policy until
+/// the connection drops.
+pub async fn session(s: &Settings, monitor: &mut Monitor) -> AgentResult<()> {
+    let tls = connect_enrolled(s).await?;
     let (mut r, mut w) = tokio::io::split(tls);
     write_msg(
         &mut w,
@@ -392,12 +411,17 @@ pub async fn session(s: &Settings, monitor: &mut Monitor) -> AgentResult<()> {
     result
 }
 
-/// Enroll if needed, then keep a session up for ever, reconnecting with backoff. Returns only
-/// when the controller refuses this gateway.
-pub async fn run(s: Settings, mut monitor: Monitor) -> AgentResult<()> {
+/// Enroll if needed, then keep a session up for ever, reconnecting with backoff. The monitor
+/// is opened afresh for every attempt (a software monitor may have restarted). Returns only
+/// when the controller refuses this gateway or the configuration is unusable.
+pub async fn run(
+    s: Settings,
+    open_monitor: impl Fn() -> std::io::Result<Monitor>,
+) -> AgentResult<()> {
     let mut backoff = Duration::from_secs(1);
     loop {
         let attempt = async {
+            let mut monitor = open_monitor()?;
             ensure_enrolled(&s, &mut monitor).await?;
             session(&s, &mut monitor).await
         }

@@ -49,8 +49,7 @@ fn main() -> Result<()> {
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GW_LOG")
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("GW_LOG").unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -62,7 +61,8 @@ fn main() -> Result<()> {
     gw_proto::endorse::check_id(&endorsement.gateway_id)?;
     let ca_pem =
         std::fs::read(&args.ca).with_context(|| format!("reading {}", args.ca.display()))?;
-    let monitor = gw_hcall::open(args.transport, &args.monitor)?;
+    // Fail early and clearly if the monitor cannot be reached at all.
+    drop(gw_hcall::open(args.transport, &args.monitor)?);
     let settings = Settings {
         controller: args.controller,
         server_name: args.server_name,
@@ -76,6 +76,9 @@ fn main() -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(gw_agent::run(settings, monitor))?;
+    let (transport, socket) = (args.transport, args.monitor);
+    rt.block_on(gw_agent::run(settings, || {
+        gw_hcall::open(transport, &socket)
+    }))?;
     Ok(())
 }

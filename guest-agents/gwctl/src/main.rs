@@ -236,13 +236,7 @@ fn main() -> Result<()> {
         } => {
             let digest = hex32(&digest, "digest")?;
             client
-                .pcr_extend(
-                    index,
-                    &digest,
-                    kind.into(),
-                    &name,
-                    &component_version,
-                )
+                .pcr_extend(index, &digest, kind.into(), &name, &component_version)
                 .with_context(|| format!("extending PCR {index}"))?;
             let value = client.pcr_read(index)?;
             print_pcr(cli.json, index, &value);

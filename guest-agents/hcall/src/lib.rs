@@ -205,9 +205,8 @@ pub fn open(kind: TransportKind, socket: &Path) -> std::io::Result<Client<Box<dy
     }
     #[cfg(all(target_arch = "aarch64", target_os = "linux"))]
     {
-        let t = window::WindowTransport::open().map_err(|e| {
-            std::io::Error::new(e.kind(), format!("reaching the hypervisor: {e}"))
-        })?;
+        let t = window::WindowTransport::open()
+            .map_err(|e| std::io::Error::new(e.kind(), format!("reaching the hypervisor: {e}")))?;
         Ok(Client::new(Box::new(t)))
     }
     #[cfg(not(all(target_arch = "aarch64", target_os = "linux")))]
