@@ -17,6 +17,7 @@ use gw_controller::{
     store::{GatewayRow, ResultRow, Store},
 };
 use hyper::Method;
+use tokio::io::AsyncWriteExt;
 
 /// Gatewarden attestation controller.
 ///
@@ -127,6 +128,13 @@ enum Command {
     RetireManifest {
         /// Manifest id.
         id: i64,
+    },
+    /// Copy stdin/stdout to a TCP connection: QEMU's user network runs this for each guest
+    /// connection to the controller (`guestfwd=...-cmd:gw-controller relay ADDR`), so the guest
+    /// reaches the controller and nothing else.
+    Relay {
+        /// Controller agent address.
+        addr: SocketAddr,
     },
     /// Set one device's policy (JSON file: name, mud, block, allow, ids_rules); the gateway's
     /// policy is recompiled, signed and sent.
@@ -244,6 +252,23 @@ async fn run(cli: Cli) -> Result<()> {
                     Ok(())
                 }
             }
+        }
+        Command::Relay { addr } => {
+            let tcp = tokio::net::TcpStream::connect(addr)
+                .await
+                .with_context(|| format!("connecting to {addr}"))?;
+            let (mut r, mut w) = tcp.into_split();
+            let up = async {
+                tokio::io::copy(&mut tokio::io::stdin(), &mut w).await?;
+                w.shutdown().await
+            };
+            let down = async {
+                let mut out = tokio::io::stdout();
+                tokio::io::copy(&mut r, &mut out).await?;
+                out.flush().await
+            };
+            tokio::try_join!(up, down)?;
+            Ok(())
         }
         cmd => operate(&cli.state_dir, cli.api, cmd).await,
     }
@@ -395,7 +420,9 @@ async fn operate(dir: &Path, api: SocketAddr, cmd: Command) -> Result<()> {
             let v: serde_json::Value = serde_json::from_slice(&b)?;
             println!("policy v{} signed and sent to {id}", v["version"]);
         }
-        Command::Init { .. } | Command::Serve { .. } => unreachable!("handled by run"),
+        Command::Init { .. } | Command::Serve { .. } | Command::Relay { .. } => {
+            unreachable!("handled by run")
+        }
     }
     Ok(())
 }

@@ -87,6 +87,16 @@ pub struct ControllerProc {
 impl ControllerProc {
     /// Start a controller with state in `dir` on `db`, trusting `vendor`, with a short epoch.
     pub fn start(dir: &Path, db: &Db, vendor: &SigningKey, epoch: &str) -> Self {
+        Self::start_trusting(
+            dir,
+            db,
+            &hex::encode(vendor.verifying_key().as_bytes()),
+            epoch,
+        )
+    }
+
+    /// Start a controller trusting the vendor public key `vendor_hex`.
+    pub fn start_trusting(dir: &Path, db: &Db, vendor_hex: &str, epoch: &str) -> Self {
         let mut cmd = Command::new(bin("gw-controller"));
         cmd.arg("--state-dir")
             .arg(dir)
@@ -106,10 +116,7 @@ impl ControllerProc {
                 "0.1",
             ])
             .arg("--trust-vendor")
-            .arg(format!(
-                "{}=test-vendor",
-                hex::encode(vendor.verifying_key().as_bytes())
-            ))
+            .arg(format!("{}=test-vendor", vendor_hex.trim()))
             .env("GW_LOG", test_log())
             .env_remove("RUST_BACKTRACE")
             .stdout(Stdio::piped())

@@ -28,6 +28,14 @@ pub fn image_dir(board: &str) -> PathBuf {
     dir
 }
 
+/// A user-network `-netdev` value with the guest's controller address forwarded to `addr`.
+pub fn forward_to(netdev: &str, addr: std::net::SocketAddr) -> String {
+    format!(
+        "{netdev},guestfwd=tcp:10.0.2.100:7443-cmd:{} relay {addr}",
+        crate::bin("gw-controller").display()
+    )
+}
+
 /// A running QEMU with the guest's serial console captured.
 pub struct Qemu {
     child: Child,
@@ -40,12 +48,31 @@ pub struct Qemu {
 impl Qemu {
     /// Boot the qemu-virt image with `smp` CPUs.
     pub fn boot_virt(smp: u32) -> Self {
+        Self::boot(smp, None)
+    }
+
+    /// Boot the qemu-virt image with `smp` CPUs, its agent's connections to 10.0.2.100:7443
+    /// forwarded to the controller at `controller` on the host (through `gw-controller relay`;
+    /// the guest reaches nothing else).
+    pub fn boot_virt_with_controller(smp: u32, controller: std::net::SocketAddr) -> Self {
+        Self::boot(smp, Some(controller))
+    }
+
+    fn boot(smp: u32, controller: Option<std::net::SocketAddr>) -> Self {
         let dir = image_dir("qemu-virt");
         // The image's own QEMU arguments (from boards/qemu-virt/board.toml via cargo xtask image).
         let args =
             std::fs::read_to_string(dir.join("qemu.args")).expect("qemu.args next to the image");
+        let args: Vec<String> = args
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| match controller {
+                Some(addr) if l.starts_with("user,") => forward_to(l, addr),
+                _ => l.to_owned(),
+            })
+            .collect();
         let mut child = Command::new("qemu-system-aarch64")
-            .args(args.lines().filter(|l| !l.is_empty()))
+            .args(&args)
             .args(["-smp", &smp.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -74,7 +74,11 @@ fn median(v: &mut [f64]) -> f64 {
 
 /// Run the boot benchmark and return the report section.
 pub fn bench_boot(root: &Path, runs: usize) -> Result<String> {
-    let img = image::image(root, "qemu-virt")?;
+    let img = image::image(
+        root,
+        "qemu-virt",
+        &image::ImageOptions::for_board(root, "qemu-virt"),
+    )?;
     let guest = fetch::fetch_guest(root, fetch::Arch::Arm64)?;
     let initramfs = root.join("target/gatewarden/qemu-virt/initramfs.cpio");
     let bare = || {

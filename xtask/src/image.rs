@@ -29,8 +29,46 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 for m in $(cat /lib/modules/order); do insmod /lib/modules/$m || echo "gatewarden-guest: cannot load $m"; done
 echo "gatewarden-guest: up, $(grep -c ^processor /proc/cpuinfo) CPUs online"
+if [ -e /etc/gatewarden/agent.conf ]; then
+    . /etc/gatewarden/agent.conf
+    # QEMU user networking; the controller is reached through the host's forward.
+    ip link set lo up
+    ip link set eth0 up
+    ip addr add 10.0.2.15/24 dev eth0
+    ip route add default via 10.0.2.2
+    mkdir -p /var/lib/gatewarden-agent /run/gatewarden
+    gw-agent --controller "$GW_CONTROLLER" --server-name "$GW_SERVER_NAME" --transport hypervisor >/tmp/gw-agent.log 2>&1 &
+    echo "gatewarden-guest: agent started for controller $GW_CONTROLLER"
+fi
 exec /bin/sh
 "#;
+
+/// How an image is provisioned for its fleet.
+#[derive(Debug, Clone)]
+pub struct ImageOptions {
+    /// Controller state directory (CA, command key); created with `gw-controller init` if
+    /// missing.
+    pub controller_dir: PathBuf,
+    /// `IP:PORT` the gateway agent dials from inside the guest.
+    pub controller_addr: String,
+    /// Name in the controller's certificate.
+    pub server_name: String,
+    /// Gateway id (default: board name and the start of the attestation key).
+    pub gateway_id: Option<String>,
+}
+
+impl ImageOptions {
+    /// Defaults for `board`: the controller in `target/gatewarden/<board>/controller`,
+    /// reached at 10.0.2.100:7443 (QEMU's guest forward).
+    pub fn for_board(root: &Path, board: &str) -> Self {
+        Self {
+            controller_dir: crate::provision::default_controller_dir(root, board),
+            controller_addr: "10.0.2.100:7443".into(),
+            server_name: "localhost".into(),
+            gateway_id: None,
+        }
+    }
+}
 
 fn llvm_objcopy() -> Result<PathBuf> {
     let sysroot = Command::new("rustc")
@@ -56,7 +94,12 @@ fn llvm_objcopy() -> Result<PathBuf> {
 }
 
 /// A newc initramfs with busybox, the guest programs (into /bin) and /init.
-pub fn initramfs(busybox: &Path, programs: &[PathBuf], modules: &[PathBuf]) -> Result<Vec<u8>> {
+pub fn initramfs(
+    busybox: &Path,
+    programs: &[PathBuf],
+    modules: &[PathBuf],
+    etc: &[(&str, Vec<u8>)],
+) -> Result<Vec<u8>> {
     let busybox =
         std::fs::read(busybox).with_context(|| format!("reading {}", busybox.display()))?;
     let dir = |n: &str| {
@@ -81,6 +124,10 @@ pub fn initramfs(busybox: &Path, programs: &[PathBuf], modules: &[PathBuf]) -> R
         file("init", 0o755, INIT.as_bytes().to_vec()),
         file("bin/busybox", 0o755, busybox),
     ];
+    entries.push(dir("etc/gatewarden"));
+    for (name, data) in etc {
+        entries.push(file(&format!("etc/gatewarden/{name}"), 0o644, data.clone()));
+    }
     entries.push(dir("lib"));
     entries.push(dir("lib/modules"));
     let mut order = String::new();
@@ -174,7 +221,7 @@ fn qemu_args(board: &toml::Table, dir: &Path) -> Result<Vec<String>> {
 }
 
 /// Build the image for `board`.
-pub fn image(root: &Path, board: &str) -> Result<Image> {
+pub fn image(root: &Path, board: &str, opts: &ImageOptions) -> Result<Image> {
     if board != "qemu-virt" {
         bail!(
             "board {board}: only qemu-virt builds a bootable image so far (boards/ lists the others' data)"
@@ -233,9 +280,36 @@ pub fn image(root: &Path, board: &str) -> Result<Image> {
             "hv.bin header gives a measured size of {measured} bytes, which does not cover the image's code and secret"
         );
     }
+    // The controller this gateway obeys: its command key goes into the (measured) image.
+    let controller = crate::provision::controller(root, &opts.controller_dir)?;
+    let at = bin
+        .windows(8)
+        .position(|w| w == b"GWCTRLK1")
+        .context("controller-key marker not found in hv.bin")?;
+    if measured <= at + 40 {
+        bail!("the controller key at {at:#x} is outside the measured part of hv.bin");
+    }
+    bin[at + 8..at + 40].copy_from_slice(&controller.command_key);
+    std::fs::write(&hv, &bin)?;
     let keys = vtpm::KeyHierarchy::derive(&vtpm::DeviceSecret::new(secret));
     let attestation_key = hex(&keys.attestation_key().verifying_key().to_bytes());
     let agent_key = hex(&keys.control_key().verifying_key().to_bytes());
+    let gateway_id = opts
+        .gateway_id
+        .clone()
+        .unwrap_or_else(|| format!("{board}-{}", &attestation_key[..8]));
+    let vendor = crate::provision::vendor_key(root)?;
+    let endorsement = gw_proto::endorse::Endorsement::sign(
+        &vendor,
+        &gateway_id,
+        &keys.attestation_key().verifying_key(),
+        &keys.control_key().verifying_key(),
+    )?;
+    let endorsement_json = serde_json::to_vec_pretty(&endorsement)?;
+    let agent_conf = format!(
+        "GW_CONTROLLER={}\nGW_SERVER_NAME={}\n",
+        opts.controller_addr, opts.server_name
+    );
 
     let kernel = std::fs::read(&guest.kernel)?;
     let programs: Vec<PathBuf> = crate::GUEST_BINARIES
@@ -254,7 +328,16 @@ pub fn image(root: &Path, board: &str) -> Result<Image> {
         .iter()
         .map(|m| modules_dir.join(m))
         .collect();
-    let initrd = initramfs(&guest.busybox, &programs, &modules)?;
+    let initrd = initramfs(
+        &guest.busybox,
+        &programs,
+        &modules,
+        &[
+            ("controller-ca.pem", controller.ca_pem.clone()),
+            ("endorsement.json", endorsement_json.clone()),
+            ("agent.conf", agent_conf.into_bytes()),
+        ],
+    )?;
     // A small disk for the guest's virtio-blk device, with a label the tests read back.
     let mut disk = vec![0u8; 1 << 20];
     disk[..20].copy_from_slice(b"GATEWARDEN-TEST-DISK");
@@ -270,8 +353,38 @@ pub fn image(root: &Path, board: &str) -> Result<Image> {
         vtpm::sha256(&kernel),
         vtpm::sha256(&initrd),
     );
+    // Signed reference values for the controller (what the hypervisor measures, as components).
+    let agent_elf = std::fs::read(root.join("target/aarch64-unknown-linux-musl/release/gw-agent"))?;
+    let append = board_t
+        .get("qemu")
+        .and_then(|q| q.get("append"))
+        .and_then(|a| a.as_str())
+        .context("[qemu] append missing")?;
+    let mut reference = gw_proto::manifest::ReferenceManifest::new(
+        &format!("gatewarden-{board}"),
+        &format!("{}+{}", env!("CARGO_PKG_VERSION"), hex(&d_hv[..4])),
+        board,
+    );
+    reference
+        .allow("hypervisor", &d_hv)
+        .allow("kernel", &d_kernel)
+        .allow("initramfs", &d_initrd)
+        .allow("cmdline", &vtpm::sha256(append.as_bytes()))
+        .allow("agent", &crate::provision::el0_program_id(&agent_elf)?);
+    let signed = reference.sign(&vendor);
+    std::fs::write(
+        dir.join("reference.json"),
+        serde_json::to_vec_pretty(&signed)?,
+    )?;
+    std::fs::write(dir.join("endorsement.json"), &endorsement_json)?;
+    std::fs::write(
+        dir.join("vendor.pub"),
+        hex(&vendor.verifying_key().to_bytes()) + "\n",
+    )?;
     let manifest = json!({
         "board": board,
+        "gateway_id": gateway_id,
+        "controller_dir": opts.controller_dir,
         "version": env!("CARGO_PKG_VERSION"),
         "attestation_key": attestation_key,
         "agent_key": agent_key,
@@ -293,7 +406,7 @@ pub fn image(root: &Path, board: &str) -> Result<Image> {
         serde_json::to_string_pretty(&manifest)?,
     )?;
     eprintln!(
-        "==> image in {}: hv.bin ({} KiB), bundle.bin ({} MiB), manifest.json",
+        "==> image in {}: hv.bin ({} KiB), bundle.bin ({} MiB), manifest.json, reference.json (signed), gateway {gateway_id}",
         dir.display(),
         bin.len() / 1024,
         bundle.len() >> 20
@@ -310,7 +423,7 @@ pub fn qemu_command(image: &Image, smp: u32) -> Command {
 
 /// Boot the image in QEMU with the serial console on this terminal.
 pub fn run_qemu(root: &Path, board: &str, smp: u32) -> Result<()> {
-    let image = image(root, board)?;
+    let image = image(root, board, &ImageOptions::for_board(root, board))?;
     if which_qemu().is_none() {
         bail!(
             "qemu-system-aarch64 not found: apt-get install -y --no-install-recommends qemu-system-arm"

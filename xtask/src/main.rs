@@ -16,13 +16,14 @@ use clap::{Parser, Subcommand};
 mod bootbench;
 mod fetch;
 mod image;
+mod provision;
 
 /// Crates that must build without `std` for the hypervisor targets.
 const NO_STD_CRATES: &[&str] = &["vtpm", "gw-abi", "gw-hoptag", "gw-core"];
 /// Bare-metal targets of the hypervisor.
 const BARE_METAL_TARGETS: &[&str] = &["aarch64-unknown-none-softfloat", "x86_64-unknown-none"];
 /// Guest user-space programs, built as static musl binaries.
-const GUEST_BINARIES: &[&str] = &["gwctl", "gw-hcall-fuzz"];
+const GUEST_BINARIES: &[&str] = &["gwctl", "gw-hcall-fuzz", "gw-agent"];
 /// Guest targets.
 const GUEST_TARGETS: &[&str] = &["x86_64-unknown-linux-musl", "aarch64-unknown-linux-musl"];
 
@@ -57,11 +58,23 @@ enum Task {
     /// verify it, print the event log. (Booting the gateway in QEMU and attesting it from the
     /// controller replaces this as those parts land.)
     Demo,
-    /// Build the bootable image for a board (hypervisor, guest bundle, manifest).
+    /// Build the bootable image for a board (hypervisor, guest bundle, manifest), provisioned
+    /// for a controller: its CA and command key go into the image, the vendor key
+    /// (.cache/vendor.key) endorses the gateway and signs the reference manifest.
     Image {
         /// Board folder under boards/.
         #[arg(long, default_value = "qemu-virt")]
         board: String,
+        /// Controller state directory (created with `gw-controller init` if missing).
+        /// Default: target/gatewarden/<board>/controller.
+        #[arg(long)]
+        controller_dir: Option<PathBuf>,
+        /// Address the gateway agent dials from inside the guest.
+        #[arg(long, default_value = "10.0.2.100:7443")]
+        controller_addr: String,
+        /// Gateway id (default: board name and the start of the attestation key).
+        #[arg(long)]
+        gateway_id: Option<String>,
     },
     /// Build the image and boot it in QEMU with the serial console here.
     Run {
@@ -106,7 +119,20 @@ fn main() -> Result<()> {
         Task::NoStd => no_std(),
         Task::Guest => guest(),
         Task::Demo => demo(&root),
-        Task::Image { board } => image::image(&root, &board).map(drop),
+        Task::Image {
+            board,
+            controller_dir,
+            controller_addr,
+            gateway_id,
+        } => {
+            let mut opts = image::ImageOptions::for_board(&root, &board);
+            if let Some(d) = controller_dir {
+                opts.controller_dir = d;
+            }
+            opts.controller_addr = controller_addr;
+            opts.gateway_id = gateway_id;
+            image::image(&root, &board, &opts).map(drop)
+        }
         Task::Run { board, smp } => image::run_qemu(&root, &board, smp),
         Task::FetchGuest { arch } => {
             let g = fetch::fetch_guest(&root, arch)?;
@@ -222,7 +248,11 @@ fn guest_target(target: &str) -> Result<()> {
 fn test(root: &Path) -> Result<()> {
     // The QEMU tests in tests/ boot the image; under CI a missing QEMU or guest package fails
     // here or in the tests, never skips.
-    image::image(root, "qemu-virt")?;
+    image::image(
+        root,
+        "qemu-virt",
+        &image::ImageOptions::for_board(root, "qemu-virt"),
+    )?;
     // The end-to-end tests in tests/ run the workspace's binaries, which `cargo test` only
     // builds for packages that have integration tests of their own.
     let mut b = cargo();

@@ -29,6 +29,14 @@ use vtpm::{
 static GW_DEVICE_SECRET: [u8; 40] =
     *b"GWSECRT1\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
 
+/// The controller's policy/command public key, written by `cargo xtask image` after the marker
+/// (measured with the image: it decides which policy the gateway accepts). All zero: none,
+/// and AGENT_VERIFY / POLICY_SET answer NOT_PROVISIONED.
+#[unsafe(no_mangle)]
+#[used]
+static GW_CONTROLLER_KEY: [u8; 40] =
+    *b"GWCTRLK1\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
+
 /// VTTBR_EL2 for secondaries (set by the primary before any CPU_ON).
 static VTTBR: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
@@ -153,6 +161,16 @@ extern "C" fn hv_primary_main(dtb_pa: u64) -> ! {
         );
     }
     let keys = KeyHierarchy::derive(&DeviceSecret::new(secret));
+    // SAFETY: reading a static of plain bytes (patched after linking, as above).
+    let stored: [u8; 40] =
+        unsafe { core::ptr::read_volatile(core::ptr::addr_of!(GW_CONTROLLER_KEY)) };
+    let controller_key = match <[u8; 32]>::try_from(&stored[8..]) {
+        Ok(k) if k != [0; 32] => match ed25519_dalek::VerifyingKey::from_bytes(&k) {
+            Ok(key) if !key.is_weak() => Some(key),
+            _ => fail("the provisioned controller key is not a valid ed25519 key"),
+        },
+        _ => None,
+    };
     let monitor = MONITOR.call_once(|| {
         spin::Mutex::new(Monitor::new(Config {
             keys: &keys,
@@ -162,7 +180,7 @@ extern "C" fn hv_primary_main(dtb_pa: u64) -> ! {
                 digest_hv,
             ),
             boot_counter: 1,
-            controller_key: None,
+            controller_key,
             hop_master: hop_master(),
         }))
     });
