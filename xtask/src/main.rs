@@ -14,6 +14,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod bootbench;
+mod demo;
 mod fetch;
 mod image;
 mod provision;
@@ -54,10 +55,19 @@ enum Task {
     NoStd,
     /// Build the guest programs as static musl binaries for x86_64 and aarch64.
     Guest,
-    /// The main job. Today: start the software monitor, measure a config, take a quote and
-    /// verify it, print the event log. (Booting the gateway in QEMU and attesting it from the
-    /// controller replaces this as those parts land.)
-    Demo,
+    /// The main job: build the image, start the controller (embedded SQLite), boot the gateway
+    /// in QEMU under the hypervisor, print each attestation result and the dashboard address.
+    Demo {
+        /// Operator API and dashboard address.
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        api: String,
+        /// Time between challenges.
+        #[arg(long, default_value = "10s")]
+        epoch: String,
+        /// Stop after this many results of the gateway (default: run until Ctrl-C).
+        #[arg(long)]
+        epochs: Option<usize>,
+    },
     /// Build the bootable image for a board (hypervisor, guest bundle, manifest), provisioned
     /// for a controller: its CA and command key go into the image, the vendor key
     /// (.cache/vendor.key) endorses the gateway and signs the reference manifest.
@@ -118,7 +128,11 @@ fn main() -> Result<()> {
         Task::Lint => lint(),
         Task::NoStd => no_std(),
         Task::Guest => guest(),
-        Task::Demo => demo(&root),
+        Task::Demo {
+            api,
+            epoch,
+            epochs,
+        } => demo::demo(&root, &api, &epoch, epochs),
         Task::Image {
             board,
             controller_dir,
@@ -267,65 +281,6 @@ fn test(root: &Path) -> Result<()> {
     no_std()?;
     guest()?;
     eprintln!("==> all tests passed");
-    Ok(())
-}
-
-fn demo(root: &Path) -> Result<()> {
-    let mut build = cargo();
-    build.args(["build", "--release", "-p", "gw-swmon", "-p", "gwctl"]);
-    run("building the software monitor and gwctl", build)?;
-    let bin = root.join("target/release");
-    let dir = std::env::temp_dir().join(format!("gatewarden-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let socket = dir.join("monitor.sock");
-    eprintln!(
-        "==> starting the software monitor (state in {})",
-        dir.display()
-    );
-    let mut monitor = Command::new(bin.join("gw-swmon"))
-        .arg("--socket")
-        .arg(&socket)
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .spawn()
-        .context("starting gw-swmon")?;
-    let result = (|| -> Result<()> {
-        let deadline = Instant::now() + std::time::Duration::from_secs(30);
-        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-            if Instant::now() > deadline {
-                bail!("the software monitor did not start");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        let gwctl = |what: &str, args: &[&str]| {
-            let mut c = Command::new(bin.join("gwctl"));
-            c.env("GATEWARDEN_MONITOR", &socket).args(args);
-            run(what, c)
-        };
-        let config = std::fs::read(root.join("Cargo.toml"))?;
-        let digest = image::hex(&vtpm::sha256(&config));
-        let nonce = {
-            let mut n = [0u8; 32];
-            use std::io::Read;
-            std::fs::File::open("/dev/urandom")?.read_exact(&mut n)?;
-            n.iter().map(|b| format!("{b:02x}")).collect::<String>()
-        };
-        gwctl("monitor identity", &["version"])?;
-        gwctl(
-            "measuring a middlebox config into PCR 512",
-            &["pcr", "extend", "512", &digest, "--name", "Cargo.toml"],
-        )?;
-        gwctl(
-            "quote for a fresh nonce, verified",
-            &["quote", "--nonce", &nonce, "--pcrs", "0-11,512"],
-        )?;
-        gwctl("event log", &["log"])
-    })();
-    let _ = monitor.kill();
-    let _ = monitor.wait();
-    let _ = std::fs::remove_dir_all(&dir);
-    result?;
-    eprintln!("==> demo complete");
     Ok(())
 }
 

@@ -48,7 +48,7 @@ pub struct ControllerInfo {
 pub fn controller(root: &Path, dir: &Path) -> Result<ControllerInfo> {
     if !dir.join("ca.cert.pem").exists() {
         let mut b = crate::cargo();
-        b.args(["build", "-p", "gw-controller", "--bin", "gw-controller"]);
+        b.args(["build", "--workspace", "--bins"]);
         crate::run("the controller (for its keys)", b)?;
         let mut init = Command::new(root.join("target/debug/gw-controller"));
         init.arg("--state-dir").arg(dir).arg("init");

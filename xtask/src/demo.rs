@@ -1,0 +1,162 @@
+//! `cargo xtask demo`, the main job: build the image, start the controller with its embedded
+//! SQLite store, boot the gateway in QEMU under the hypervisor, and print each attestation
+//! result as it arrives, with the dashboard's address.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::image::{self, ImageOptions};
+
+/// Children killed when the demo ends, however it ends.
+struct Reaper(Vec<Child>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Run the demo; stop after `epochs` results (`None`: until interrupted).
+pub fn demo(root: &Path, api: &str, epoch: &str, epochs: Option<usize>) -> Result<()> {
+    let board = "qemu-virt";
+    let opts = ImageOptions::for_board(root, board);
+    let img = image::image(root, board, &opts)?;
+    let mut b = crate::cargo();
+    // The whole workspace's binaries, as `cargo xtask test` builds them (same features, so
+    // the two share one build).
+    b.args(["build", "--workspace", "--bins"]);
+    crate::run("the controller and host tools", b)?;
+    let ctl_bin = root.join("target/debug/gw-controller");
+    let dir = root.join("target/gatewarden").join(board);
+    let state = &opts.controller_dir;
+    let vendor = std::fs::read_to_string(dir.join("vendor.pub"))?;
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json"))?)?;
+    let gateway = manifest["gateway_id"].as_str().unwrap_or("?").to_owned();
+
+    eprintln!("==> starting the controller (state and SQLite database in {})", state.display());
+    let mut controller = Command::new(&ctl_bin)
+        .arg("--state-dir")
+        .arg(state)
+        .args(["serve", "--agent-listen", "127.0.0.1:0", "--api-listen", api])
+        .args(["--epoch", epoch])
+        .arg("--trust-vendor")
+        .arg(format!("{}=development-vendor", vendor.trim()))
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting gw-controller")?;
+    let stdout = controller.stdout.take().context("controller stdout")?;
+    let mut children = Reaper(vec![controller]);
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first = rx
+        .recv_timeout(Duration::from_secs(60))
+        .context("the controller did not start (see its messages above)")?;
+    let agent_addr = first
+        .split("gateways on ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .with_context(|| format!("unexpected controller output {first:?}"))?
+        .to_owned();
+    println!("{first}");
+
+    let mut import = Command::new(&ctl_bin);
+    import
+        .arg("--state-dir")
+        .arg(state)
+        .arg("--api")
+        .arg(api)
+        .arg("import-manifest")
+        .arg(dir.join("reference.json"));
+    crate::run("importing the image's signed reference manifest", import)?;
+
+    let console = dir.join("demo-console.log");
+    eprintln!(
+        "==> booting gateway {gateway} in QEMU under the hypervisor (console in {})",
+        console.display()
+    );
+    let netdev_fwd = format!(
+        ",guestfwd=tcp:10.0.2.100:7443-cmd:{} relay {agent_addr}",
+        ctl_bin.display()
+    );
+    let args: Vec<String> = img
+        .qemu_args
+        .iter()
+        .map(|a| {
+            if a.starts_with("user,") {
+                format!("{a}{netdev_fwd}")
+            } else {
+                a.clone()
+            }
+        })
+        .collect();
+    let qemu = Command::new("qemu-system-aarch64")
+        .args(&args)
+        .args(["-smp", "2"])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&console)?)
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting qemu-system-aarch64 (apt-get install qemu-system-arm)")?;
+    children.0.push(qemu);
+
+    let token = state.join("operator.token");
+    println!(
+        "dashboard: https://{api}/  (sign in with the token in {}; the certificate is issued by {})",
+        token.display(),
+        state.join("ca.cert.pem").display()
+    );
+    println!(
+        "operator CLI: {} --state-dir {} --api {api} gateways",
+        ctl_bin.display(),
+        state.display()
+    );
+    let started = Instant::now();
+    let mut seen = 0usize;
+    loop {
+        match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(line) => {
+                println!("{line}");
+                if line.starts_with("result ") && line.contains(&gateway) {
+                    seen += 1;
+                    if epochs.is_some_and(|n| seen >= n) {
+                        eprintln!("==> {seen} attestation results of {gateway}; demo complete");
+                        return Ok(());
+                    }
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => bail!("the controller stopped"),
+        }
+        for (i, c) in children.0.iter_mut().enumerate() {
+            if let Some(status) = c.try_wait()? {
+                bail!(
+                    "{} exited ({status})",
+                    if i == 0 { "the controller" } else { "QEMU" }
+                );
+            }
+        }
+        if seen == 0 && started.elapsed() > Duration::from_secs(600) {
+            bail!(
+                "no attestation result within 10 minutes; see {} and the guest's /tmp/gw-agent.log",
+                console.display()
+            );
+        }
+    }
+}
