@@ -315,7 +315,8 @@ where
 
     if row.enrollment != "accepted" {
         ctl.metrics.enrollment("pending");
-        write_msg(w, &ControllerMsg::EnrollPending { retry_after_s: 5 }).await?;
+        let retry_after_s = ctl.settings.epoch.as_secs().clamp(1, 30) as u32;
+        write_msg(w, &ControllerMsg::EnrollPending { retry_after_s }).await?;
         return Ok(());
     }
     let cert = ctl.pki.issue_client_cert(&id, &req.csr)?;

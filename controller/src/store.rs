@@ -359,8 +359,11 @@ impl Store {
 
     /// An operator approves a pending gateway. Returns false if there is no such pending one.
     pub async fn approve(&self, id: &str) -> StoreResult<bool> {
-        let r = sqlx::query("UPDATE gateways SET enrollment = 'accepted', approved_at = $1 WHERE id = $2 AND enrollment = 'pending'")
-            .bind(now_ms())
+        // The unreachable clock starts at approval, not at the enrollment request.
+        let now = now_ms();
+        let r = sqlx::query("UPDATE gateways SET enrollment = 'accepted', approved_at = $1, status_since = $2 WHERE id = $3 AND enrollment = 'pending'")
+            .bind(now)
+            .bind(now)
             .bind(id.to_owned())
             .execute(&self.pool)
             .await?;
