@@ -333,11 +333,18 @@ struct ManifestIds {
     ids: Option<Vec<i64>>,
 }
 
+/// Parse a JSON request body; errors are the API's own JSON errors (any content type is
+/// accepted: the body is what counts).
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> ApiResult<T> {
+    serde_json::from_slice(body).map_err(|e| bad(format!("{what}: {e}")))
+}
+
 async fn set_manifests(
     State(ctl): Ctl,
     Path(id): Path<String>,
-    Json(m): Json<ManifestIds>,
+    body: axum::body::Bytes,
 ) -> ApiResult<StatusCode> {
+    let m: ManifestIds = json_body(&body, "manifest ids")?;
     if let Some(ids) = &m.ids {
         let known: Vec<i64> = ctl.store.manifests().await?.iter().map(|m| m.id).collect();
         if let Some(x) = ids.iter().find(|i| !known.contains(i)) {
@@ -385,8 +392,7 @@ async fn put_device_policy(
     Path((id, mac)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<Published>> {
-    let policy: DevicePolicy =
-        serde_json::from_slice(&body).map_err(|e| bad(format!("device policy: {e}")))?;
+    let policy: DevicePolicy = json_body(&body, "device policy")?;
     Ok(Json(Published {
         version: set_device_policy(&ctl, &id, &mac, &policy).await?,
     }))
@@ -525,7 +531,8 @@ async fn vendors(State(ctl): Ctl) -> ApiResult<Json<Vec<Vendor>>> {
     ))
 }
 
-async fn add_vendor(State(ctl): Ctl, Json(v): Json<Vendor>) -> ApiResult<StatusCode> {
+async fn add_vendor(State(ctl): Ctl, body: axum::body::Bytes) -> ApiResult<StatusCode> {
+    let v: Vendor = json_body(&body, "vendor")?;
     let key = gw_proto::parse_public_key(&v.key)
         .ok_or_else(|| bad("key is not a valid ed25519 public key (64 hex digits)"))?;
     if v.name.trim().is_empty() {

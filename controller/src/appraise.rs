@@ -410,3 +410,159 @@ fn appraise_policy(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vtpm::{ComponentKind, Counters, MonitorIdentity, PcrIndex, PcrSelection};
+
+    fn body(kind: MonitorKind) -> QuoteBody {
+        QuoteBody {
+            format: vtpm::quote::QUOTE_FORMAT_VERSION,
+            identity: MonitorIdentity::new(kind, "test", [0; 32]),
+            nonce: [7; 32],
+            selection: PcrSelection::none(),
+            pcr_digest: [0; 32],
+            counters: Counters { boot: 1, quote: 5 },
+            event_count: 0,
+            log_overflowed: false,
+        }
+    }
+
+    fn ev(pcr: u16, kind: ComponentKind, name: &str, digest: [u8; 32]) -> Event {
+        Event::new(PcrIndex::new(pcr).unwrap(), digest, kind, name, "1")
+    }
+
+    fn refs() -> Vec<(i64, ReferenceManifest)> {
+        let mut m = ReferenceManifest::new("img", "1", "qemu-virt");
+        m.allow("hypervisor", &[1; 32]).allow("kernel", &[2; 32]);
+        vec![(1, m)]
+    }
+
+    fn doc(version: u64, firewall: &str) -> PolicyDocument {
+        let mut configs = BTreeMap::new();
+        configs.insert("firewall".to_string(), firewall.to_string());
+        PolicyDocument {
+            gateway_id: "gw".into(),
+            version,
+            configs,
+        }
+    }
+
+    #[test]
+    fn binaries_are_affirmed_modified_or_unknown() {
+        let log = [
+            ev(1, ComponentKind::Hypervisor, "hv", [1; 32]),
+            ev(3, ComponentKind::GuestKernel, "k", [9; 32]),
+            ev(5, ComponentKind::GuestDtb, "dtb", [3; 32]),
+        ];
+        let ear = appraise(
+            &body(MonitorKind::Hypervisor),
+            &log,
+            &refs(),
+            &PolicyExpectation::default(),
+            0,
+        );
+        assert_eq!(ear.submods["monitor"].status, Tier::Affirming);
+        assert_eq!(ear.submods["hypervisor"].status, Tier::Affirming);
+        assert_eq!(
+            ear.submods["hypervisor"].policy_id.as_deref(),
+            Some("manifest:1 img 1")
+        );
+        assert_eq!(ear.submods["kernel"].status, Tier::Contraindicated);
+        assert!(ear.submods["kernel"].reasons[0].starts_with("modified"));
+        assert_eq!(ear.submods["dtb"].status, Tier::Warning);
+        assert_eq!(ear.status, Tier::Contraindicated);
+        assert_eq!(ear.counters, Some((1, 5)));
+    }
+
+    #[test]
+    fn software_monitor_and_overflow_are_reported() {
+        let mut b = body(MonitorKind::InsecureSoftwareMonitor);
+        let ear = appraise(&b, &[], &refs(), &PolicyExpectation::default(), 0);
+        assert_eq!(ear.status, Tier::Warning);
+        assert_eq!(ear.submods["monitor"].vector["hardware"], 32);
+        b.log_overflowed = true;
+        let ear = appraise(&b, &[], &refs(), &PolicyExpectation::default(), 0);
+        assert_eq!(ear.submods["evidence"].status, Tier::Contraindicated);
+    }
+
+    #[test]
+    fn policy_and_configs_must_be_the_ones_sent() {
+        let d = doc(2, "fw-v2");
+        let body_bytes = serde_json::to_vec(&d).unwrap();
+        let old = serde_json::to_vec(&doc(1, "fw-v1")).unwrap();
+        let expectation = |in_flight| PolicyExpectation {
+            latest: Some((2, vtpm::sha256(&body_bytes), d.clone())),
+            earlier: [(vtpm::sha256(&old), 1)].into_iter().collect(),
+            latest_in_flight: in_flight,
+        };
+        let b = body(MonitorKind::Hypervisor);
+        let policy_ev = |bytes: &[u8]| ev(11, ComponentKind::Policy, "policy", vtpm::sha256(bytes));
+        let cfg_ev = |text: &str| {
+            ev(
+                512,
+                ComponentKind::MiddleboxConfig,
+                "firewall",
+                vtpm::sha256(text.as_bytes()),
+            )
+        };
+
+        // Running what was sent.
+        let ear = appraise(
+            &b,
+            &[policy_ev(&body_bytes), cfg_ev("fw-v2")],
+            &[],
+            &expectation(false),
+            0,
+        );
+        assert_eq!(ear.submods["policy"].status, Tier::Affirming);
+        assert_eq!(ear.submods["config:firewall"].status, Tier::Affirming);
+        // The old version while the new one is in flight: a warning; after: contraindicated.
+        let log = [policy_ev(&old), cfg_ev("fw-v1")];
+        let ear = appraise(&b, &log, &[], &expectation(true), 0);
+        assert_eq!(ear.status, Tier::Warning);
+        let ear = appraise(&b, &log, &[], &expectation(false), 0);
+        assert_eq!(ear.submods["policy"].status, Tier::Contraindicated);
+        assert!(ear.submods["policy"].reasons[0].starts_with("stale policy"));
+        // A config that was never compiled, and one the policy does not contain.
+        let log = [
+            policy_ev(&body_bytes),
+            cfg_ev("allow all"),
+            ev(513, ComponentKind::MiddleboxConfig, "rogue", [4; 32]),
+        ];
+        let ear = appraise(&b, &log, &[], &expectation(false), 0);
+        assert!(ear.submods["config:firewall"].reasons[0].starts_with("modified"));
+        assert_eq!(ear.submods["config:rogue"].status, Tier::Contraindicated);
+        // A policy no controller sent.
+        let ear = appraise(&b, &[policy_ev(b"forged")], &[], &expectation(false), 0);
+        assert!(ear.submods["policy"].reasons[0].contains("never sent"));
+        // Configs without any policy sent.
+        let ear = appraise(&b, &[cfg_ev("x")], &[], &PolicyExpectation::default(), 0);
+        assert_eq!(ear.submods["config:firewall"].status, Tier::Contraindicated);
+    }
+
+    #[test]
+    fn nonce_failures_are_told_apart() {
+        let b = body(MonitorKind::Hypervisor);
+        let reason = |earlier: &[[u8; 32]], last| {
+            crypto_failure(
+                &VerifyError::NonceMismatch,
+                Some(&b),
+                earlier,
+                last,
+                &[8; 32],
+                0,
+            )
+            .submods["evidence"]
+                .reasons[0]
+                .clone()
+        };
+        assert!(reason(&[[7; 32]], Some((1, 5))).starts_with("replayed quote"));
+        assert!(reason(&[[7; 32]], Some((1, 4))).starts_with("reused nonce"));
+        assert!(reason(&[[6; 32]], Some((1, 4))).starts_with("nonce mismatch"));
+        let e = crypto_failure(&VerifyError::BadSignature, None, &[], None, &[8; 32], 0);
+        assert_eq!(e.status, Tier::Contraindicated);
+        assert!(e.problems()[0].starts_with("evidence: forged signature"));
+    }
+}

@@ -97,6 +97,11 @@ impl ControllerProc {
 
     /// Start a controller trusting the vendor public key `vendor_hex`.
     pub fn start_trusting(dir: &Path, db: &Db, vendor_hex: &str, epoch: &str) -> Self {
+        Self::start_with(dir, db, vendor_hex, epoch, &[])
+    }
+
+    /// Start a controller with extra `serve` arguments.
+    pub fn start_with(dir: &Path, db: &Db, vendor_hex: &str, epoch: &str, extra: &[&str]) -> Self {
         let mut cmd = Command::new(bin("gw-controller"));
         cmd.arg("--state-dir")
             .arg(dir)
@@ -117,6 +122,7 @@ impl ControllerProc {
             ])
             .arg("--trust-vendor")
             .arg(format!("{}=test-vendor", vendor_hex.trim()))
+            .args(extra)
             .env("GW_LOG", test_log())
             .env_remove("RUST_BACKTRACE")
             .stdout(Stdio::piped())

@@ -35,7 +35,9 @@ fn chromedriver(port: u16) -> Driver {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("start chromedriver (apt-get install chromium chromium-driver; .ci/services.sh does)");
+        .expect(
+            "start chromedriver (apt-get install chromium chromium-driver; .ci/services.sh does)",
+        );
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "chromedriver did not start");
@@ -99,17 +101,48 @@ fn operator_click_path_in_chromium() {
         // Without the token, the dashboard sends us to sign in; a wrong token is refused.
         c.goto(&format!("{base}/")).await.unwrap();
         assert!(c.current_url().await.unwrap().path().ends_with("/signin"));
-        c.wait().at_most(Duration::from_secs(30)).for_element(Locator::Id("token")).await.unwrap().send_keys("wrong").await.unwrap();
-        c.wait().at_most(Duration::from_secs(30)).for_element(Locator::Id("signin")).await.unwrap().click().await.unwrap();
-        let err = c.wait().at_most(Duration::from_secs(30)).for_element(Locator::Id("error")).await.unwrap().text().await.unwrap();
+        c.wait()
+            .at_most(Duration::from_secs(30))
+            .for_element(Locator::Id("token"))
+            .await
+            .unwrap()
+            .send_keys("wrong")
+            .await
+            .unwrap();
+        c.wait()
+            .at_most(Duration::from_secs(30))
+            .for_element(Locator::Id("signin"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let err = c
+            .wait()
+            .at_most(Duration::from_secs(30))
+            .for_element(Locator::Id("error"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         assert!(err.contains("not valid"), "{err}");
-        c.wait().at_most(Duration::from_secs(30)).for_element(Locator::Id("token"))
+        c.wait()
+            .at_most(Duration::from_secs(30))
+            .for_element(Locator::Id("token"))
             .await
             .unwrap()
             .send_keys(token.trim())
             .await
             .unwrap();
-        c.wait().at_most(Duration::from_secs(30)).for_element(Locator::Id("signin")).await.unwrap().click().await.unwrap();
+        c.wait()
+            .at_most(Duration::from_secs(30))
+            .for_element(Locator::Id("signin"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
 
         // Fleet overview: counts by state.
         // Poll (re-finding the element) until its text is `want`: pages change under us after
@@ -126,7 +159,10 @@ fn operator_click_path_in_chromium() {
                     if got == want {
                         return;
                     }
-                    assert!(Instant::now() < deadline, "#{id} is {got:?}, expected {want:?}");
+                    assert!(
+                        Instant::now() < deadline,
+                        "#{id} is {got:?}, expected {want:?}"
+                    );
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
@@ -136,7 +172,9 @@ fn operator_click_path_in_chromium() {
         wait_text("count-warning", "1").await;
 
         // Approve the pending gateway; it enrolls and is attested.
-        c.wait().at_most(Duration::from_secs(30)).for_element(Locator::Id("approve-gw-pending"))
+        c.wait()
+            .at_most(Duration::from_secs(30))
+            .for_element(Locator::Id("approve-gw-pending"))
             .await
             .unwrap()
             .click()
@@ -150,39 +188,93 @@ fn operator_click_path_in_chromium() {
         });
 
         // A gateway's page: attestation history with reasons.
-        c.wait().at_most(Duration::from_secs(30)).for_element(Locator::Id("gw-gw-a")).await.unwrap().click().await.unwrap();
-        let history = c.wait().at_most(Duration::from_secs(30)).for_element(Locator::Id("history")).await.unwrap().text().await.unwrap();
-        assert!(history.contains("warning"), "{history}");
-        assert!(history.contains("insecure software monitor"), "{history}");
-
-        // Set a device policy from the page: signed, sent, applied and proven.
-        let mac = c.wait().at_most(Duration::from_secs(30)).for_element(Locator::Id("policy-mac")).await.unwrap();
-        mac.send_keys("02:00:00:00:00:2a").await.unwrap();
-        let json = c.wait().at_most(Duration::from_secs(30)).for_element(Locator::Id("policy-json")).await.unwrap();
-        json.clear().await.unwrap();
-        json.send_keys(r#"{"name": "plug", "block": ["203.0.113.9"]}"#)
-            .await
-            .unwrap();
-        c.wait().at_most(Duration::from_secs(30)).for_element(Locator::Id("policy-submit"))
+        c.wait()
+            .at_most(Duration::from_secs(30))
+            .for_element(Locator::Id("gw-gw-a"))
             .await
             .unwrap()
             .click()
             .await
             .unwrap();
-        let Ok(state) = c.wait().at_most(Duration::from_secs(30)).for_element(Locator::Id("policy-state")).await else {
-            panic!("no policy state after submitting; page:\n{}", c.source().await.unwrap());
+        let history = c
+            .wait()
+            .at_most(Duration::from_secs(30))
+            .for_element(Locator::Id("history"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(history.contains("warning"), "{history}");
+        assert!(history.contains("insecure software monitor"), "{history}");
+
+        // Set a device policy from the page: signed, sent, applied and proven.
+        let mac = c
+            .wait()
+            .at_most(Duration::from_secs(30))
+            .for_element(Locator::Id("policy-mac"))
+            .await
+            .unwrap();
+        mac.send_keys("02:00:00:00:00:2a").await.unwrap();
+        let json = c
+            .wait()
+            .at_most(Duration::from_secs(30))
+            .for_element(Locator::Id("policy-json"))
+            .await
+            .unwrap();
+        json.clear().await.unwrap();
+        json.send_keys(r#"{"name": "plug", "block": ["203.0.113.9"]}"#)
+            .await
+            .unwrap();
+        c.wait()
+            .at_most(Duration::from_secs(30))
+            .for_element(Locator::Id("policy-submit"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let Ok(state) = c
+            .wait()
+            .at_most(Duration::from_secs(30))
+            .for_element(Locator::Id("policy-state"))
+            .await
+        else {
+            panic!(
+                "no policy state after submitting; page:\n{}",
+                c.source().await.unwrap()
+            );
         };
         let state = state.text().await.unwrap();
         assert!(state.contains("Policy v1"), "{state}");
-        let devices = c.wait().at_most(Duration::from_secs(30)).for_element(Locator::Id("devices")).await.unwrap().text().await.unwrap();
-        assert!(devices.contains("02:00:00:00:00:2a") && devices.contains("203.0.113.9"), "{devices}");
+        let devices = c
+            .wait()
+            .at_most(Duration::from_secs(30))
+            .for_element(Locator::Id("devices"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            devices.contains("02:00:00:00:00:2a") && devices.contains("203.0.113.9"),
+            "{devices}"
+        );
         tokio::task::block_in_place(|| {
             ctl.wait_result("gw-a", 0, "policy proven", |r| {
                 component(r, "config:firewall") == "affirming"
             })
         });
         c.refresh().await.unwrap();
-        let state = c.wait().at_most(Duration::from_secs(30)).for_element(Locator::Id("policy-state")).await.unwrap().text().await.unwrap();
+        let state = c
+            .wait()
+            .at_most(Duration::from_secs(30))
+            .for_element(Locator::Id("policy-state"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         assert!(state.contains("applied"), "{state}");
         c.close().await.unwrap();
     });

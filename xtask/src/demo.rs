@@ -44,11 +44,20 @@ pub fn demo(root: &Path, api: &str, epoch: &str, epochs: Option<usize>) -> Resul
         serde_json::from_slice(&std::fs::read(dir.join("manifest.json"))?)?;
     let gateway = manifest["gateway_id"].as_str().unwrap_or("?").to_owned();
 
-    eprintln!("==> starting the controller (state and SQLite database in {})", state.display());
+    eprintln!(
+        "==> starting the controller (state and SQLite database in {})",
+        state.display()
+    );
     let mut controller = Command::new(&ctl_bin)
         .arg("--state-dir")
         .arg(state)
-        .args(["serve", "--agent-listen", "127.0.0.1:0", "--api-listen", api])
+        .args([
+            "serve",
+            "--agent-listen",
+            "127.0.0.1:0",
+            "--api-listen",
+            api,
+        ])
         .args(["--epoch", epoch])
         .arg("--trust-vendor")
         .arg(format!("{}=development-vendor", vendor.trim()))

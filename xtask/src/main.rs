@@ -128,11 +128,7 @@ fn main() -> Result<()> {
         Task::Lint => lint(),
         Task::NoStd => no_std(),
         Task::Guest => guest(),
-        Task::Demo {
-            api,
-            epoch,
-            epochs,
-        } => demo::demo(&root, &api, &epoch, epochs),
+        Task::Demo { api, epoch, epochs } => demo::demo(&root, &api, &epoch, epochs),
         Task::Image {
             board,
             controller_dir,
