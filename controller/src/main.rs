@@ -90,6 +90,8 @@ enum Command {
     },
     /// Counts by state.
     Summary,
+    /// Print the Prometheus metrics.
+    Metrics,
     /// List gateways and their state.
     Gateways,
     /// One gateway: state, devices, policy, latest result.
@@ -148,8 +150,17 @@ enum Command {
     },
 }
 
+/// Each connected gateway holds a socket: allow as many as the hard limit permits.
+fn raise_fd_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut l = getrlimit(Resource::Nofile);
+    l.current = l.maximum;
+    let _ = setrlimit(Resource::Nofile, l);
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    raise_fd_limit();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("GW_LOG").unwrap_or_else(|_| "info".into()),
@@ -309,6 +320,10 @@ async fn operate(dir: &Path, api: SocketAddr, cmd: Command) -> Result<()> {
             for (st, n) in s.by_status {
                 println!("  {st:<16} {n}");
             }
+        }
+        Command::Metrics => {
+            let b = client.call(Method::GET, "/metrics", None).await?;
+            print!("{}", String::from_utf8_lossy(&b));
         }
         Command::Gateways => {
             let gws: Vec<GatewayRow> = client.get_json("/api/v1/gateways").await?;

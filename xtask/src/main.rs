@@ -14,6 +14,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod bootbench;
+mod ctlbench;
 mod demo;
 mod fetch;
 mod image;
@@ -42,6 +43,9 @@ enum Suite {
     Host,
     /// Boot time and null hypercall in QEMU.
     Boot,
+    /// The controller under simulated fleets: verification throughput, 10,000 gateways held,
+    /// memory per gateway.
+    Controller,
 }
 
 #[derive(Subcommand)]
@@ -116,6 +120,24 @@ enum Task {
         /// Do not rewrite docs/benchmarks.md; only print the table.
         #[arg(long)]
         no_write: bool,
+        /// Suite `controller`: gateways in the scale run.
+        #[arg(long, default_value_t = 10_000)]
+        gateways: usize,
+        /// Suite `controller`: epoch of the scale run.
+        #[arg(long, default_value = "30s")]
+        epoch: String,
+        /// Suite `controller`: how long the scale run holds its fleet.
+        #[arg(long, default_value = "10m")]
+        hold: String,
+        /// Suite `controller`: gateways in the throughput run.
+        #[arg(long, default_value_t = 2_000)]
+        tp_gateways: usize,
+        /// Suite `controller`: epoch of the throughput run.
+        #[arg(long, default_value = "250ms")]
+        tp_epoch: String,
+        /// Suite `controller`: how long the throughput run lasts after its ramp.
+        #[arg(long, default_value = "60s")]
+        tp_hold: String,
     },
 }
 
@@ -160,6 +182,35 @@ fn main() -> Result<()> {
             no_write,
             ..
         } => bench(&root, seconds, no_write),
+        Task::Bench {
+            suite: Suite::Controller,
+            no_write,
+            gateways,
+            epoch,
+            hold,
+            tp_gateways,
+            tp_epoch,
+            tp_hold,
+            ..
+        } => {
+            let report = ctlbench::bench(
+                &root,
+                &ctlbench::Params {
+                    gateways,
+                    epoch,
+                    hold,
+                    tp_gateways,
+                    tp_epoch,
+                    tp_hold,
+                },
+            )?;
+            println!("{report}");
+            if !no_write {
+                write_section(&root.join("docs/benchmarks.md"), "controller", &report)?;
+                eprintln!("==> wrote docs/benchmarks.md");
+            }
+            Ok(())
+        }
         Task::Bench {
             suite: Suite::Boot,
             runs,
