@@ -57,7 +57,13 @@ impl Controller {
         let mut child = Command::new(&bin)
             .arg("--state-dir")
             .arg(&dir)
-            .args(["serve", "--agent-listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0"])
+            .args([
+                "serve",
+                "--agent-listen",
+                "127.0.0.1:0",
+                "--api-listen",
+                "127.0.0.1:0",
+            ])
             .args(["--epoch", epoch, "--unreachable-after", "3"])
             .env("GW_LOG", "error")
             .stdout(Stdio::piped())
@@ -91,7 +97,10 @@ impl Controller {
             .args(args)
             .output()?;
         if !out.status.success() {
-            bail!("gw-controller {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "gw-controller {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -125,19 +134,18 @@ impl Controller {
     }
 }
 
-fn loadgen(
-    root: &Path,
-    c: &Controller,
-    gateways: usize,
-    ramp: usize,
-    hold: &str,
-) -> Result<Child> {
+fn loadgen(root: &Path, c: &Controller, gateways: usize, ramp: usize, hold: &str) -> Result<Child> {
     let state = c.dir.join("loadgen");
     Command::new(root.join("target/release/gw-loadgen"))
         .args(["--controller", &c.agents, "--api", &c.api])
         .arg("--controller-dir")
         .arg(&c.dir)
-        .args(["--gateways", &gateways.to_string(), "--ramp", &ramp.to_string()])
+        .args([
+            "--gateways",
+            &gateways.to_string(),
+            "--ramp",
+            &ramp.to_string(),
+        ])
         .args(["--duration", hold])
         .arg("--state-dir")
         .arg(&state)
@@ -147,7 +155,10 @@ fn loadgen(
 
 fn secs(s: &str) -> Result<f64> {
     let s = s.trim();
-    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
+    let (n, unit) = s.split_at(
+        s.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len()),
+    );
     let n: f64 = n.parse().with_context(|| format!("duration {s:?}"))?;
     Ok(n * match unit {
         "ms" => 0.001,
@@ -161,7 +172,14 @@ fn secs(s: &str) -> Result<f64> {
 /// Run both parts and return the report.
 pub fn bench(root: &Path, p: &Params) -> Result<String> {
     let mut b = crate::cargo();
-    b.args(["build", "--release", "-p", "gw-controller", "-p", "gw-loadgen"]);
+    b.args([
+        "build",
+        "--release",
+        "-p",
+        "gw-controller",
+        "-p",
+        "gw-loadgen",
+    ]);
     crate::run("release builds of the controller and the load generator", b)?;
     let mut report = String::from("## Controller under simulated fleets (gw-loadgen)\n\n");
     writeln!(
@@ -179,7 +197,10 @@ pub fn bench(root: &Path, p: &Params) -> Result<String> {
         let ramp = 1000;
         let mut lg = loadgen(root, &c, p.tp_gateways, ramp, &p.tp_hold)?;
         let ramp_s = p.tp_gateways as f64 / ramp as f64;
-        eprintln!("==> throughput: {} gateways at a {} epoch", p.tp_gateways, p.tp_epoch);
+        eprintln!(
+            "==> throughput: {} gateways at a {} epoch",
+            p.tp_gateways, p.tp_epoch
+        );
         std::thread::sleep(Duration::from_secs_f64(ramp_s + 10.0));
         let (t0, r0) = (Instant::now(), c.results()?);
         let window = (secs(&p.tp_hold)? - 15.0).max(10.0);

@@ -83,6 +83,14 @@ pub fn demo(root: &Path, api: &str, epoch: &str, epochs: Option<usize>) -> Resul
         .and_then(|s| s.split(',').next())
         .with_context(|| format!("unexpected controller output {first:?}"))?
         .to_owned();
+    // The address the API really listens on (`--api` may say port 0).
+    let api = first
+        .split("https://")
+        .nth(1)
+        .and_then(|s| s.split('/').next())
+        .with_context(|| format!("unexpected controller output {first:?}"))?
+        .to_owned();
+    let api = api.as_str();
     println!("{first}");
 
     let mut import = Command::new(&ctl_bin);

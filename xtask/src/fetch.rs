@@ -159,6 +159,37 @@ fn extract(deb: &Path, into: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Make sure Debian's aarch64 cross compiler is installed: the guest agent's TLS library (ring)
+/// has C and assembly parts (`.cargo/config.toml` points the aarch64 musl build at it).
+pub fn ensure_cross_cc() -> Result<()> {
+    if which("aarch64-linux-gnu-gcc").is_some() {
+        return Ok(());
+    }
+    if which("apt-get").is_none() {
+        bail!(
+            "aarch64-linux-gnu-gcc is missing and there is no apt-get: install an aarch64 cross gcc and set CC_aarch64_unknown_linux_musl"
+        );
+    }
+    eprintln!("==> installing the aarch64 cross compiler (apt-get install gcc-aarch64-linux-gnu)");
+    let status = Command::new("apt-get")
+        .args([
+            "install",
+            "-y",
+            "-q",
+            "--no-install-recommends",
+            "gcc-aarch64-linux-gnu",
+            "libc6-dev-arm64-cross",
+        ])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()?;
+    if !status.success() {
+        bail!(
+            "apt-get install gcc-aarch64-linux-gnu failed (are you root? has apt-get update run?)"
+        );
+    }
+    Ok(())
+}
+
 /// Download (once) and unpack the guest kernel and busybox for `arch`.
 pub fn fetch_guest(root: &Path, arch: Arch) -> Result<GuestFiles> {
     if which("apt-get").is_none() || which("dpkg-deb").is_none() {

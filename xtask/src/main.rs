@@ -297,6 +297,9 @@ fn guest() -> Result<()> {
 
 /// Build the guest programs for one musl target.
 fn guest_target(target: &str) -> Result<()> {
+    if target.starts_with("aarch64") {
+        fetch::ensure_cross_cc()?;
+    }
     let mut c = cargo();
     c.args(["build", "--release", "--target", target]);
     for bin in GUEST_BINARIES {

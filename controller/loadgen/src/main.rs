@@ -72,7 +72,12 @@ struct InProcess {
 }
 
 impl Transport for InProcess {
-    fn call(&mut self, function: Function, request: &[u8], response: &mut [u8]) -> CallResult<usize> {
+    fn call(
+        &mut self,
+        function: Function,
+        request: &[u8],
+        response: &mut [u8],
+    ) -> CallResult<usize> {
         if function == Function::Quote {
             self.quotes.fetch_add(1, Ordering::Relaxed);
         }
@@ -90,11 +95,31 @@ fn digest(label: &str) -> [u8; 32] {
 /// The components every simulated gateway measures, as `(pcr, kind, name, digest)`.
 fn components() -> Vec<(u16, ComponentKind, String, [u8; 32])> {
     let mut v = vec![
-        (1, ComponentKind::Hypervisor, "gw-loadgen-monitor".to_string(), digest("hv")),
-        (3, ComponentKind::GuestKernel, "linux".into(), digest("kernel")),
-        (4, ComponentKind::GuestInitramfs, "initramfs".into(), digest("initramfs")),
+        (
+            1,
+            ComponentKind::Hypervisor,
+            "gw-loadgen-monitor".to_string(),
+            digest("hv"),
+        ),
+        (
+            3,
+            ComponentKind::GuestKernel,
+            "linux".into(),
+            digest("kernel"),
+        ),
+        (
+            4,
+            ComponentKind::GuestInitramfs,
+            "initramfs".into(),
+            digest("initramfs"),
+        ),
         (5, ComponentKind::GuestDtb, "dtb".into(), digest("dtb")),
-        (6, ComponentKind::GuestCmdline, "cmdline".into(), digest("cmdline")),
+        (
+            6,
+            ComponentKind::GuestCmdline,
+            "cmdline".into(),
+            digest("cmdline"),
+        ),
     ];
     for i in 0..LOG_ENTRIES - v.len() {
         v.push((
@@ -152,10 +177,15 @@ fn main() -> Result<()> {
             "key": hex::encode(vendor.verifying_key().as_bytes()),
             "name": "gw-loadgen",
         });
-        api.call(Method::POST, "/api/v1/vendors", Some(body.to_string().into_bytes()))
-            .await?;
+        api.call(
+            Method::POST,
+            "/api/v1/vendors",
+            Some(body.to_string().into_bytes()),
+        )
+        .await?;
         let signed = serde_json::to_vec(&manifest().sign(&vendor))?;
-        api.call(Method::POST, "/api/v1/manifests", Some(signed)).await?;
+        api.call(Method::POST, "/api/v1/manifests", Some(signed))
+            .await?;
         anyhow::Ok(())
     })?;
     let ca_pem = std::fs::read(&ca)?;
