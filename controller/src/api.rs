@@ -502,6 +502,7 @@ async fn import_manifest(State(ctl): Ctl, body: String) -> ApiResult<Json<Import
 
 async fn retire_manifest(State(ctl): Ctl, Path(id): Path<i64>) -> ApiResult<StatusCode> {
     if ctl.store.set_manifest_allowed(id, false).await? {
+        ctl.manifests_changed().await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(not_found("manifest"))

@@ -389,6 +389,8 @@ struct SessionState {
     key: VerifyingKey,
     last: Option<(u64, u64)>,
     recent: VecDeque<[u8; 32]>,
+    /// What the gateway should be running; reloaded when a policy is sent or answered.
+    policy: Option<PolicyExpectation>,
 }
 
 async fn session(
@@ -478,6 +480,7 @@ async fn run_session<W: AsyncWrite + Unpin>(
         key: VerifyingKey::from_bytes(&key_bytes)?,
         last: row.last_counters,
         recent: VecDeque::new(),
+        policy: None,
     };
     // A policy the gateway has not confirmed yet goes out first.
     if let Some(p) = ctl.store.latest_policy(&row.id).await?
@@ -538,6 +541,7 @@ async fn run_session<W: AsyncWrite + Unpin>(
                             tracing::warn!("gateway {} refused policy v{version}: {e}", st.id);
                         }
                         ctl.store.policy_outcome(&st.id, version, error.as_deref()).await?;
+                        st.policy = None;
                     }
                     AgentMsg::Report(report) => ctl.store.put_report(&st.id, &report).await?,
                     AgentMsg::Enroll(_) | AgentMsg::Hello { .. } => {
@@ -546,7 +550,10 @@ async fn run_session<W: AsyncWrite + Unpin>(
                 }
             }
             cmd = cmds.recv() => match cmd {
-                Some(SessionCmd::Policy(p)) => write_msg(w, &ControllerMsg::Policy(p)).await?,
+                Some(SessionCmd::Policy(p)) => {
+                    st.policy = None;
+                    write_msg(w, &ControllerMsg::Policy(p)).await?
+                }
                 None => return Ok(()),
             }
         }
@@ -629,8 +636,11 @@ async fn evidence(
     let (ear, counters) = match outcome {
         Ok(verified) => {
             let refs = ctl.references(&st.id).await?;
-            let policy = ctl.policy_expectation(&st.id).await?;
-            let ear = appraise::appraise(&verified.body, &ev.log, &refs, &policy, now_s);
+            if st.policy.is_none() {
+                st.policy = Some(ctl.policy_expectation(&st.id).await?);
+            }
+            let policy = st.policy.as_ref().expect("just loaded");
+            let ear = appraise::appraise(&verified.body, &ev.log, &refs, policy, now_s);
             let c = (verified.body.counters.boot, verified.body.counters.quote);
             (ear, Some(c))
         }
@@ -686,15 +696,32 @@ async fn sweeper(ctl: Arc<Controller>) {
 }
 
 impl Controller {
-    /// The reference manifests gateway `id` may match.
+    /// The reference manifests gateway `id` may match. Parsed and signature-checked manifests
+    /// are cached (dropped on import or retirement here, and after an epoch, so replicas
+    /// sharing a database see each other's imports).
     pub async fn references(
         &self,
         id: &str,
     ) -> Result<Vec<(i64, gw_proto::manifest::ReferenceManifest)>, StoreError> {
         let only = self.store.gateway(id).await?.and_then(|g| g.manifests);
+        let all = self.manifest_cache().await?;
+        Ok(all
+            .iter()
+            .filter(|(mid, _)| only.as_ref().is_none_or(|o| o.contains(mid)))
+            .cloned()
+            .collect())
+    }
+
+    async fn manifest_cache(&self) -> Result<crate::Manifests, StoreError> {
+        let max_age = self.settings.epoch.min(Duration::from_secs(30));
+        if let Some((at, cached)) = self.manifests.lock().await.as_ref()
+            && at.elapsed() < max_age
+        {
+            return Ok(cached.clone());
+        }
         let mut out = Vec::new();
         for m in self.store.manifests().await? {
-            if !m.allowed || only.as_ref().is_some_and(|o| !o.contains(&m.id)) {
+            if !m.allowed {
                 continue;
             }
             let env = gw_proto::manifest::SignedManifest::from_json(&m.envelope)
@@ -702,7 +729,14 @@ impl Controller {
             let (_, manifest) = env.open().map_err(|_| StoreError::Corrupt("manifest"))?;
             out.push((m.id, manifest));
         }
+        let out = Arc::new(out);
+        *self.manifests.lock().await = Some((std::time::Instant::now(), out.clone()));
         Ok(out)
+    }
+
+    /// Forget cached manifests (after an import or a retirement).
+    pub async fn manifests_changed(&self) {
+        *self.manifests.lock().await = None;
     }
 
     /// What gateway `id` should be running as policy.

@@ -75,7 +75,12 @@ pub struct Controller {
     sessions: Mutex<HashMap<String, mpsc::Sender<gateways::SessionCmd>>>,
     /// Batching quote verifier.
     verifier: gateways::VerifierHandle,
+    /// Checked reference manifests and when they were loaded.
+    manifests: Mutex<Option<(std::time::Instant, Manifests)>>,
 }
+
+/// Checked reference manifests: `(id, manifest)`.
+pub type Manifests = Arc<Vec<(i64, gw_proto::manifest::ReferenceManifest)>>;
 
 /// One result as it is recorded.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -104,6 +109,7 @@ impl Controller {
             results,
             sessions: Mutex::new(HashMap::new()),
             verifier: gateways::spawn_verifier(),
+            manifests: Mutex::new(None),
         })
     }
 }

@@ -237,23 +237,37 @@ async fn run(cli: Cli) -> Result<()> {
                 unreachable_after,
             };
             let ctl = Controller::new(store, pki, settings);
-            println!(
+            say(&format!(
                 "gw-controller: gateways on {}, dashboard and API on https://{}/ , database {}, epoch {}",
                 agents.local_addr()?,
                 api.local_addr()?,
                 redact(&url),
                 humantime::format_duration(epoch)
-            );
+            ));
             print_provisioning(&cli.state_dir, &ctl.pki);
+            // Results as they are committed, one line each. A closed stdout (the reader went
+            // away) stops the printing, never the controller.
             let mut results = ctl.results.subscribe();
             tokio::spawn(async move {
-                while let Ok(r) = results.recv().await {
+                use std::io::Write;
+                loop {
+                    let r = match results.recv().await {
+                        Ok(r) => r,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(_) => return,
+                    };
                     let why = if r.reasons.is_empty() {
                         String::new()
                     } else {
                         format!(" — {}", r.reasons.join("; "))
                     };
-                    println!("result {} {}{why}", r.gateway_id, r.status);
+                    let mut out = std::io::stdout().lock();
+                    if writeln!(out, "result {} {}{why}", r.gateway_id, r.status)
+                        .and_then(|()| out.flush())
+                        .is_err()
+                    {
+                        return;
+                    }
                 }
             });
             tokio::select! {
@@ -296,13 +310,20 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// Print a line to stdout; a closed stdout is not an error worth stopping a server for.
+fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+}
+
 fn print_provisioning(dir: &Path, pki: &Pki) {
-    println!(
+    say(&format!(
         "provision gateways with: CA {} · command key {} · operator token in {}",
         pki.ca_cert_path().display(),
         hex::encode(pki.command_key().verifying_key().as_bytes()),
         dir.join("operator.token").display()
-    );
+    ));
 }
 
 async fn operate(dir: &Path, api: SocketAddr, cmd: Command) -> Result<()> {

@@ -70,7 +70,15 @@ impl Controller {
             .spawn()
             .context("starting gw-controller")?;
         let mut first = String::new();
-        BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut first)?;
+        let mut reader = BufReader::new(child.stdout.take().context("stdout")?);
+        reader.read_line(&mut first)?;
+        // Keep draining its result lines.
+        std::thread::spawn(move || {
+            let mut sink = String::new();
+            while reader.read_line(&mut sink).is_ok_and(|n| n > 0) {
+                sink.clear();
+            }
+        });
         let field = |after: &str, until: char| {
             first
                 .split(after)
