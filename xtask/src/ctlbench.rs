@@ -132,6 +132,11 @@ impl Controller {
             .sum())
     }
 
+    /// CPU seconds (user + system) the controller has used.
+    fn cpu_s(&self) -> Result<f64> {
+        cpu_seconds(self.child.id())
+    }
+
     fn rss_kib(&self) -> Result<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
         status
@@ -140,6 +145,16 @@ impl Controller {
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
             .context("no VmRSS")
     }
+}
+
+/// CPU seconds (user + system) process `pid` has used, from /proc (clock ticks of 1/100 s).
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which is in parentheses and may contain spaces).
+    let rest = &stat[stat.rfind(')').context("bad /proc stat")? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?;
+    Ok(ticks / 100.0)
 }
 
 fn loadgen(root: &Path, c: &Controller, gateways: usize, ramp: usize, hold: &str) -> Result<Child> {
@@ -211,18 +226,25 @@ pub fn bench(root: &Path, p: &Params) -> Result<String> {
         );
         std::thread::sleep(Duration::from_secs_f64(ramp_s + 10.0));
         let (t0, r0) = (Instant::now(), c.results()?);
+        let (c0, l0) = (c.cpu_s()?, cpu_seconds(lg.id())?);
         let window = (secs(&p.tp_hold)? - 15.0).max(10.0);
         std::thread::sleep(Duration::from_secs_f64(window));
         let (r1, dt) = (c.results()?, t0.elapsed().as_secs_f64());
+        let ctl_cpu = c.cpu_s()? - c0;
+        let lg_cpu = cpu_seconds(lg.id())? - l0;
         let offered = p.tp_gateways as f64 / secs(&p.tp_epoch)?;
         let rate = (r1 - r0) as f64 / dt;
         let _ = lg.wait();
+        let per_core = (r1 - r0) as f64 / ctl_cpu.max(0.001);
         writeln!(
             report,
-            "| throughput run | value |\n|---|---|\n| gateways × epoch | {} × {} (offers {offered:.0} quotes/s) |\n| committed results (verify + appraise + SQLite) | **{rate:.0}/s** over {dt:.0} s (goal ≥ 5,000/s: {:.2}× the goal) |\n",
+            "| throughput run | value |\n|---|---|\n| gateways × epoch | {} × {} (offers {offered:.0} quotes/s) |\n| committed results (verify + appraise + SQLite) | **{rate:.0}/s** over {dt:.0} s (goal ≥ 5,000/s: {:.2}× the goal) |\n| CPU used in the window | controller {:.0} %, load generator {:.0} % (of one core) |\n| results per controller CPU-second | {per_core:.0} (so {:.0}/s if the controller had both cores) |\n",
             p.tp_gateways,
             p.tp_epoch,
-            rate / 5000.0
+            rate / 5000.0,
+            100.0 * ctl_cpu / dt,
+            100.0 * lg_cpu / dt,
+            per_core * 2.0
         )?;
     }
 
