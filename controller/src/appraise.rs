@@ -58,8 +58,8 @@ pub struct Submod {
         skip_serializing_if = "Option::is_none"
     )]
     pub policy_id: Option<String>,
-    /// Why, in words an operator can act on.
-    #[serde(rename = "gw.reasons")]
+    /// Why, in words an operator can act on (absent when there is nothing to say).
+    #[serde(rename = "gw.reasons", default, skip_serializing_if = "Vec::is_empty")]
     pub reasons: Vec<String>,
 }
 
@@ -187,8 +187,49 @@ pub fn crypto_failure(
     ear
 }
 
-/// Reference values a gateway may match: `(manifest id, manifest)`.
-pub type References<'a> = &'a [(i64, ReferenceManifest)];
+/// A reference manifest prepared for appraisal: digests parsed once, looked up by component.
+#[derive(Debug, Clone)]
+pub struct Reference {
+    /// Manifest id in the store.
+    pub id: i64,
+    /// `manifest:<id> <name> <version>`, the appraisal policy id it gives.
+    pub label: String,
+    allowed: HashMap<String, std::collections::HashSet<Digest>>,
+}
+
+impl Reference {
+    /// Prepare manifest `id`.
+    pub fn new(id: i64, m: &ReferenceManifest) -> Self {
+        let allowed = m
+            .components
+            .iter()
+            .map(|(c, list)| {
+                (
+                    c.clone(),
+                    list.iter().filter_map(|d| gw_proto::hex32(d)).collect(),
+                )
+            })
+            .collect();
+        Self {
+            id,
+            label: format!("manifest:{id} {} {}", m.name, m.version),
+            allowed,
+        }
+    }
+
+    fn allows(&self, component: &str, digest: &Digest) -> bool {
+        self.allowed
+            .get(component)
+            .is_some_and(|set| set.contains(digest))
+    }
+
+    fn covers(&self, component: &str) -> bool {
+        self.allowed.contains_key(component)
+    }
+}
+
+/// Reference values a gateway may match.
+pub type References<'a> = &'a [Reference];
 
 /// What the controller sent as policy, for checking the policy and config measurements.
 #[derive(Debug, Clone, Default)]
@@ -259,18 +300,19 @@ pub fn appraise(
 }
 
 fn appraise_binary(name: &str, digest: &Digest, references: References<'_>) -> Submod {
-    let matched: Vec<String> = references
-        .iter()
-        .filter(|(_, m)| m.allows(name, digest))
-        .map(|(id, m)| format!("manifest:{id} {} {}", m.name, m.version))
-        .collect();
-    if !matched.is_empty() {
+    let mut matched = references.iter().filter(|r| r.allows(name, digest));
+    if let Some(first) = matched.next() {
         let mut s = sub(Tier::Affirming, "executables", 2, None);
-        s.policy_id = Some(matched.join(", "));
+        let mut id = first.label.clone();
+        for r in matched {
+            id.push_str(", ");
+            id.push_str(&r.label);
+        }
+        s.policy_id = Some(id);
         return s;
     }
     let short = &hex::encode(digest)[..16];
-    if references.iter().any(|(_, m)| m.covers(name)) {
+    if references.iter().any(|r| r.covers(name)) {
         sub(
             Tier::Contraindicated,
             "executables",
@@ -433,10 +475,10 @@ mod tests {
         Event::new(PcrIndex::new(pcr).unwrap(), digest, kind, name, "1")
     }
 
-    fn refs() -> Vec<(i64, ReferenceManifest)> {
+    fn refs() -> Vec<Reference> {
         let mut m = ReferenceManifest::new("img", "1", "qemu-virt");
         m.allow("hypervisor", &[1; 32]).allow("kernel", &[2; 32]);
-        vec![(1, m)]
+        vec![Reference::new(1, &m)]
     }
 
     fn doc(version: u64, firewall: &str) -> PolicyDocument {

@@ -42,6 +42,8 @@ const RECENT_NONCES: usize = 32;
 pub enum SessionCmd {
     /// Send this signed policy.
     Policy(SignedPolicy),
+    /// The operator changed the gateway's record (e.g. its manifest pins): reload it.
+    Reload,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -391,6 +393,9 @@ struct SessionState {
     recent: VecDeque<[u8; 32]>,
     /// What the gateway should be running; reloaded when a policy is sent or answered.
     policy: Option<PolicyExpectation>,
+    /// Manifests the operator pinned this gateway to (`None`: any); reloaded on
+    /// [`SessionCmd::Reload`].
+    pins: Option<Vec<i64>>,
 }
 
 async fn session(
@@ -481,6 +486,7 @@ async fn run_session<W: AsyncWrite + Unpin>(
         last: row.last_counters,
         recent: VecDeque::new(),
         policy: None,
+        pins: row.manifests.clone(),
     };
     // A policy the gateway has not confirmed yet goes out first.
     if let Some(p) = ctl.store.latest_policy(&row.id).await?
@@ -553,6 +559,10 @@ async fn run_session<W: AsyncWrite + Unpin>(
                 Some(SessionCmd::Policy(p)) => {
                     st.policy = None;
                     write_msg(w, &ControllerMsg::Policy(p)).await?
+                }
+                Some(SessionCmd::Reload) => {
+                    st.pins = ctl.store.gateway(&st.id).await?.and_then(|g| g.manifests);
+                    st.policy = None;
                 }
                 None => return Ok(()),
             }
@@ -635,7 +645,7 @@ async fn evidence(
     let now_s = now_ms() / 1000;
     let (ear, counters) = match outcome {
         Ok(verified) => {
-            let refs = ctl.references(&st.id).await?;
+            let refs = ctl.references(st.pins.as_deref()).await?;
             if st.policy.is_none() {
                 st.policy = Some(ctl.policy_expectation(&st.id).await?);
             }
@@ -696,20 +706,15 @@ async fn sweeper(ctl: Arc<Controller>) {
 }
 
 impl Controller {
-    /// The reference manifests gateway `id` may match. Parsed and signature-checked manifests
-    /// are cached (dropped on import or retirement here, and after an epoch, so replicas
-    /// sharing a database see each other's imports).
-    pub async fn references(
-        &self,
-        id: &str,
-    ) -> Result<Vec<(i64, gw_proto::manifest::ReferenceManifest)>, StoreError> {
-        let only = self.store.gateway(id).await?.and_then(|g| g.manifests);
+    /// The reference manifests a gateway pinned to `pins` (`None`: any allowed) may match.
+    /// Parsed and signature-checked manifests are cached (dropped on import or retirement
+    /// here, and after an epoch, so replicas sharing a database see each other's imports).
+    pub async fn references(&self, pins: Option<&[i64]>) -> Result<crate::Manifests, StoreError> {
         let all = self.manifest_cache().await?;
-        Ok(all
-            .iter()
-            .filter(|(mid, _)| only.as_ref().is_none_or(|o| o.contains(mid)))
-            .cloned()
-            .collect())
+        Ok(match pins {
+            None => all,
+            Some(p) => Arc::new(all.iter().filter(|r| p.contains(&r.id)).cloned().collect()),
+        })
     }
 
     async fn manifest_cache(&self) -> Result<crate::Manifests, StoreError> {
@@ -727,7 +732,7 @@ impl Controller {
             let env = gw_proto::manifest::SignedManifest::from_json(&m.envelope)
                 .map_err(|_| StoreError::Corrupt("manifest"))?;
             let (_, manifest) = env.open().map_err(|_| StoreError::Corrupt("manifest"))?;
-            out.push((m.id, manifest));
+            out.push(appraise::Reference::new(m.id, &manifest));
         }
         let out = Arc::new(out);
         *self.manifests.lock().await = Some((std::time::Instant::now(), out.clone()));
@@ -758,6 +763,13 @@ impl Controller {
             earlier,
             latest_in_flight: in_flight,
         })
+    }
+
+    /// Tell gateway `id`'s session (if it is connected here) that its record changed.
+    pub async fn reload_session(&self, id: &str) {
+        if let Some(s) = self.sessions.lock().await.get(id) {
+            let _ = s.send(SessionCmd::Reload).await;
+        }
     }
 
     /// Compile, sign and store a new policy for gateway `id` from its device policies, and

@@ -79,8 +79,8 @@ pub struct Controller {
     manifests: Mutex<Option<(std::time::Instant, Manifests)>>,
 }
 
-/// Checked reference manifests: `(id, manifest)`.
-pub type Manifests = Arc<Vec<(i64, gw_proto::manifest::ReferenceManifest)>>;
+/// Checked reference manifests, prepared for appraisal.
+pub type Manifests = Arc<Vec<appraise::Reference>>;
 
 /// One result as it is recorded.
 #[derive(Debug, Clone, serde::Serialize)]

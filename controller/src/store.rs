@@ -697,25 +697,32 @@ async fn writer(pool: AnyPool, mut rx: mpsc::Receiver<Job>) {
 }
 
 async fn write_batch(pool: &AnyPool, batch: &[Job]) -> StoreResult<Vec<bool>> {
+    use std::fmt::Write as _;
     let mut tx = pool.begin().await?;
-    let mut changed = Vec::with_capacity(batch.len());
+    // All results in one statement (at most 512 × 4 parameters, well inside both databases'
+    // limits), then one update per gateway.
+    let mut sql = String::from("INSERT INTO results (gateway_id, at, status, ear) VALUES ");
+    for i in 0..batch.len() {
+        let n = 4 * i;
+        let sep = if i == 0 { "" } else { ", " };
+        let _ = write!(sql, "{sep}(${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4);
+    }
+    let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
     for job in batch {
         let r = &job.result;
-        sqlx::query("INSERT INTO results (gateway_id, at, status, ear) VALUES ($1, $2, $3, $4)")
+        insert = insert
             .bind(r.gateway_id.clone())
             .bind(r.at)
             .bind(r.status.clone())
-            .bind(r.ear.to_string())
-            .execute(&mut *tx)
-            .await?;
-        let before: Option<String> = sqlx::query("SELECT status FROM gateways WHERE id = $1")
-            .bind(r.gateway_id.clone())
-            .fetch_optional(&mut *tx)
-            .await?
-            .map(|row| row.try_get("status"))
-            .transpose()?;
-        let is_change = before.as_deref() != Some(r.status.as_str());
-        sqlx::query("UPDATE gateways SET status = $1, status_since = CASE WHEN status = $2 THEN status_since ELSE $3 END, last_result_at = $4, last_boot = COALESCE($5, last_boot), last_quote = COALESCE($6, last_quote) WHERE id = $7")
+            .bind(r.ear.to_string());
+    }
+    insert.execute(&mut *tx).await?;
+    let mut changed = Vec::with_capacity(batch.len());
+    for job in batch {
+        let r = &job.result;
+        // `status_since` moves to this result's time exactly when the status changes, so the
+        // returned value tells whether it did (one statement, and right with several replicas).
+        let row = sqlx::query("UPDATE gateways SET status = $1, status_since = CASE WHEN status = $2 THEN status_since ELSE $3 END, last_result_at = $4, last_boot = COALESCE($5, last_boot), last_quote = COALESCE($6, last_quote) WHERE id = $7 RETURNING status_since")
             .bind(r.status.clone())
             .bind(r.status.clone())
             .bind(r.at)
@@ -723,9 +730,10 @@ async fn write_batch(pool: &AnyPool, batch: &[Job]) -> StoreResult<Vec<bool>> {
             .bind(r.counters.map(|c| c.0 as i64))
             .bind(r.counters.map(|c| c.1 as i64))
             .bind(r.gateway_id.clone())
-            .execute(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?;
-        changed.push(is_change);
+        let since: Option<i64> = row.map(|row| row.try_get("status_since")).transpose()?;
+        changed.push(since == Some(r.at));
     }
     tx.commit().await?;
     Ok(changed)
