@@ -137,6 +137,25 @@ impl Ear {
     }
 }
 
+/// The problems in a stored (JSON) result, `component: reason`, as [`Ear::problems`] gives
+/// them for a typed one.
+pub fn problems_in(ear: &serde_json::Value) -> Vec<String> {
+    ear["submods"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, s)| s["ear.status"] != "affirming")
+        .flat_map(|(n, s)| {
+            s["gw.reasons"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r.as_str())
+                .map(move |r| format!("{n}: {r}"))
+        })
+        .collect()
+}
+
 fn sub(status: Tier, claim: &str, value: i8, reason: Option<String>) -> Submod {
     let mut vector = BTreeMap::new();
     vector.insert(claim.into(), value);

@@ -253,16 +253,7 @@ where
                     &row.attestation_key[..16],
                     &hex::encode(proven.ak.as_bytes())[..16]
                 );
-                let mut ear = appraise::crypto_failure(
-                    &VerifyError::BadSignature,
-                    None,
-                    &[],
-                    None,
-                    &[0; 32],
-                    now_ms() / 1000,
-                );
-                ear.submods.clear();
-                ear.status = Tier::None;
+                let mut ear = empty_ear();
                 put_reason(&mut ear, "identity", Tier::Contraindicated, &reason);
                 record(ctl, &id, ear, None).await?;
                 return refuse(w, reason).await;
@@ -389,6 +380,8 @@ fn announce(
 struct SessionState {
     id: String,
     key: VerifyingKey,
+    /// The trusted agent's key: reports must be signed with it.
+    agent_key: VerifyingKey,
     last: Option<(u64, u64)>,
     recent: VecDeque<[u8; 32]>,
     /// What the gateway should be running; reloaded when a policy is sent or answered.
@@ -480,9 +473,11 @@ async fn run_session<W: AsyncWrite + Unpin>(
     cmds: &mut mpsc::Receiver<SessionCmd>,
 ) -> anyhow::Result<()> {
     let key_bytes = gw_proto::hex32(&row.attestation_key).ok_or(StoreError::Corrupt("key"))?;
+    let agent_bytes = gw_proto::hex32(&row.agent_key).ok_or(StoreError::Corrupt("key"))?;
     let mut st = SessionState {
         id: row.id.clone(),
         key: VerifyingKey::from_bytes(&key_bytes)?,
+        agent_key: VerifyingKey::from_bytes(&agent_bytes)?,
         last: row.last_counters,
         recent: VecDeque::new(),
         policy: None,
@@ -524,7 +519,11 @@ async fn run_session<W: AsyncWrite + Unpin>(
                     if st.recent.len() > RECENT_NONCES {
                         st.recent.pop_front();
                     }
-                    pending = Some((nonce, Instant::now() + ctl.settings.epoch));
+                    // The next challenge is due an epoch after this one, however long this
+                    // one takes to answer and verify: the schedule does not drift with load.
+                    let sent = Instant::now();
+                    pending = Some((nonce, sent + ctl.settings.epoch));
+                    next = sent + jittered(ctl);
                 }
             }
             msg = inbox.recv() => {
@@ -540,7 +539,6 @@ async fn run_session<W: AsyncWrite + Unpin>(
                         evidence(ctl, &mut st, *ev, nonce).await?;
                         ctl.metrics.verify_seconds.observe(started.elapsed().as_secs_f64());
                         missed = 0;
-                        next = Instant::now() + jittered(ctl);
                     }
                     AgentMsg::PolicyResult { version, error } => {
                         if let Some(e) = &error {
@@ -549,7 +547,16 @@ async fn run_session<W: AsyncWrite + Unpin>(
                         ctl.store.policy_outcome(&st.id, version, error.as_deref()).await?;
                         st.policy = None;
                     }
-                    AgentMsg::Report(report) => ctl.store.put_report(&st.id, &report).await?,
+                    AgentMsg::Report(signed) => match signed.open(&st.agent_key) {
+                        Some(report) => ctl.store.put_report(&st.id, &report).await?,
+                        None => {
+                            ctl.metrics.reports_rejected.inc();
+                            tracing::warn!(
+                                "gateway {}: report not signed by its trusted agent, ignored",
+                                st.id
+                            );
+                        }
+                    },
                     AgentMsg::Enroll(_) | AgentMsg::Hello { .. } => {
                         return refuse(w, "unexpected message in a session".into()).await;
                     }

@@ -125,3 +125,11 @@ pub async fn serve(
     tokio::try_join!(gateways::serve(ctl.clone(), agents), api::serve(ctl, api))?;
     Ok(())
 }
+
+/// Each connected gateway holds a socket: raise the soft limit on open files to the hard limit.
+pub fn raise_fd_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut l = getrlimit(Resource::Nofile);
+    l.current = l.maximum;
+    let _ = setrlimit(Resource::Nofile, l);
+}

@@ -150,17 +150,9 @@ enum Command {
     },
 }
 
-/// Each connected gateway holds a socket: allow as many as the hard limit permits.
-fn raise_fd_limit() {
-    use rustix::process::{Resource, getrlimit, setrlimit};
-    let mut l = getrlimit(Resource::Nofile);
-    l.current = l.maximum;
-    let _ = setrlimit(Resource::Nofile, l);
-}
-
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    raise_fd_limit();
+    gw_controller::raise_fd_limit();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("GW_LOG").unwrap_or_else(|_| "info".into()),
@@ -372,20 +364,7 @@ async fn operate(dir: &Path, api: SocketAddr, cmd: Command) -> Result<()> {
                 .get_json(&format!("/api/v1/gateways/{id}/results?limit={limit}"))
                 .await?;
             for r in rows {
-                let problems: Vec<String> = r.ear["submods"]
-                    .as_object()
-                    .into_iter()
-                    .flatten()
-                    .filter(|(_, s)| s["ear.status"] != "affirming")
-                    .flat_map(|(n, s)| {
-                        s["gw.reasons"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .filter_map(|x| x.as_str())
-                            .map(move |x| format!("{n}: {x}"))
-                    })
-                    .collect();
+                let problems = gw_controller::appraise::problems_in(&r.ear);
                 println!("{} {:<16} {}", r.at, r.status, problems.join("; "));
             }
         }

@@ -42,6 +42,8 @@ pub struct Metrics {
     pub verify_seconds: Histogram,
     /// Webhook deliveries that failed for good.
     pub webhook_failures: Counter,
+    /// Gateway reports whose agent signature did not verify.
+    pub reports_rejected: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -68,6 +70,7 @@ impl Metrics {
             connected: Gauge::default(),
             verify_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             webhook_failures: Counter::default(),
+            reports_rejected: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("challenges", "Challenges sent", m.challenges.clone());
@@ -100,6 +103,11 @@ impl Metrics {
             "webhook_failures",
             "Webhook deliveries given up after retries",
             m.webhook_failures.clone(),
+        );
+        registry.register(
+            "reports_rejected",
+            "Gateway reports not signed by the gateway's trusted agent",
+            m.reports_rejected.clone(),
         );
         Self { registry, ..m }
     }

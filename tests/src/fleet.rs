@@ -283,20 +283,7 @@ impl Drop for ControllerProc {
 
 /// Reasons in a result, as `component: reason`.
 pub fn reasons(result: &serde_json::Value) -> Vec<String> {
-    result["ear"]["submods"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter(|(_, s)| s["ear.status"] != "affirming")
-        .flat_map(|(n, s)| {
-            s["gw.reasons"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|r| r.as_str())
-                .map(move |r| format!("{n}: {r}"))
-        })
-        .collect()
+    gw_controller::appraise::problems_in(&result["ear"])
 }
 
 /// Status of one component in a result.

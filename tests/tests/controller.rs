@@ -251,11 +251,49 @@ fn replayed_reused_and_forged_evidence_is_named() {
         let ev5 = gw_agent::evidence(&mut mon, &n5).unwrap();
         write_msg(&mut w, &send(ev5)).await.unwrap();
         let _ = next_challenge(&mut r).await;
+
+        // Reports: one with a forged agent signature is dropped, a signed one is kept.
+        let report = |mac: &str| {
+            postcard::to_stdvec(&gw_proto::wire::GatewayReport {
+                devices: vec![gw_proto::wire::Device {
+                    mac: mac.into(),
+                    ip: Some("192.0.2.10".into()),
+                    hostname: Some("cam".into()),
+                }],
+                datapath: None,
+            })
+            .unwrap()
+        };
+        let forged = gw_proto::wire::SignedReport {
+            body: report("02:00:00:00:00:66"),
+            signature: ed25519_dalek::Signature::from_bytes(&[7; 64]),
+        };
+        write_msg(&mut w, &AgentMsg::Report(forged)).await.unwrap();
+        let body = report("02:00:00:00:00:01");
+        let signature = mon.agent_sign(&body).unwrap();
+        write_msg(
+            &mut w,
+            &AgentMsg::Report(gw_proto::wire::SignedReport { body, signature }),
+        )
+        .await
+        .unwrap();
+        let _ = next_challenge(&mut r).await;
     });
+    let devices = ctl.get("/api/v1/gateways/gw-rogue")["devices"].clone();
+    assert_eq!(
+        devices,
+        serde_json::json!([{"mac": "02:00:00:00:00:01", "ip": "192.0.2.10", "hostname": "cam"}]),
+        "only the agent-signed report counts"
+    );
+    let metrics = ctl.request(hyper::Method::GET, "/metrics", None).1;
+    assert!(
+        metrics.contains("gatewarden_reports_rejected_total 1"),
+        "{metrics}"
+    );
 
     let rows = ctl.get("/api/v1/gateways/gw-rogue/results?limit=10");
     let rows: Vec<&serde_json::Value> = rows.as_array().unwrap().iter().rev().collect();
-    assert_eq!(rows.len(), 5, "{rows:#?}");
+    assert!(rows.len() >= 5, "{rows:#?}");
     assert!(only_monitor_warning(rows[0]), "{:#}", rows[0]);
     let named = |r: &serde_json::Value, what: &str| {
         assert_eq!(status(r), "contraindicated", "{r:#}");

@@ -96,6 +96,26 @@ fn gateway_in_qemu_is_attested_and_a_modified_config_is_named() {
         "{r:#}"
     );
 
+    // The agent's device inventory (from the guest's ARP table), signed through the
+    // hypervisor's AGENT_SIGN and checked by the controller: QEMU's forward is a neighbour.
+    let deadline = std::time::Instant::now() + gw_tests::fleet::WAIT;
+    loop {
+        let d = ctl.get(&format!("/api/v1/gateways/{id}"));
+        let seen = d["devices"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|dev| dev["ip"] == "10.0.2.100");
+        if seen {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no signed device report: {d:#}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+
     // A device policy: signed by the controller, checked by the hypervisor (POLICY_SET with the
     // provisioned key), measured, and proven by the next quote.
     let policy = state.path().join("policy.json");

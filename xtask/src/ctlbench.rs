@@ -192,8 +192,9 @@ fn secs(s: &str) -> Result<f64> {
     })
 }
 
-/// Run both parts and return the report.
-pub fn bench(root: &Path, p: &Params) -> Result<String> {
+/// Run the parts asked for (a part with 0 gateways is skipped); returns `(section, report)`
+/// pairs for docs/benchmarks.md.
+pub fn bench(root: &Path, p: &Params) -> Result<Vec<(&'static str, String)>> {
     let mut b = crate::cargo();
     b.args([
         "build",
@@ -204,18 +205,20 @@ pub fn bench(root: &Path, p: &Params) -> Result<String> {
         "gw-loadgen",
     ]);
     crate::run("release builds of the controller and the load generator", b)?;
-    let mut report = String::from("## Controller under simulated fleets (gw-loadgen)\n\n");
-    writeln!(
-        report,
-        "Measured side by side in one `cargo xtask bench controller` run on: {}. The controller \
-         (release, SQLite) and the load generator share the machine's cores. Each simulated \
-         gateway is the real agent over the real monitor core in process (own keys, 50-entry \
-         event log, mutual TLS).\n",
-        crate::machine()
-    )?;
+    let head = |title: &str| {
+        format!(
+            "## Controller: {title} (gw-loadgen)\n\nMeasured by `cargo xtask bench controller` on: {}. \
+             The controller (release, SQLite) and the load generator share the machine's cores. \
+             Each simulated gateway is the real agent over the real monitor core in process (own \
+             keys, 50-entry event log, mutual TLS).\n\n",
+            crate::machine()
+        )
+    };
+    let mut out = Vec::new();
 
     // 1. Throughput.
-    {
+    if p.tp_gateways > 0 {
+        let mut report = head("verification throughput");
         let c = Controller::start(root, "throughput", &p.tp_epoch)?;
         let ramp = 1000;
         let mut lg = loadgen(root, &c, p.tp_gateways, ramp, &p.tp_hold)?;
@@ -246,10 +249,12 @@ pub fn bench(root: &Path, p: &Params) -> Result<String> {
             100.0 * lg_cpu / dt,
             per_core * 2.0
         )?;
+        out.push(("controller-throughput", report));
     }
 
     // 2. Scale.
-    {
+    if p.gateways > 0 {
+        let mut report = head("a fleet held at its epoch");
         let c = Controller::start(root, "scale", &p.epoch)?;
         std::thread::sleep(Duration::from_secs(2));
         let idle = c.rss_kib()?;
@@ -286,6 +291,7 @@ pub fn bench(root: &Path, p: &Params) -> Result<String> {
             rss / 1024,
             (rss.saturating_sub(idle)) as f64 / connected.max(1.0)
         )?;
+        out.push(("controller-scale", report));
     }
-    Ok(report)
+    Ok(out)
 }

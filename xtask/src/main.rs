@@ -120,7 +120,7 @@ enum Task {
         /// Do not rewrite docs/benchmarks.md; only print the table.
         #[arg(long)]
         no_write: bool,
-        /// Suite `controller`: gateways in the scale run.
+        /// Suite `controller`: gateways in the scale run (0 skips it).
         #[arg(long, default_value_t = 10_000)]
         gateways: usize,
         /// Suite `controller`: epoch of the scale run.
@@ -129,7 +129,7 @@ enum Task {
         /// Suite `controller`: how long the scale run holds its fleet.
         #[arg(long, default_value = "10m")]
         hold: String,
-        /// Suite `controller`: gateways in the throughput run.
+        /// Suite `controller`: gateways in the throughput run (0 skips it).
         #[arg(long, default_value_t = 2_000)]
         tp_gateways: usize,
         /// Suite `controller`: epoch of the throughput run.
@@ -193,7 +193,7 @@ fn main() -> Result<()> {
             tp_hold,
             ..
         } => {
-            let report = ctlbench::bench(
+            let reports = ctlbench::bench(
                 &root,
                 &ctlbench::Params {
                     gateways,
@@ -204,10 +204,12 @@ fn main() -> Result<()> {
                     tp_hold,
                 },
             )?;
-            println!("{report}");
-            if !no_write {
-                write_section(&root.join("docs/benchmarks.md"), "controller", &report)?;
-                eprintln!("==> wrote docs/benchmarks.md");
+            for (section, report) in reports {
+                println!("{report}");
+                if !no_write {
+                    write_section(&root.join("docs/benchmarks.md"), section, &report)?;
+                    eprintln!("==> wrote the {section} section of docs/benchmarks.md");
+                }
             }
             Ok(())
         }

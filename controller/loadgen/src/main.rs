@@ -144,13 +144,6 @@ fn manifest() -> ReferenceManifest {
     m
 }
 
-fn raise_fd_limit() {
-    use rustix::process::{Resource, getrlimit, setrlimit};
-    let mut l = getrlimit(Resource::Nofile);
-    l.current = l.maximum;
-    let _ = setrlimit(Resource::Nofile, l);
-}
-
 fn main() -> Result<()> {
     let args = Args::parse();
     tracing_subscriber::fmt()
@@ -160,7 +153,7 @@ fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    raise_fd_limit();
+    gw_controller::raise_fd_limit();
     std::fs::create_dir_all(&args.state_dir)?;
     let token = std::fs::read_to_string(args.controller_dir.join("operator.token"))
         .context("reading the operator token")?;

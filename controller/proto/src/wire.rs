@@ -41,8 +41,8 @@ pub enum AgentMsg {
         /// `None` when applied and measured; otherwise why not.
         error: Option<String>,
     },
-    /// Device inventory and data-path counters.
-    Report(GatewayReport),
+    /// Device inventory and data-path counters, signed by the trusted agent.
+    Report(SignedReport),
 }
 
 /// Controller → gateway agent.
@@ -130,6 +130,25 @@ pub struct PolicyDocument {
     /// Middlebox name → configuration text. The agent writes each and measures its SHA-256
     /// as component `config:<name>`.
     pub configs: std::collections::BTreeMap<String, String>,
+}
+
+/// A [`GatewayReport`] as the gateway's trusted agent signed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedReport {
+    /// Postcard encoding of the [`GatewayReport`].
+    pub body: Vec<u8>,
+    /// AGENT_SIGN over `body` (`gw_abi::report_signing_input`), with the gateway's agent key.
+    pub signature: Signature,
+}
+
+impl SignedReport {
+    /// Verify with the gateway's agent key and decode.
+    pub fn open(&self, agent_key: &ed25519_dalek::VerifyingKey) -> Option<GatewayReport> {
+        agent_key
+            .verify_strict(&gw_abi::report_signing_input(&self.body), &self.signature)
+            .ok()?;
+        postcard::from_bytes(&self.body).ok()
+    }
 }
 
 /// Devices behind the gateway and data-path counters.

@@ -167,26 +167,7 @@ async fn gateway_page(State(ctl): Ctl, Path(id): Path<String>) -> Response {
     }
     body.push_str("<h2>Attestation history</h2><table id=\"history\"><tr><th>Time</th><th>Status</th><th>Reasons</th></tr>");
     for r in &history {
-        let reasons: Vec<String> = r
-            .ear
-            .get("submods")
-            .and_then(|s| s.as_object())
-            .map(|subs| {
-                subs.iter()
-                    .filter(|(_, s)| {
-                        s.get("ear.status").and_then(|x| x.as_str()) != Some("affirming")
-                    })
-                    .flat_map(|(n, s)| {
-                        s.get("gw.reasons")
-                            .and_then(|r| r.as_array())
-                            .into_iter()
-                            .flatten()
-                            .filter_map(|r| r.as_str())
-                            .map(move |r| format!("{n}: {r}"))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let reasons = crate::appraise::problems_in(&r.ear);
         body.push_str(&format!(
             "<tr><td>{}</td><td class=\"{st}\">{st}</td><td>{}</td></tr>",
             time(Some(r.at)),

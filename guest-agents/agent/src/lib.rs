@@ -18,8 +18,8 @@ use gw_proto::{
     endorse::Endorsement,
     wire::{
         AgentMsg, ControllerMsg, DatapathCounters, Device, EnrollRequest, EvidenceMsg,
-        GatewayReport, PROTOCOL_VERSION, PolicyDocument, SignedPolicy, enroll_binding, read_msg,
-        write_msg,
+        GatewayReport, PROTOCOL_VERSION, PolicyDocument, SignedPolicy, SignedReport,
+        enroll_binding, read_msg, write_msg,
     },
 };
 use rustls::{ClientConfig, RootCertStore};
@@ -332,6 +332,15 @@ pub fn devices() -> Vec<Device> {
     out
 }
 
+/// The current report, signed by the trusted agent (AGENT_SIGN) so the controller can tell it
+/// came from this gateway's agent and was not altered.
+pub fn signed_report(s: &Settings, monitor: &mut Monitor) -> AgentResult<AgentMsg> {
+    let body = postcard::to_stdvec(&report(s))
+        .map_err(|e| AgentError::Config(format!("encoding the report: {e}")))?;
+    let signature = monitor.agent_sign(&body)?;
+    Ok(AgentMsg::Report(SignedReport { body, signature }))
+}
+
 fn report(s: &Settings) -> GatewayReport {
     let datapath = s
         .datapath_counters
@@ -366,7 +375,7 @@ pub async fn session(s: &Settings, monitor: &mut Monitor) -> AgentResult<()> {
     )
     .await?;
     tracing::info!("connected to the controller at {}", s.controller);
-    write_msg(&mut w, &AgentMsg::Report(report(s))).await?;
+    write_msg(&mut w, &signed_report(s, monitor)?).await?;
     let mut reports = tokio::time::interval(s.report_every);
     reports.tick().await;
     // Reading in its own task keeps reads whole while the loop also waits on the timer.
@@ -383,7 +392,7 @@ pub async fn session(s: &Settings, monitor: &mut Monitor) -> AgentResult<()> {
     let result = async {
         loop {
             tokio::select! {
-                _ = reports.tick() => write_msg(&mut w, &AgentMsg::Report(report(s))).await?,
+                _ = reports.tick() => write_msg(&mut w, &signed_report(s, monitor)?).await?,
                 m = inbox.recv() => {
                     let Some(m) = m else { return Ok(()) };
                     match m? {
