@@ -132,6 +132,70 @@ pub struct PolicyDocument {
     pub configs: std::collections::BTreeMap<String, String>,
 }
 
+/// Middleboxes a chain may have, in the order the controller accepts them.
+pub const MIDDLEBOXES: [&str; 3] = ["firewall", "ids", "monitor"];
+
+/// Data-path settings of a gateway: policy entry `datapath` (JSON). Part of the signed and
+/// measured policy, so switching hop signing off shows in attestation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatapathConfig {
+    /// Tag and check every hop (default). Off only for overhead measurements.
+    #[serde(default = "yes")]
+    pub signing: bool,
+    /// Middleboxes of every chain, in order (default: all of [`MIDDLEBOXES`]).
+    #[serde(default = "default_middleboxes")]
+    pub middleboxes: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_middleboxes() -> Vec<String> {
+    MIDDLEBOXES.iter().map(|s| s.to_string()).collect()
+}
+
+impl Default for DatapathConfig {
+    fn default() -> Self {
+        Self {
+            signing: true,
+            middleboxes: default_middleboxes(),
+        }
+    }
+}
+
+impl DatapathConfig {
+    /// Check the middlebox list: known names, each at most once.
+    pub fn validate(&self) -> Result<(), String> {
+        for (i, m) in self.middleboxes.iter().enumerate() {
+            if !MIDDLEBOXES.contains(&m.as_str()) {
+                return Err(format!(
+                    "unknown middlebox {m:?} (known: {})",
+                    MIDDLEBOXES.join(", ")
+                ));
+            }
+            if self.middleboxes[..i].contains(m) {
+                return Err(format!("middlebox {m:?} appears twice"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Hops of every chain: one per middlebox plus the return hop to the vSwitch.
+    pub fn hops(&self) -> u8 {
+        u8::try_from(self.middleboxes.len() + 1).unwrap_or(u8::MAX)
+    }
+
+    /// Stage of middlebox `kind` (1-based), if the chain has it.
+    pub fn stage_of(&self, kind: &str) -> Option<u8> {
+        self.middleboxes
+            .iter()
+            .position(|m| m == kind)
+            .and_then(|i| u8::try_from(i + 1).ok())
+    }
+}
+
 /// A [`GatewayReport`] as the gateway's trusted agent signed it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignedReport {

@@ -355,6 +355,13 @@ impl<T: Transport> Client<T> {
         expect!(self.call(&Request::AgentVerify { message, signature: *signature })?, Response::Done => ())
     }
 
+    /// The stored policy's version and length, without its bytes (one POLICY_GET at an offset
+    /// past any policy).
+    pub fn policy_version(&mut self) -> CallResult<(u64, u32)> {
+        let r = self.call(&Request::PolicyGet { offset: u32::MAX })?;
+        expect!(r, Response::Policy { version, total, .. } => (version, total))
+    }
+
     /// The whole stored policy (several POLICY_GET calls): `(version, bytes)`.
     pub fn policy_get(&mut self) -> CallResult<(u64, Vec<u8>)> {
         let mut all = Vec::new();
