@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::{Controller, policy::DevicePolicy, store::StoreError};
+use gw_proto::wire::DatapathConfig;
 
 mod dashboard;
 
@@ -37,6 +38,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("put", "/api/v1/gateways/{id}/manifests"),
     ("get", "/api/v1/gateways/{id}/devices/{mac}/policy"),
     ("put", "/api/v1/gateways/{id}/devices/{mac}/policy"),
+    ("get", "/api/v1/gateways/{id}/datapath"),
+    ("put", "/api/v1/gateways/{id}/datapath"),
     ("get", "/api/v1/manifests"),
     ("post", "/api/v1/manifests"),
     ("post", "/api/v1/manifests/{id}/retire"),
@@ -118,6 +121,10 @@ pub fn router(ctl: Arc<Controller>) -> Router {
         .route(
             "/api/v1/gateways/{id}/devices/{mac}/policy",
             get(get_device_policy).put(put_device_policy),
+        )
+        .route(
+            "/api/v1/gateways/{id}/datapath",
+            get(get_datapath).put(put_datapath),
         )
         .route("/api/v1/manifests", get(manifests).post(import_manifest))
         .route("/api/v1/manifests/{id}/retire", post(retire_manifest))
@@ -360,6 +367,37 @@ async fn set_manifests(
     } else {
         Err(not_found("gateway"))
     }
+}
+
+async fn get_datapath(State(ctl): Ctl, Path(id): Path<String>) -> ApiResult<Json<DatapathConfig>> {
+    ctl.store.gateway(&id).await?.ok_or(not_found("gateway"))?;
+    Ok(Json(match ctl.store.datapath_settings(&id).await? {
+        Some(json) => {
+            serde_json::from_str(&json).map_err(|_| StoreError::Corrupt("datapath settings"))?
+        }
+        None => DatapathConfig::default(),
+    }))
+}
+
+async fn put_datapath(
+    State(ctl): Ctl,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<Published>> {
+    let dp: DatapathConfig = json_body(&body, "data-path settings")?;
+    dp.validate().map_err(bad)?;
+    if !ctl
+        .store
+        .set_datapath_settings(&id, &serde_json::to_string(&dp).expect("serialises"))
+        .await?
+    {
+        return Err(not_found("gateway"));
+    }
+    let version = ctl
+        .publish_policy(&id)
+        .await
+        .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, format!("{e:#}")))?;
+    Ok(Json(Published { version }))
 }
 
 async fn get_device_policy(

@@ -421,7 +421,18 @@ fn appraise_policy(
     for (mb, text) in &doc.configs {
         let name = format!("config:{mb}");
         let want = vtpm::sha256(text.as_bytes());
+        // Hop signing off is allowed (overhead measurements) but never affirmed: P_comm2 is
+        // not enforced while it lasts.
+        let signing_off = mb == "datapath"
+            && serde_json::from_str::<gw_proto::wire::DatapathConfig>(text)
+                .is_ok_and(|dp| !dp.signing);
         let s = match measured.get(&name) {
+            Some((d, _)) if *d == want && signing_off => sub(
+                Tier::Warning,
+                "configuration",
+                32,
+                Some("data-path hop signing is off: packets are not tagged or checked".into()),
+            ),
             Some((d, _)) if *d == want => sub(Tier::Affirming, "configuration", 2, None),
             Some(_) if !policy_current && policy.latest_in_flight => sub(
                 Tier::Warning,
@@ -601,6 +612,48 @@ mod tests {
         // Configs without any policy sent.
         let ear = appraise(&b, &[cfg_ev("x")], &[], &PolicyExpectation::default(), 0);
         assert_eq!(ear.submods["config:firewall"].status, Tier::Contraindicated);
+    }
+
+    #[test]
+    fn signing_off_is_a_warning_never_affirmed() {
+        let b = body(MonitorKind::Hypervisor);
+        for (signing, tier) in [(true, Tier::Affirming), (false, Tier::Warning)] {
+            let dp = serde_json::to_string(&gw_proto::wire::DatapathConfig {
+                signing,
+                ..Default::default()
+            })
+            .unwrap();
+            let mut d = doc(3, "fw");
+            d.configs.insert("datapath".into(), dp.clone());
+            let bytes = serde_json::to_vec(&d).unwrap();
+            let exp = PolicyExpectation {
+                latest: Some((3, vtpm::sha256(&bytes), d.clone())),
+                ..Default::default()
+            };
+            let log = [
+                ev(11, ComponentKind::Policy, "policy", vtpm::sha256(&bytes)),
+                ev(
+                    512,
+                    ComponentKind::MiddleboxConfig,
+                    "firewall",
+                    vtpm::sha256(b"fw"),
+                ),
+                ev(
+                    513,
+                    ComponentKind::MiddleboxConfig,
+                    "datapath",
+                    vtpm::sha256(dp.as_bytes()),
+                ),
+            ];
+            let ear = appraise(&b, &log, &[], &exp, 0);
+            assert_eq!(
+                ear.submods["config:datapath"].status, tier,
+                "signing {signing}"
+            );
+            if !signing {
+                assert!(ear.submods["config:datapath"].reasons[0].contains("signing is off"));
+            }
+        }
     }
 
     #[test]

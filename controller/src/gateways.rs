@@ -791,7 +791,11 @@ impl Controller {
             .latest_policy(id)
             .await?
             .map_or(1, |p| p.version + 1);
-        let doc = crate::policy::compile(id, version, &devices);
+        let datapath = match self.store.datapath_settings(id).await? {
+            Some(json) => Some(serde_json::from_str(&json)?),
+            None => None,
+        };
+        let doc = crate::policy::compile(id, version, &devices, datapath.as_ref());
         let signed = crate::policy::sign(&doc, self.pki.command_key())?;
         self.store
             .put_policy(id, version, &signed.body, &signed.signature.to_bytes())

@@ -148,6 +148,18 @@ enum Command {
         /// Policy file.
         file: PathBuf,
     },
+    /// Set a gateway's data path: hop signing on or off (for overhead measurements; the
+    /// setting is signed, measured and so visible in attestation) and the middlebox chain.
+    SetDatapath {
+        /// Gateway id.
+        id: String,
+        /// Tag and check every hop through the monitor.
+        #[arg(long, value_parser = ["on", "off"], default_value = "on")]
+        signing: String,
+        /// Middleboxes of every chain, in order (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "firewall,ids,monitor")]
+        middleboxes: Vec<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -434,6 +446,30 @@ async fn operate(dir: &Path, api: SocketAddr, cmd: Command) -> Result<()> {
                 .await?;
             let v: serde_json::Value = serde_json::from_slice(&b)?;
             println!("policy v{} signed and sent to {id}", v["version"]);
+        }
+        Command::SetDatapath {
+            id,
+            signing,
+            middleboxes,
+        } => {
+            let dp = gw_proto::wire::DatapathConfig {
+                signing: signing == "on",
+                middleboxes,
+            };
+            dp.validate().map_err(anyhow::Error::msg)?;
+            let b = client
+                .call(
+                    Method::PUT,
+                    &format!("/api/v1/gateways/{id}/datapath"),
+                    Some(serde_json::to_vec(&dp)?),
+                )
+                .await?;
+            let v: serde_json::Value = serde_json::from_slice(&b)?;
+            println!(
+                "data path of {id}: signing {signing}, chain {}; policy v{} signed and sent",
+                dp.middleboxes.join(" → "),
+                v["version"]
+            );
         }
         Command::Init { .. } | Command::Serve { .. } | Command::Relay { .. } => {
             unreachable!("handled by run")

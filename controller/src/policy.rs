@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use ed25519_dalek::{Signer, SigningKey};
 use serde::{Deserialize, Serialize};
 
-use gw_proto::wire::{PolicyDocument, SignedPolicy};
+use gw_proto::wire::{DatapathConfig, PolicyDocument, SignedPolicy};
 
 /// An operator's policy for one IoT device.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -92,11 +92,13 @@ impl DevicePolicy {
     }
 }
 
-/// Compile device policies (`mac → policy`) into one middlebox config each.
+/// Compile device policies (`mac → policy`) into one middlebox config each, plus the
+/// gateway's data-path settings (entry `datapath`) when an operator set them.
 pub fn compile(
     gateway_id: &str,
     version: u64,
     devices: &BTreeMap<String, DevicePolicy>,
+    datapath: Option<&DatapathConfig>,
 ) -> PolicyDocument {
     let firewall: BTreeMap<&String, serde_json::Value> = devices
         .iter()
@@ -126,6 +128,12 @@ pub fn compile(
             .expect("json serialises"),
     );
     configs.insert("ids".into(), ids);
+    if let Some(dp) = datapath {
+        configs.insert(
+            "datapath".into(),
+            serde_json::to_string(dp).expect("json serialises"),
+        );
+    }
     configs.insert(
         "monitor".into(),
         serde_json::to_string_pretty(&serde_json::json!({ "devices": monitor }))
@@ -185,7 +193,15 @@ mod tests {
                 ..Default::default()
             },
         );
-        let doc = compile("gw-1", 3, &d);
+        let doc = compile("gw-1", 3, &d, None);
+        assert!(!doc.configs.contains_key("datapath"));
+        let off = DatapathConfig {
+            signing: false,
+            ..Default::default()
+        };
+        let with = compile("gw-1", 3, &d, Some(&off));
+        let back: DatapathConfig = serde_json::from_str(&with.configs["datapath"]).unwrap();
+        assert_eq!(back, off);
         assert!(doc.configs["ids"].contains("sid:1"));
         let key = SigningKey::from_bytes(&[5; 32]);
         let sp = sign(&doc, &key).unwrap();

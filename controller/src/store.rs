@@ -175,17 +175,39 @@ impl std::fmt::Debug for Store {
 }
 
 fn migrator(backend: Backend) -> Migrator {
-    let sql = match backend {
-        Backend::Sqlite => include_str!("../migrations/sqlite/0001_init.sql"),
-        Backend::Postgres => include_str!("../migrations/postgres/0001_init.sql"),
-    };
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        Cow::Borrowed("init"),
-        MigrationType::Simple,
-        sql.into_sql_str(),
-        false,
-    )])
+    // (version, description, SQLite, PostgreSQL): applied in order, each once.
+    const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
+        (
+            1,
+            "init",
+            include_str!("../migrations/sqlite/0001_init.sql"),
+            include_str!("../migrations/postgres/0001_init.sql"),
+        ),
+        (
+            2,
+            "datapath",
+            include_str!("../migrations/sqlite/0002_datapath.sql"),
+            include_str!("../migrations/postgres/0002_datapath.sql"),
+        ),
+    ];
+    Migrator::with_migrations(
+        MIGRATIONS
+            .iter()
+            .map(|&(version, name, sqlite, postgres)| {
+                let sql = match backend {
+                    Backend::Sqlite => sqlite,
+                    Backend::Postgres => postgres,
+                };
+                Migration::new(
+                    version,
+                    Cow::Borrowed(name),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    )
 }
 
 fn hex_key(b: Vec<u8>) -> String {
@@ -511,6 +533,28 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// A gateway's data-path settings (JSON), `None` when never set (the defaults apply).
+    pub async fn datapath_settings(&self, id: &str) -> StoreResult<Option<String>> {
+        let row = sqlx::query("SELECT datapath_settings FROM gateways WHERE id = $1")
+            .bind(id.to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => r.try_get::<Option<String>, _>("datapath_settings")?,
+            None => None,
+        })
+    }
+
+    /// Set a gateway's data-path settings (JSON). False when there is no such gateway.
+    pub async fn set_datapath_settings(&self, id: &str, json: &str) -> StoreResult<bool> {
+        let r = sqlx::query("UPDATE gateways SET datapath_settings = $2 WHERE id = $1")
+            .bind(id.to_owned())
+            .bind(json.to_owned())
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
     }
 
     /// Device policies of a gateway: `(mac, spec JSON)`.

@@ -171,6 +171,34 @@ async fn bad_input_gets_clear_errors() {
             409,
             "not a pending gateway",
         ),
+        (
+            "PUT",
+            "/api/v1/gateways/nope/datapath",
+            r#"{"signing": false, "middleboxes": ["firewall", "nat"]}"#,
+            400,
+            "unknown middlebox",
+        ),
+        (
+            "PUT",
+            "/api/v1/gateways/nope/datapath",
+            r#"{"middleboxes": ["ids", "ids"]}"#,
+            400,
+            "appears twice",
+        ),
+        (
+            "PUT",
+            "/api/v1/gateways/nope/datapath",
+            r#"{"signing": false}"#,
+            404,
+            "no such gateway",
+        ),
+        (
+            "GET",
+            "/api/v1/gateways/nope/datapath",
+            "",
+            404,
+            "no such gateway",
+        ),
     ];
     for (m, uri, body, want, says) in cases {
         let r = app.clone().oneshot(call(m, uri, body)).await.unwrap();

@@ -306,7 +306,7 @@ fn simulate(
         state_dir: state.join(&id),
         config_dir: state.join(&id).join("config"),
         report_every: Duration::from_secs(3600),
-        datapath_counters: None,
+        datapath_dir: None,
     };
     Ok(gw_agent::run(settings, move || {
         Ok(Client::new(Box::new(InProcess {
