@@ -74,8 +74,8 @@ pub struct Settings {
     pub config_dir: PathBuf,
     /// How often to send a report.
     pub report_every: Duration,
-    /// JSON file the vSwitch keeps its counters in, if any.
-    pub datapath_counters: Option<PathBuf>,
+    /// The data path's run directory (stats files of the vSwitch and middleboxes), if any.
+    pub datapath_dir: Option<PathBuf>,
 }
 
 /// The monitor client the agent uses.
@@ -342,11 +342,18 @@ pub fn signed_report(s: &Settings, monitor: &mut Monitor) -> AgentResult<AgentMs
 }
 
 fn report(s: &Settings) -> GatewayReport {
+    // Only a running data path (one that has published stats) has counters to report.
     let datapath = s
-        .datapath_counters
+        .datapath_dir
         .as_ref()
-        .and_then(|p| std::fs::read(p).ok())
-        .and_then(|b| serde_json::from_slice::<DatapathCounters>(&b).ok());
+        .filter(|d| d.join("stats").is_dir())
+        .map(|d| {
+            let (hop_passes, hop_drops) = gw_chain::hop_totals(d);
+            DatapathCounters {
+                hop_drops,
+                hop_passes,
+            }
+        });
     GatewayReport {
         devices: devices(),
         datapath,

@@ -34,9 +34,9 @@ struct Args {
     /// Seconds between device/counter reports.
     #[arg(long, default_value_t = 30)]
     report_every: u64,
-    /// JSON file with the vSwitch's hop counters.
-    #[arg(long)]
-    datapath_counters: Option<PathBuf>,
+    /// Run directory of the data path (its stats files); reported when it exists.
+    #[arg(long, default_value = gw_chain::RUN_DIR)]
+    datapath_dir: PathBuf,
     /// Software monitor socket.
     #[arg(long, env = gw_hcall::ENV_MONITOR, default_value = gw_hcall::DEFAULT_SOCKET)]
     monitor: PathBuf,
@@ -71,7 +71,7 @@ fn main() -> Result<()> {
         state_dir: args.state_dir,
         config_dir: args.config_dir,
         report_every: Duration::from_secs(args.report_every.max(1)),
-        datapath_counters: args.datapath_counters,
+        datapath_dir: Some(args.datapath_dir),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
