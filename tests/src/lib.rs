@@ -2,6 +2,7 @@
 //! boot images in QEMU.
 
 pub mod fleet;
+pub mod netns;
 pub mod qemu;
 
 /// A 32-byte value from a JSON hex string.

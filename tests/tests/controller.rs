@@ -181,7 +181,7 @@ fn rogue_settings(ctl: &ControllerProc, g: &Gateway) -> gw_agent::Settings {
         state_dir: g.dir().join("rogue"),
         config_dir: g.dir().join("rogue-config"),
         report_every: std::time::Duration::from_secs(60),
-        datapath_counters: None,
+        datapath_dir: None,
     }
 }
 

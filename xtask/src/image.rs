@@ -40,6 +40,15 @@ if [ -e /etc/gatewarden/agent.conf ]; then
     gw-agent --controller "$GW_CONTROLLER" --server-name "$GW_SERVER_NAME" --transport hypervisor >/tmp/gw-agent.log 2>&1 &
     echo "gatewarden-guest: agent started for controller $GW_CONTROLLER"
 fi
+# The data path: with a LAN (eth1) and a WAN (eth2) port, the vSwitch bridges them through the
+# per-device middlebox chains (docs/datapath.md). The ports carry no address of their own.
+if [ -e /sys/class/net/eth1 ] && [ -e /sys/class/net/eth2 ]; then
+    ip link set eth1 up
+    ip link set eth2 up
+    mkdir -p /run/gatewarden/datapath
+    gw-vswitch --lan eth1 --wan eth2 --transport hypervisor >/tmp/gw-vswitch.log 2>&1 &
+    echo "gatewarden-guest: vSwitch started (LAN eth1, WAN eth2)"
+fi
 exec /bin/sh
 "#;
 
@@ -371,6 +380,21 @@ pub fn image(root: &Path, board: &str, opts: &ImageOptions) -> Result<Image> {
         .allow("initramfs", &d_initrd)
         .allow("cmdline", &vtpm::sha256(append.as_bytes()))
         .allow("agent", &crate::provision::el0_program_id(&agent_elf)?);
+    // The data path's programs, as HOP_KEY_REGISTER measures them (docs/datapath.md).
+    for (component, bin) in [
+        ("vswitch", "gw-vswitch"),
+        ("middlebox:firewall", "gw-firewall"),
+        ("middlebox:ids", "gw-ids"),
+        ("middlebox:monitor", "gw-monitor"),
+    ] {
+        let elf = std::fs::read(
+            root.join("target/aarch64-unknown-linux-musl/release")
+                .join(bin),
+        )?;
+        let id = crate::provision::el0_program_id(&elf)
+            .with_context(|| format!("program identity of {bin}"))?;
+        reference.allow(component, &id);
+    }
     let signed = reference.sign(&vendor);
     std::fs::write(
         dir.join("reference.json"),

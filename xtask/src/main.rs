@@ -25,7 +25,16 @@ const NO_STD_CRATES: &[&str] = &["vtpm", "gw-abi", "gw-hoptag", "gw-core"];
 /// Bare-metal targets of the hypervisor.
 const BARE_METAL_TARGETS: &[&str] = &["aarch64-unknown-none-softfloat", "x86_64-unknown-none"];
 /// Guest user-space programs, built as static musl binaries.
-const GUEST_BINARIES: &[&str] = &["gwctl", "gw-hcall-fuzz", "gw-agent"];
+const GUEST_BINARIES: &[&str] = &[
+    "gwctl",
+    "gw-hcall-fuzz",
+    "gw-agent",
+    "gw-vswitch",
+    "gw-firewall",
+    "gw-ids",
+    "gw-monitor",
+    "gw-dp-rogue",
+];
 /// Guest targets.
 const GUEST_TARGETS: &[&str] = &["x86_64-unknown-linux-musl", "aarch64-unknown-linux-musl"];
 

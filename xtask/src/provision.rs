@@ -79,14 +79,14 @@ pub fn default_controller_dir(root: &Path, board: &str) -> PathBuf {
 pub fn el0_program_id(elf: &[u8]) -> Result<[u8; 32]> {
     // `str x0, [x5]`: the trapping store the window transport's inline assembly emits.
     const STORE: [u8; 4] = 0xF900_00A0u32.to_le_bytes();
-    let file = object::File::parse(elf).context("parsing the agent's ELF")?;
+    let file = object::File::parse(elf).context("parsing the program's ELF")?;
     let sym = file
         .symbols()
         .find(|s| {
             s.name()
                 .is_ok_and(|n| n.contains("WindowTransport") && n.contains("Transport$GT$4call"))
         })
-        .context("the agent has no window-transport call symbol (was it stripped?)")?;
+        .context("the program has no window-transport call symbol (was it stripped?)")?;
     let (start, size) = (sym.address(), sym.size());
     let seg = file
         .segments()
