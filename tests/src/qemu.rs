@@ -48,17 +48,22 @@ pub struct Qemu {
 impl Qemu {
     /// Boot the qemu-virt image with `smp` CPUs.
     pub fn boot_virt(smp: u32) -> Self {
-        Self::boot(smp, None)
+        Self::boot(smp, None, &[])
     }
 
     /// Boot the qemu-virt image with `smp` CPUs, its agent's connections to 10.0.2.100:7443
     /// forwarded to the controller at `controller` on the host (through `gw-controller relay`;
     /// the guest reaches nothing else).
     pub fn boot_virt_with_controller(smp: u32, controller: std::net::SocketAddr) -> Self {
-        Self::boot(smp, Some(controller))
+        Self::boot(smp, Some(controller), &[])
     }
 
-    fn boot(smp: u32, controller: Option<std::net::SocketAddr>) -> Self {
+    /// [`Qemu::boot_virt_with_controller`] with more QEMU arguments (extra NICs).
+    pub fn boot_virt_with(smp: u32, controller: std::net::SocketAddr, extra: &[String]) -> Self {
+        Self::boot(smp, Some(controller), extra)
+    }
+
+    fn boot(smp: u32, controller: Option<std::net::SocketAddr>, extra: &[String]) -> Self {
         let dir = image_dir("qemu-virt");
         // The image's own QEMU arguments (from boards/qemu-virt/board.toml via cargo xtask image).
         let args =
@@ -74,6 +79,7 @@ impl Qemu {
         let mut child = Command::new("qemu-system-aarch64")
             .args(&args)
             .args(["-smp", &smp.to_string()])
+            .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -143,12 +149,16 @@ impl Qemu {
 
     /// Run `cmd` in the guest shell and return what it printed before the end marker.
     pub fn run(&mut self, cmd: &str) -> String {
-        let marker = format!("__done_{}__", self.seen);
-        self.send(&format!("{cmd}; echo {marker}"));
-        // The shell echoes the command line (with the marker) first; skip past that echo.
-        self.expect(&marker);
-        let out = self.expect(&marker);
-        out.trim_end_matches(&marker).to_owned()
+        let n = self.seen;
+        // The shell echoes the typed line (wrapped at its idea of the terminal width), so the
+        // markers are typed with quotes inside: only their output matches.
+        self.send(&format!("echo __beg''in_{n}__; {cmd}; echo __do''ne_{n}__"));
+        self.expect(&format!("__begin_{n}__"));
+        let done = format!("__done_{n}__");
+        let out = self.expect(&done);
+        out.trim_end_matches(&done)
+            .trim_start_matches(['\r', '\n'])
+            .to_owned()
     }
 
     /// Wait for QEMU to exit on its own.

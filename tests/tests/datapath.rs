@@ -10,65 +10,15 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
-use gw_controller::policy::{DevicePolicy, compile, sign};
-use gw_tests::netns::{self, Netns, http_get, http_server, veth};
+use gw_controller::policy::{compile, sign};
+use gw_tests::camera::{
+    self, CLIENT, DEVICE, DEVICE_MAC, check_traffic, hop_dropped, verdict_dropped, wait_for,
+};
+use gw_tests::netns::{self, Netns, http_get, veth};
 use gw_tests::{SoftwareMonitor, bin};
-
-const DEVICE_MAC: &str = "02:77:00:00:00:10";
-const DEVICE: &str = "192.168.77.10";
-const CLIENT: &str = "192.168.77.20";
-
-fn mud() -> serde_json::Value {
-    serde_json::json!({
-        "ietf-mud:mud": {
-            "mud-version": 1,
-            "mud-url": "https://devices.example.com/gatewarden-test-camera.json",
-            "last-update": "2026-11-23T00:00:00+00:00",
-            "cache-validity": 48,
-            "is-supported": true,
-            "systeminfo": "Gatewarden test camera",
-            "from-device-policy": {"access-lists": {"access-list": [{"name": "from-dev"}]}},
-            "to-device-policy": {"access-lists": {"access-list": [{"name": "to-dev"}]}}
-        },
-        "ietf-access-control-list:acls": {
-            "acl": [
-                {
-                    "name": "from-dev",
-                    "type": "ipv4-acl-type",
-                    "aces": {"ace": [{
-                        "name": "cloud-8080",
-                        "matches": {
-                            "ipv4": {"protocol": 6, "destination-ipv4-network": format!("{CLIENT}/32")},
-                            "tcp": {
-                                "destination-port": {"operator": "eq", "port": 8080},
-                                "ietf-mud:direction-initiated": "from-device"
-                            }
-                        },
-                        "actions": {"forwarding": "accept"}
-                    }]}
-                },
-                {
-                    "name": "to-dev",
-                    "type": "ipv4-acl-type",
-                    "aces": {"ace": [{
-                        "name": "http-in",
-                        "matches": {
-                            "ipv4": {"protocol": 6},
-                            "tcp": {
-                                "destination-port": {"operator": "eq", "port": 80},
-                                "ietf-mud:direction-initiated": "to-device"
-                            }
-                        },
-                        "actions": {"forwarding": "accept"}
-                    }]}
-                }
-            ]
-        }
-    })
-}
 
 struct Proc(Child);
 
@@ -85,25 +35,9 @@ fn stats(run: &Path, name: &str) -> serde_json::Value {
         .unwrap_or(serde_json::Value::Null)
 }
 
-/// Sum of counter `key` in `hop_dropped` of every chain in a stats file.
-fn hop_dropped(v: &serde_json::Value, key: &str) -> u64 {
-    gw_chain::stage_counters_in(v)
-        .iter()
-        .map(|c| c.hop_dropped.get(key).copied().unwrap_or(0))
-        .sum()
-}
-
 /// Every stage's stats, for failure messages.
 fn all_stats(run: &Path) -> String {
     serde_json::to_string_pretty(&gw_chain::read_stats(run)).unwrap_or_default()
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 #[test]
@@ -125,18 +59,7 @@ fn packets_walk_their_chain_and_injected_ones_are_dropped() {
     let command = SigningKey::from_bytes(&rand::random());
     let mon =
         SoftwareMonitor::with_controller_key(&hex::encode(command.verifying_key().as_bytes()));
-    let mut devices = BTreeMap::new();
-    devices.insert(
-        DEVICE_MAC.to_string(),
-        DevicePolicy {
-            name: Some("camera".into()),
-            mud: Some(mud()),
-            ids_rules: vec![
-                r#"drop tcp any any -> any 80 (msg:"forbidden path"; flow:to_server,established; content:"/forbidden"; sid:1000001; rev:1;)"#.into(),
-            ],
-            ..Default::default()
-        },
-    );
+    let devices = BTreeMap::from([(DEVICE_MAC.to_string(), camera::policy())]);
     let doc = compile("gw-host", 1, &devices, None);
     let signed = sign(&doc, &command).expect("policy signs");
     let mut agent = gw_hcall::Client::new(
@@ -164,69 +87,25 @@ fn packets_walk_their_chain_and_injected_ones_are_dropped() {
         "the vSwitch and six middleboxes",
         Duration::from_secs(30),
         || gw_chain::read_stats(&run).len() >= 7,
+        || all_stats(&run),
     );
 
-    http_server(
-        &dev,
-        format!("{DEVICE}:80").parse().unwrap(),
-        "hello from the camera",
-    );
-    for port in [8080, 9000] {
-        http_server(&cli, format!("{CLIENT}:{port}").parse().unwrap(), "cloud");
-    }
-    let dev_http: SocketAddr = format!("{DEVICE}:80").parse().unwrap();
-    let t = Duration::from_secs(5);
-
-    // 1. WAN client → device: through vSwitch → firewall → IDS → monitor → vSwitch.
-    let got = http_get(&cli.name, dev_http, "/status", t);
-    assert_eq!(
-        got.as_deref(),
-        Ok("hello from the camera"),
-        "{}",
-        all_stats(&run)
-    );
-    // The device to the destination its MUD profile allows, and to one it does not.
-    let cloud = |port: u16| -> SocketAddr { format!("{CLIENT}:{port}").parse().unwrap() };
-    assert_eq!(
-        http_get(&dev.name, cloud(8080), "/", t).as_deref(),
-        Ok("cloud")
-    );
-    let blocked = http_get(&dev.name, cloud(9000), "/", Duration::from_secs(3));
-    assert!(
-        blocked.is_err(),
-        "MUD-disallowed destination reached: {blocked:?}"
-    );
-    // The IDS drop rule.
-    let dropped = http_get(&cli.name, dev_http, "/forbidden", Duration::from_secs(3));
-    assert!(
-        dropped.is_err(),
-        "IDS drop rule did not stop the request: {dropped:?}"
-    );
-    // Still fine afterwards.
-    assert_eq!(
-        http_get(&cli.name, dev_http, "/again", t).as_deref(),
-        Ok("hello from the camera")
-    );
-    let fw = format!("firewall-{}", DEVICE_MAC.replace(':', ""));
-    let ids = format!("ids-{}", DEVICE_MAC.replace(':', ""));
-    let mon_name = format!("monitor-{}", DEVICE_MAC.replace(':', ""));
+    // 1. Through vSwitch → firewall → IDS → monitor → vSwitch, both ways.
+    check_traffic(&dev, &cli, Duration::from_secs(5), || all_stats(&run));
     wait_for(
         "firewall and IDS drops in the stats",
         Duration::from_secs(10),
         || {
-            let dropped = |name: &str| -> u64 {
-                gw_chain::stage_counters_in(&stats(&run, name))
-                    .iter()
-                    .map(|c| c.verdict_dropped)
-                    .sum()
-            };
-            dropped(&fw) >= 1 && dropped(&ids) >= 1
+            verdict_dropped(&stats(&run, &camera::stage("firewall"))) >= 1
+                && verdict_dropped(&stats(&run, &camera::stage("ids"))) >= 1
         },
+        || all_stats(&run),
     );
 
     // 2. A rogue process (`gw-dp-rogue`): it steals the IDS's socket path for a moment to
     //    capture one genuinely tagged hop-1 frame (client → device), then injects it once,
     //    replayed, forged, and at the wrong stages.
+    let ids = camera::stage("ids");
     let before = stats(&run, &ids);
     let rogue = std::process::Command::new(bin("gw-dp-rogue"))
         .args([
@@ -243,11 +122,12 @@ fn packets_walk_their_chain_and_injected_ones_are_dropped() {
         .spawn()
         .expect("start gw-dp-rogue");
     // Traffic for it to capture: requests until one frame has been taken.
+    let camera_addr: SocketAddr = format!("{DEVICE}:80").parse().unwrap();
     let traffic = {
         let cli_name = cli.name.clone();
         std::thread::spawn(move || {
             for _ in 0..5 {
-                let _ = http_get(&cli_name, dev_http, "/captured", Duration::from_secs(2));
+                let _ = http_get(&cli_name, camera_addr, "/captured", Duration::from_secs(2));
             }
         })
     };
@@ -261,6 +141,7 @@ fn packets_walk_their_chain_and_injected_ones_are_dropped() {
         "{summary}"
     );
 
+    let mon_name = camera::stage("monitor");
     wait_for(
         "the injected packets in the counters",
         Duration::from_secs(10),
@@ -271,6 +152,7 @@ fn packets_walk_their_chain_and_injected_ones_are_dropped() {
                 && hop_dropped(&stats(&run, &mon_name), "wrong_hop") >= 1
                 && hop_dropped(&stats(&run, "vswitch"), "wrong_hop") >= 1
         },
+        || all_stats(&run),
     );
     let (passed, dropped) = gw_chain::hop_totals(&run);
     assert!(passed > 20, "hops passed: {passed}");

@@ -29,25 +29,31 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 for m in $(cat /lib/modules/order); do insmod /lib/modules/$m || echo "gatewarden-guest: cannot load $m"; done
 echo "gatewarden-guest: up, $(grep -c ^processor /proc/cpuinfo) CPUs online"
-if [ -e /etc/gatewarden/agent.conf ]; then
+# Network ports by MAC address (virtio-mmio probe order does not follow the command line):
+# the uplink 52:54:00:12:34:56, the data path's LAN 52:54:00:77:00:01 and WAN 52:54:00:77:00:02.
+port() { for d in /sys/class/net/*; do [ "$(cat $d/address)" = "$1" ] && echo ${d##*/}; done; }
+UPLINK=$(port 52:54:00:12:34:56)
+LAN=$(port 52:54:00:77:00:01)
+WAN=$(port 52:54:00:77:00:02)
+if [ -e /etc/gatewarden/agent.conf ] && [ -n "$UPLINK" ]; then
     . /etc/gatewarden/agent.conf
     # QEMU user networking; the controller is reached through the host's forward.
     ip link set lo up
-    ip link set eth0 up
-    ip addr add 10.0.2.15/24 dev eth0
+    ip link set $UPLINK up
+    ip addr add 10.0.2.15/24 dev $UPLINK
     ip route add default via 10.0.2.2
     mkdir -p /var/lib/gatewarden-agent /run/gatewarden
     gw-agent --controller "$GW_CONTROLLER" --server-name "$GW_SERVER_NAME" --transport hypervisor >/tmp/gw-agent.log 2>&1 &
     echo "gatewarden-guest: agent started for controller $GW_CONTROLLER"
 fi
-# The data path: with a LAN (eth1) and a WAN (eth2) port, the vSwitch bridges them through the
-# per-device middlebox chains (docs/datapath.md). The ports carry no address of their own.
-if [ -e /sys/class/net/eth1 ] && [ -e /sys/class/net/eth2 ]; then
-    ip link set eth1 up
-    ip link set eth2 up
+# The data path: with a LAN and a WAN port, the vSwitch bridges them through the per-device
+# middlebox chains (docs/datapath.md). The ports carry no address of their own.
+if [ -n "$LAN" ] && [ -n "$WAN" ]; then
+    ip link set $LAN up
+    ip link set $WAN up
     mkdir -p /run/gatewarden/datapath
-    gw-vswitch --lan eth1 --wan eth2 --transport hypervisor >/tmp/gw-vswitch.log 2>&1 &
-    echo "gatewarden-guest: vSwitch started (LAN eth1, WAN eth2)"
+    gw-vswitch --lan $LAN --wan $WAN --transport hypervisor >/tmp/gw-vswitch.log 2>&1 &
+    echo "gatewarden-guest: vSwitch started (LAN $LAN, WAN $WAN)"
 fi
 exec /bin/sh
 "#;

@@ -490,7 +490,9 @@ impl AceParser<'_> {
                         Some("from-device") => Direction::FromDevice,
                         Some("to-device") => Direction::ToDevice,
                         _ => {
-                            return Err(self.err("direction-initiated is not from-device/to-device"));
+                            return Err(
+                                self.err("direction-initiated is not from-device/to-device")
+                            );
                         }
                     });
                 }

@@ -1,0 +1,151 @@
+//! The data-path scenario shared by the host and QEMU end-to-end tests: an IoT camera (an HTTP
+//! server on the LAN) with a MUD profile and an IDS rule, a client on the WAN side.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use gw_controller::policy::DevicePolicy;
+
+use crate::netns::{Netns, http_get, http_server};
+
+/// The camera's MAC address.
+pub const DEVICE_MAC: &str = "02:77:00:00:00:10";
+/// The camera's IPv4 address.
+pub const DEVICE: &str = "192.168.77.10";
+/// The WAN client's (and "cloud" server's) IPv4 address.
+pub const CLIENT: &str = "192.168.77.20";
+/// The IDS rule: requests for `/forbidden` are dropped.
+pub const IDS_RULE: &str = r#"drop tcp any any -> any 80 (msg:"forbidden path"; flow:to_server,established; content:"/forbidden"; sid:1000001; rev:1;)"#;
+
+/// Name of a stage's stats file for the camera (`firewall-027700000010`).
+pub fn stage(kind: &str) -> String {
+    format!("{kind}-{}", DEVICE_MAC.replace(':', ""))
+}
+
+/// The camera's MUD profile: it may open TCP to the client's port 8080 and accept
+/// connections to its port 80; nothing else.
+pub fn mud() -> serde_json::Value {
+    serde_json::json!({
+        "ietf-mud:mud": {
+            "mud-version": 1,
+            "mud-url": "https://devices.example.com/gatewarden-test-camera.json",
+            "last-update": "2026-11-23T00:00:00+00:00",
+            "cache-validity": 48,
+            "is-supported": true,
+            "systeminfo": "Gatewarden test camera",
+            "from-device-policy": {"access-lists": {"access-list": [{"name": "from-dev"}]}},
+            "to-device-policy": {"access-lists": {"access-list": [{"name": "to-dev"}]}}
+        },
+        "ietf-access-control-list:acls": {
+            "acl": [
+                {
+                    "name": "from-dev",
+                    "type": "ipv4-acl-type",
+                    "aces": {"ace": [{
+                        "name": "cloud-8080",
+                        "matches": {
+                            "ipv4": {"protocol": 6, "destination-ipv4-network": format!("{CLIENT}/32")},
+                            "tcp": {
+                                "destination-port": {"operator": "eq", "port": 8080},
+                                "ietf-mud:direction-initiated": "from-device"
+                            }
+                        },
+                        "actions": {"forwarding": "accept"}
+                    }]}
+                },
+                {
+                    "name": "to-dev",
+                    "type": "ipv4-acl-type",
+                    "aces": {"ace": [{
+                        "name": "http-in",
+                        "matches": {
+                            "ipv4": {"protocol": 6},
+                            "tcp": {
+                                "destination-port": {"operator": "eq", "port": 80},
+                                "ietf-mud:direction-initiated": "to-device"
+                            }
+                        },
+                        "actions": {"forwarding": "accept"}
+                    }]}
+                }
+            ]
+        }
+    })
+}
+
+/// The camera's policy as an operator sets it.
+pub fn policy() -> DevicePolicy {
+    DevicePolicy {
+        name: Some("camera".into()),
+        mud: Some(mud()),
+        ids_rules: vec![IDS_RULE.into()],
+        ..Default::default()
+    }
+}
+
+/// Poll `f` every 200 ms until it holds; panic with `what` (and `detail()`) after `timeout`.
+pub fn wait_for(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> bool,
+    detail: impl Fn() -> String,
+) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}\n{}",
+            detail()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Sum of counter `key` in `hop_dropped` over every chain of a stage's stats.
+pub fn hop_dropped(stats: &serde_json::Value, key: &str) -> u64 {
+    gw_chain::stage_counters_in(stats)
+        .iter()
+        .map(|c| c.hop_dropped.get(key).copied().unwrap_or(0))
+        .sum()
+}
+
+/// Sum of `verdict_dropped` over every chain of a stage's stats.
+pub fn verdict_dropped(stats: &serde_json::Value) -> u64 {
+    gw_chain::stage_counters_in(stats)
+        .iter()
+        .map(|c| c.verdict_dropped)
+        .sum()
+}
+
+/// Start the camera's HTTP server (in `dev`) and the client's servers on 8080 and 9000 (in
+/// `cli`), then check what the gateway lets through: the client's GET reaches the camera, the
+/// camera reaches port 8080 but not 9000 (MUD), a GET for `/forbidden` is dropped (IDS), and
+/// traffic flows again afterwards. `detail()` is added to failure messages.
+pub fn check_traffic(dev: &Netns, cli: &Netns, timeout: Duration, detail: impl Fn() -> String) {
+    http_server(
+        dev,
+        format!("{DEVICE}:80").parse().unwrap(),
+        "hello from the camera",
+    );
+    for port in [8080, 9000] {
+        http_server(cli, format!("{CLIENT}:{port}").parse().unwrap(), "cloud");
+    }
+    let camera: SocketAddr = format!("{DEVICE}:80").parse().unwrap();
+    let cloud = |port: u16| -> SocketAddr { format!("{CLIENT}:{port}").parse().unwrap() };
+    let got = http_get(&cli.name, camera, "/status", timeout);
+    assert_eq!(got.as_deref(), Ok("hello from the camera"), "{}", detail());
+    let got = http_get(&dev.name, cloud(8080), "/", timeout);
+    assert_eq!(got.as_deref(), Ok("cloud"), "{}", detail());
+    let blocked = http_get(&dev.name, cloud(9000), "/", Duration::from_secs(3));
+    assert!(
+        blocked.is_err(),
+        "MUD-disallowed destination reached: {blocked:?}"
+    );
+    let dropped = http_get(&cli.name, camera, "/forbidden", Duration::from_secs(3));
+    assert!(
+        dropped.is_err(),
+        "the IDS drop rule did not stop the request: {dropped:?}"
+    );
+    let got = http_get(&cli.name, camera, "/again", timeout);
+    assert_eq!(got.as_deref(), Ok("hello from the camera"), "{}", detail());
+}
