@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use gw_controller::policy::DevicePolicy;
 
-use crate::netns::{Netns, http_get, http_server};
+use crate::netns::{Netns, http_get, http_server, ip_ok};
+use crate::qemu::Qemu;
 
 /// The camera's MAC address.
 pub const DEVICE_MAC: &str = "02:77:00:00:00:10";
@@ -23,7 +24,7 @@ pub fn stage(kind: &str) -> String {
 }
 
 /// The camera's MUD profile: it may open TCP to the client's port 8080 and accept
-/// connections to its port 80; nothing else.
+/// connections to its ports 80 (HTTP) and 5201 (iperf3, for the benchmark); nothing else.
 pub fn mud() -> serde_json::Value {
     serde_json::json!({
         "ietf-mud:mud": {
@@ -62,6 +63,16 @@ pub fn mud() -> serde_json::Value {
                             "ipv4": {"protocol": 6},
                             "tcp": {
                                 "destination-port": {"operator": "eq", "port": 80},
+                                "ietf-mud:direction-initiated": "to-device"
+                            }
+                        },
+                        "actions": {"forwarding": "accept"}
+                    }, {
+                        "name": "iperf3-in",
+                        "matches": {
+                            "ipv4": {"protocol": 6},
+                            "tcp": {
+                                "destination-port": {"operator": "eq", "port": 5201},
                                 "ietf-mud:direction-initiated": "to-device"
                             }
                         },
@@ -148,4 +159,55 @@ pub fn check_traffic(dev: &Netns, cli: &Netns, timeout: Duration, detail: impl F
     );
     let got = http_get(&cli.name, camera, "/again", timeout);
     assert_eq!(got.as_deref(), Ok("hello from the camera"), "{}", detail());
+}
+
+/// The gateway VM with its data-path NICs: LAN and WAN taps (QEMU `vnet_hdr=off`: full frames
+/// with checksums, never merged super-frames), moved into the camera's and the client's
+/// namespaces once QEMU opened them.
+pub struct DatapathVm {
+    /// The VM, its console at a shell prompt with the vSwitch started.
+    pub q: Qemu,
+    /// The camera's namespace (LAN side), the camera's MAC and address on its tap.
+    pub dev: Netns,
+    /// The client's namespace (WAN side).
+    pub cli: Netns,
+}
+
+impl DatapathVm {
+    /// Boot the qemu-virt image (2 CPUs), its agent forwarded to `controller`.
+    pub fn boot(controller: SocketAddr) -> DatapathVm {
+        let tag = std::process::id() % 100_000;
+        let (lan_tap, wan_tap) = (format!("gwq{tag}l"), format!("gwq{tag}w"));
+        let mut extra = Vec::new();
+        for (name, tap, mac) in [
+            ("lan", &lan_tap, "52:54:00:77:00:01"),
+            ("wan", &wan_tap, "52:54:00:77:00:02"),
+        ] {
+            extra.extend([
+                "-netdev".to_string(),
+                format!("tap,id={name},ifname={tap},script=no,downscript=no,vnet_hdr=off"),
+                "-device".to_string(),
+                format!("virtio-net-device,netdev={name},mac={mac}"),
+            ]);
+        }
+        let mut q = Qemu::boot_virt_with(2, controller, &extra);
+        let dev = Netns::new(&format!("gwqd{tag}-dev"));
+        let cli = Netns::new(&format!("gwqd{tag}-cli"));
+        wait_for(
+            "QEMU's tap devices",
+            Duration::from_secs(30),
+            || std::path::Path::new(&format!("/sys/class/net/{wan_tap}")).exists(),
+            String::new,
+        );
+        ip_ok(&["link", "set", &lan_tap, "netns", &dev.name]);
+        ip_ok(&["link", "set", &wan_tap, "netns", &cli.name]);
+        dev.ip(&["link", "set", &lan_tap, "address", DEVICE_MAC]);
+        dev.ip(&["addr", "add", &format!("{DEVICE}/24"), "dev", &lan_tap]);
+        dev.ip(&["link", "set", &lan_tap, "up"]);
+        cli.ip(&["addr", "add", &format!("{CLIENT}/24"), "dev", &wan_tap]);
+        cli.ip(&["link", "set", &wan_tap, "up"]);
+        q.expect("gatewarden-guest: vSwitch started");
+        q.expect("# ");
+        DatapathVm { q, dev, cli }
+    }
 }

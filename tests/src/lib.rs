@@ -43,12 +43,13 @@ use std::{
 ///
 /// `cargo xtask test` builds them first (`cargo build --workspace --bins`).
 pub fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> → target/<profile>/<name>
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target directory");
+    // Test executables live in target/<profile>/deps, binaries (gw-pktsign) in
+    // target/<profile>: the workspace's binaries are next to the latter.
+    let exe = std::env::current_exe().expect("own path");
+    let mut dir = exe.parent().expect("exe dir");
+    if dir.ends_with("deps") {
+        dir = dir.parent().expect("target/<profile>");
+    }
     let path = dir.join(name);
     assert!(
         path.exists(),

@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use gw_tests::camera::{
-    self, CLIENT, DEVICE, DEVICE_MAC, check_traffic, hop_dropped, verdict_dropped, wait_for,
+    self, DEVICE, DEVICE_MAC, check_traffic, hop_dropped, verdict_dropped, wait_for,
 };
 use gw_tests::fleet::{ControllerProc, Db, component};
-use gw_tests::netns::{self, Netns, http_get, ip_ok};
+use gw_tests::netns::{self, http_get};
 use gw_tests::qemu::{Qemu, image_dir};
 
 /// A guest file holding JSON, parsed (the console adds prompt noise around it).
@@ -91,42 +91,8 @@ fn qemu_gateway_carries_device_traffic_through_hypervisor_signed_chains() {
         assert!(out.status.success(), "{out:?}");
     }
 
-    // The gateway with its two data-path NICs as taps without offloads (vnet_hdr=off: full
-    // frames with checksums, never merged super-frames).
-    let tag = std::process::id() % 100_000;
-    let (lan_tap, wan_tap) = (format!("gwq{tag}l"), format!("gwq{tag}w"));
-    let mut extra = Vec::new();
-    for (name, tap, mac) in [
-        ("lan", &lan_tap, "52:54:00:77:00:01"),
-        ("wan", &wan_tap, "52:54:00:77:00:02"),
-    ] {
-        extra.extend([
-            "-netdev".to_string(),
-            format!("tap,id={name},ifname={tap},script=no,downscript=no,vnet_hdr=off"),
-            "-device".to_string(),
-            format!("virtio-net-device,netdev={name},mac={mac}"),
-        ]);
-    }
-    let mut q = Qemu::boot_virt_with(2, ctl.agent_addr, &extra);
-    // QEMU made the taps; move them into the camera's and the client's namespaces.
-    let dev = Netns::new(&format!("gwqd{tag}-dev"));
-    let cli = Netns::new(&format!("gwqd{tag}-cli"));
-    wait_for(
-        "QEMU's tap devices",
-        Duration::from_secs(30),
-        || std::path::Path::new(&format!("/sys/class/net/{wan_tap}")).exists(),
-        String::new,
-    );
-    ip_ok(&["link", "set", &lan_tap, "netns", &dev.name]);
-    ip_ok(&["link", "set", &wan_tap, "netns", &cli.name]);
-    dev.ip(&["link", "set", &lan_tap, "address", DEVICE_MAC]);
-    dev.ip(&["addr", "add", &format!("{DEVICE}/24"), "dev", &lan_tap]);
-    dev.ip(&["link", "set", &lan_tap, "up"]);
-    cli.ip(&["addr", "add", &format!("{CLIENT}/24"), "dev", &wan_tap]);
-    cli.ip(&["link", "set", &wan_tap, "up"]);
-
-    q.expect("gatewarden-guest: vSwitch started");
-    q.expect("# ");
+    let gw_tests::camera::DatapathVm { mut q, dev, cli } =
+        gw_tests::camera::DatapathVm::boot(ctl.agent_addr);
 
     // The camera's policy: signed by the controller, pushed by the agent (the gateway enrolls
     // endorsed: the controller trusts the image's vendor), checked and stored by the

@@ -55,6 +55,9 @@ enum Suite {
     /// The controller under simulated fleets: verification throughput, 10,000 gateways held,
     /// memory per gateway.
     Controller,
+    /// Per-packet signing through the gateway VM: HTTP GET latency and iperf3 throughput with
+    /// hop signing off and on, one hop's hypercall cost (needs root and iperf3).
+    Pktsign,
 }
 
 #[derive(Subcommand)]
@@ -114,8 +117,9 @@ enum Task {
         #[arg(long, value_enum, default_value = "arm64")]
         arch: fetch::Arch,
     },
-    /// Run benchmarks and write docs/benchmarks.md: `host` (criterion micro-benchmarks) or
-    /// `boot` (QEMU boot time with and without the hypervisor, null hypercall).
+    /// Run benchmarks and write docs/benchmarks.md: `host` (criterion micro-benchmarks), `boot`
+    /// (QEMU boot time with and without the hypervisor, null hypercall), `controller`, or
+    /// `pktsign` (per-packet signing overhead through the gateway VM).
     Bench {
         /// Which suite.
         #[arg(value_enum, default_value = "host")]
@@ -147,6 +151,12 @@ enum Task {
         /// Suite `controller`: how long the throughput run lasts after its ramp.
         #[arg(long, default_value = "60s")]
         tp_hold: String,
+        /// Suite `pktsign`: HTTP GET requests per signing mode.
+        #[arg(long, default_value_t = 1000)]
+        requests: usize,
+        /// Suite `pktsign`: seconds of each iperf3 run.
+        #[arg(long, default_value_t = 10)]
+        iperf_seconds: u32,
     },
 }
 
@@ -219,6 +229,37 @@ fn main() -> Result<()> {
                     write_section(&root.join("docs/benchmarks.md"), section, &report)?;
                     eprintln!("==> wrote the {section} section of docs/benchmarks.md");
                 }
+            }
+            Ok(())
+        }
+        Task::Bench {
+            suite: Suite::Pktsign,
+            no_write,
+            requests,
+            iperf_seconds,
+            ..
+        } => {
+            image::image(
+                &root,
+                "qemu-virt",
+                &image::ImageOptions::for_board(&root, "qemu-virt"),
+            )?;
+            let mut b = cargo();
+            b.args(["build", "--workspace", "--bins"]);
+            run("the host tools and the benchmark driver", b)?;
+            eprintln!("==> gw-pktsign (progress below; the report follows)");
+            let out = Command::new(root.join("target/debug/gw-pktsign"))
+                .args(["--requests", &requests.to_string()])
+                .args(["--iperf-seconds", &iperf_seconds.to_string()])
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .context("running gw-pktsign")?;
+            anyhow::ensure!(out.status.success(), "gw-pktsign failed ({})", out.status);
+            let report = String::from_utf8(out.stdout).context("gw-pktsign output")?;
+            println!("{report}");
+            if !no_write {
+                write_section(&root.join("docs/benchmarks.md"), "qemu-pktsign", &report)?;
+                eprintln!("==> wrote the qemu-pktsign section of docs/benchmarks.md");
             }
             Ok(())
         }

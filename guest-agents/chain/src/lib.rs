@@ -135,6 +135,17 @@ pub fn socket_path(run_dir: &Path, chain: u32, stage: u8) -> PathBuf {
     run_dir.join(format!("c{chain:08x}-s{stage}.sock"))
 }
 
+/// How long a stage waits for room in the next stage's queue before dropping a packet (counted
+/// as `send_failed`): back-pressure for bursts, no hang on a stuck stage.
+pub const HOP_SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// A socket for sending hops: unbound, blocking up to [`HOP_SEND_TIMEOUT`].
+pub fn hop_sender() -> std::io::Result<UnixDatagram> {
+    let s = UnixDatagram::unbound()?;
+    s.set_write_timeout(Some(HOP_SEND_TIMEOUT))?;
+    Ok(s)
+}
+
 /// Bind a hop socket, replacing a stale one left by a previous process.
 pub fn bind(path: &Path) -> Result<UnixDatagram, ChainError> {
     if let Some(dir) = path.parent() {
@@ -391,6 +402,8 @@ struct Port {
     chain: u32,
     slot: u16,
     socket: UnixDatagram,
+    /// Sends to `next` (blocking, with a timeout; `socket` is non-blocking for polling).
+    tx: UnixDatagram,
     next: PathBuf,
     counters: StageCounters,
     log: DropLog,
@@ -429,6 +442,7 @@ pub fn run_middlebox<I: Inspector>(args: &StageArgs, mut inspector: I) -> anyhow
             chain,
             slot,
             socket,
+            tx: hop_sender()?,
             next: socket_path(&args.run_dir, chain, (stage + 1) % hops),
             counters: StageCounters::default(),
             log: DropLog::new(),
@@ -574,7 +588,7 @@ fn step<I: Inspector, T: Transport>(
     if signing {
         out.extend_from_slice(&client.hop_tag(port.slot, packet)?);
     }
-    match port.socket.send_to(out, &port.next) {
+    match port.tx.send_to(out, &port.next) {
         Ok(_) => port.counters.forwarded += 1,
         Err(_) => port.counters.send_failed += 1,
     }

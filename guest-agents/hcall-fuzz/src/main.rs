@@ -20,6 +20,10 @@ struct Args {
     /// Instead of fuzzing, time N null calls (register-only VERSION) in counter ticks.
     #[arg(long)]
     null_calls: Option<u32>,
+    /// Instead of fuzzing, time N HOP_TAG + HOP_CHECK pairs per packet size (64, 512, 1,500
+    /// bytes) on a benchmark chain (registers a hop slot: the quote shows it).
+    #[arg(long)]
+    hop_calls: Option<u32>,
 }
 
 #[cfg(all(target_arch = "aarch64", target_os = "linux"))]
@@ -78,7 +82,48 @@ mod fuzz {
         Ok(())
     }
 
+    /// Median and 99th percentile of `n` HOP_TAG + HOP_CHECK pairs (one hop's cost: the sender's
+    /// tag and the receiver's check) per packet size, in counter ticks, as JSON.
+    fn hop_calls(n: u32) -> Result<()> {
+        let freq: u64;
+        // SAFETY: reading the counter frequency has no side effects.
+        unsafe { core::arch::asm!("mrs {}, cntfrq_el0", out(reg) freq) };
+        let mut client = gw_hcall::Client::new(WindowTransport::open()?);
+        // A one-hop chain: its only stage tags and checks hop 0. The id is outside what
+        // `gw_chain::chain_id` gives devices in practice and is documented as the bench chain.
+        let (slot, _) = client
+            .hop_register(u32::MAX - 1, 0, 1, "hop-bench", env!("CARGO_PKG_VERSION"))
+            .context("registering the benchmark hop slot")?;
+        let mut sizes = Vec::new();
+        for size in [64usize, 512, 1500] {
+            let packet: Vec<u8> = (0..size).map(|i| i as u8).collect();
+            let mut frame = Vec::with_capacity(size + gw_hoptag::TRAILER_LEN);
+            let mut samples = Vec::with_capacity(n as usize);
+            for _ in 0..n {
+                let t0 = ticks();
+                let trailer = client.hop_tag(slot, &packet)?;
+                frame.clear();
+                frame.extend_from_slice(&packet);
+                frame.extend_from_slice(&trailer);
+                client.hop_check(slot, &frame)?;
+                let t1 = ticks();
+                samples.push(t1 - t0);
+            }
+            samples.sort_unstable();
+            let pick = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize];
+            sizes.push(serde_json::json!({"bytes": size, "median_ticks": pick(0.5), "p99_ticks": pick(0.99)}));
+        }
+        println!(
+            "{}",
+            serde_json::json!({"hop_pairs": n, "counter_hz": freq, "sizes": sizes})
+        );
+        Ok(())
+    }
+
     pub fn run(args: super::Args) -> Result<()> {
+        if let Some(n) = args.hop_calls {
+            return hop_calls(n.max(1));
+        }
         let t = WindowTransport::open()?;
         if let Some(n) = args.null_calls {
             return null_calls(&t, n.max(1));

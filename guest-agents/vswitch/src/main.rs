@@ -87,6 +87,7 @@ struct Shared {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    deepen_hop_queues();
     let lan = Arc::new(open_port(&cli.lan)?);
     let wan = Arc::new(open_port(&cli.wan)?);
     let mut client = gw_hcall::open(cli.transport, &cli.monitor)?;
@@ -197,9 +198,76 @@ fn main() -> Result<()> {
     }
 }
 
+/// Unix datagram queue length the hops want: a burst of segments waits in the next stage's
+/// queue instead of being dropped (Linux's default is 10 datagrams), but not so deep that a
+/// slow chain builds seconds of queueing delay (bufferbloat) that TCP then retransmits into.
+const HOP_QUEUE: u32 = 64;
+
+/// Raise `net.unix.max_dgram_qlen` (this network namespace) to [`HOP_QUEUE`] if it is lower.
+/// Best effort: without it the data path still works, with more `send_failed` under load.
+fn deepen_hop_queues() {
+    let path = "/proc/sys/net/unix/max_dgram_qlen";
+    let current = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok());
+    if current.is_some_and(|c| c < HOP_QUEUE)
+        && let Err(e) = std::fs::write(path, HOP_QUEUE.to_string())
+    {
+        eprintln!("gw-vswitch: cannot raise {path} to {HOP_QUEUE}: {e}");
+    }
+}
+
+/// Stop the kernel merging received segments on `iface` (GRO): a merged frame is bigger than
+/// the port's MTU, so it could neither be sent on nor be what the device sent. Sets the
+/// interface's GRO size limits (`IFLA_GRO_MAX_SIZE`, and `IFLA_GRO_IPV4_MAX_SIZE` on kernels
+/// that have it; older ones ignore it) to 0 over rtnetlink: no merge fits in 0 bytes.
+fn disable_gro(iface: &str) -> Result<()> {
+    use netlink_packet_core::{
+        NLM_F_ACK, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    };
+    use netlink_packet_route::RouteNetlinkMessage;
+    use netlink_packet_route::link::{LinkAttribute, LinkMessage};
+    use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+
+    let index: u32 = std::fs::read_to_string(format!("/sys/class/net/{iface}/ifindex"))
+        .with_context(|| format!("no interface {iface:?}"))?
+        .trim()
+        .parse()
+        .context("interface index")?;
+    let mut link = LinkMessage::default();
+    link.header.index = index;
+    link.attributes.push(LinkAttribute::GroMaxSize(0));
+    link.attributes.push(LinkAttribute::GroIpv4MaxSize(0));
+    let mut msg = NetlinkMessage::new(
+        NetlinkHeader::default(),
+        NetlinkPayload::from(RouteNetlinkMessage::SetLink(link)),
+    );
+    msg.header.flags = NLM_F_REQUEST | NLM_F_ACK;
+    msg.header.sequence_number = 1;
+    msg.finalize();
+    let mut buf = vec![0; msg.buffer_len()];
+    msg.serialize(&mut buf);
+    let mut socket = Socket::new(NETLINK_ROUTE).context("opening a netlink socket")?;
+    socket.bind_auto()?;
+    socket.connect(&SocketAddr::new(0, 0))?;
+    socket.send(&buf, 0).context("sending RTM_SETLINK")?;
+    let (reply, _) = socket
+        .recv_from_full()
+        .context("reading the netlink answer")?;
+    let answer = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&reply)
+        .map_err(|e| anyhow::anyhow!("netlink answer: {e}"))?;
+    match answer.payload {
+        NetlinkPayload::Error(e) if e.code.is_some() => {
+            Err(anyhow::anyhow!("RTM_SETLINK {iface}: {}", e.to_io()))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Open an AF_PACKET socket on `iface`: promiscuous (it is a bridge port) and blind to the
 /// frames it sends itself (a BPF filter on the packet type), so the bridge never loops.
 fn open_port(iface: &str) -> Result<afpacket::sync::RawPacketStream> {
+    disable_gro(iface).with_context(|| format!("turning GRO off on {iface:?}"))?;
     let mut s = afpacket::sync::RawPacketStream::new()
         .context("opening an AF_PACKET socket (needs CAP_NET_RAW)")?;
     s.bind(iface)
@@ -228,7 +296,7 @@ fn ingress(
     dir: Direction,
 ) -> Result<()> {
     let mut client = gw_hcall::open(shared.cli.transport, &shared.cli.monitor)?;
-    let sock = UnixDatagram::unbound()?;
+    let sock = gw_chain::hop_sender()?;
     let mut buf = vec![0u8; 65536];
     let mut out = Vec::with_capacity(gw_chain::MAX_DATAGRAM);
     let sw = &shared.switch;
