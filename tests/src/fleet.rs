@@ -418,3 +418,59 @@ pub fn import(ctl: &ControllerProc, signed: &gw_proto::manifest::SignedManifest)
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("unexpected import output {text:?}"))
 }
+
+/// A controller for the qemu-virt image in `img` (`target/gatewarden/qemu-virt`): a fresh state
+/// directory holding the keys the image was provisioned with (CA, server, command key, operator
+/// token) and an empty SQLite store.
+pub struct ImageController {
+    /// The state directory (removed on drop).
+    pub state: tempfile::TempDir,
+    /// The running controller.
+    pub ctl: ControllerProc,
+    /// The image's gateway id.
+    pub gateway_id: String,
+    /// The image vendor's public key (hex).
+    pub vendor: String,
+}
+
+impl ImageController {
+    /// Start it trusting `vendor_hex` for endorsements and manifests (`None`: the image's own
+    /// vendor, so the gateway enrolls endorsed), with attestation epoch `epoch`.
+    pub fn start(img: &Path, vendor_hex: Option<&str>, epoch: &str) -> Self {
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(img.join("manifest.json")).expect("manifest"))
+                .expect("manifest JSON");
+        let gateway_id = manifest["gateway_id"]
+            .as_str()
+            .expect("gateway id")
+            .to_owned();
+        let state = tempfile::tempdir().expect("state dir");
+        for f in [
+            "ca.key.pem",
+            "ca.cert.pem",
+            "server.key.pem",
+            "server.cert.pem",
+            "command.key",
+            "operator.token",
+        ] {
+            std::fs::copy(img.join("controller").join(f), state.path().join(f))
+                .expect("the image's controller keys");
+        }
+        let vendor = std::fs::read_to_string(img.join("vendor.pub"))
+            .expect("vendor.pub")
+            .trim()
+            .to_owned();
+        let ctl = ControllerProc::start_trusting(
+            state.path(),
+            &Db::Sqlite,
+            vendor_hex.unwrap_or(&vendor),
+            epoch,
+        );
+        Self {
+            state,
+            ctl,
+            gateway_id,
+            vendor,
+        }
+    }
+}

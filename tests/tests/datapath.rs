@@ -157,4 +157,42 @@ fn packets_walk_their_chain_and_injected_ones_are_dropped() {
     let (passed, dropped) = gw_chain::hop_totals(&run);
     assert!(passed > 20, "hops passed: {passed}");
     assert!(dropped >= 4, "hops dropped: {dropped}");
+
+    // 3. A new chain layout (the firewall alone): new chain ids, fresh hop slots (the monitor
+    //    keeps a chain's hop count), every stage restarted; traffic flows again.
+    let layout = gw_proto::wire::DatapathConfig {
+        signing: true,
+        middleboxes: vec!["firewall".into()],
+    };
+    let doc = compile("gw-host", 2, &devices, Some(&layout));
+    let signed = sign(&doc, &command).expect("policy signs");
+    agent
+        .policy_set(signed.version, &signed.body, &signed.signature)
+        .expect("POLICY_SET v2");
+    let mac = gw_packet::parse_mac(DEVICE_MAC).unwrap();
+    let new_chain = format!(
+        "{:08x}",
+        gw_chain::chain_id(Some(&mac), gw_packet::Direction::ToDevice, 2)
+    );
+    wait_for(
+        "the vSwitch and the firewall on the new layout",
+        Duration::from_secs(30),
+        || {
+            let fw = stats(&run, &camera::stage("firewall"));
+            fw["policy_version"] == 2 && fw["chains"].get(&new_chain).is_some()
+        },
+        || all_stats(&run),
+    );
+    let got = http_get(
+        &cli.name,
+        camera_addr,
+        "/after-relayout",
+        Duration::from_secs(5),
+    );
+    assert_eq!(
+        got.as_deref(),
+        Ok("hello from the camera"),
+        "{}",
+        all_stats(&run)
+    );
 }

@@ -3,36 +3,26 @@
 //! manifest, a policy applied through the hypervisor's POLICY_SET, and a modified config named.
 
 use gw_tests::{
-    fleet::{ControllerProc, Db, component, reasons},
+    fleet::{ImageController, component, reasons},
     qemu::{Qemu, image_dir},
 };
 
 #[test]
 fn gateway_in_qemu_is_attested_and_a_modified_config_is_named() {
     let img = image_dir("qemu-virt");
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(img.join("manifest.json")).unwrap()).unwrap();
-    let id = manifest["gateway_id"].as_str().unwrap().to_owned();
-    // The controller the image was provisioned for (its keys), with a fresh database.
-    let state = tempfile::tempdir().unwrap();
-    for f in [
-        "ca.key.pem",
-        "ca.cert.pem",
-        "server.key.pem",
-        "server.cert.pem",
-        "command.key",
-        "operator.token",
-    ] {
-        std::fs::copy(img.join("controller").join(f), state.path().join(f)).unwrap();
-    }
-    let vendor = std::fs::read_to_string(img.join("vendor.pub")).unwrap();
-    // The controller does not trust the image's vendor yet.
+    // The controller the image was provisioned for (its keys), with a fresh database; it does
+    // not trust the image's vendor yet.
     let other = hex::encode(
         ed25519_dalek::SigningKey::from_bytes(&[0x33; 32])
             .verifying_key()
             .as_bytes(),
     );
-    let ctl = ControllerProc::start_trusting(state.path(), &Db::Sqlite, &other, "3s");
+    let ImageController {
+        state,
+        ctl,
+        gateway_id: id,
+        vendor,
+    } = ImageController::start(&img, Some(&other), "3s");
 
     let mut q = Qemu::boot_virt_with_controller(2, ctl.agent_addr);
     q.expect("gatewarden-guest: agent started");

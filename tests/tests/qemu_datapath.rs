@@ -12,11 +12,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ed25519_dalek::SigningKey;
 use gw_tests::camera::{
     self, DEVICE, DEVICE_MAC, check_traffic, hop_dropped, verdict_dropped, wait_for,
 };
-use gw_tests::fleet::{ControllerProc, Db, component};
+use gw_tests::fleet::{ImageController, component};
 use gw_tests::netns::{self, http_get};
 use gw_tests::qemu::{Qemu, image_dir};
 
@@ -59,37 +58,18 @@ fn qemu_gateway_carries_device_traffic_through_hypervisor_signed_chains() {
         return;
     }
     let img = image_dir("qemu-virt");
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(img.join("manifest.json")).unwrap()).unwrap();
-    let id = manifest["gateway_id"].as_str().unwrap().to_owned();
-    let state = tempfile::tempdir().unwrap();
-    for f in [
-        "ca.key.pem",
-        "ca.cert.pem",
-        "server.key.pem",
-        "server.cert.pem",
-        "command.key",
-        "operator.token",
-    ] {
-        std::fs::copy(img.join("controller").join(f), state.path().join(f)).unwrap();
-    }
-    let vendor = std::fs::read_to_string(img.join("vendor.pub")).unwrap();
-    let ctl = ControllerProc::start(
-        state.path(),
-        &Db::Sqlite,
-        &SigningKey::from_bytes(&[0x33; 32]),
-        "3s",
-    );
-    for args in [
-        vec!["trust-vendor", vendor.trim(), "image-vendor"],
-        vec![
-            "import-manifest",
-            img.join("reference.json").to_str().unwrap(),
-        ],
-    ] {
-        let out = ctl.cli(&args);
-        assert!(out.status.success(), "{out:?}");
-    }
+    // The controller trusts the image's vendor: the gateway enrolls endorsed.
+    let ImageController {
+        state,
+        ctl,
+        gateway_id: id,
+        ..
+    } = ImageController::start(&img, None, "3s");
+    let out = ctl.cli(&[
+        "import-manifest",
+        img.join("reference.json").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
 
     let gw_tests::camera::DatapathVm { mut q, dev, cli } =
         gw_tests::camera::DatapathVm::boot(ctl.agent_addr);

@@ -116,17 +116,20 @@ impl Policy {
     }
 }
 
-/// The chain id of `device`'s traffic in `dir`. `None` is the default chain, shared by devices
-/// without a policy. Ids are stable across policy changes: 31 bits of SHA-256(MAC), then the
-/// direction bit; the default device is 0.
-pub fn chain_id(device: Option<&Mac>, dir: Direction) -> u32 {
-    let base = match device {
-        None => 0,
-        Some(mac) => {
-            let d = vtpm::sha256(mac);
-            (u32::from_le_bytes([d[0], d[1], d[2], d[3]]) & 0x7fff_ffff).max(1)
-        }
-    };
+/// The chain id of `device`'s traffic in `dir` through a chain of `hops` hops (middleboxes + 1).
+/// `None` is the default chain, shared by devices without a policy. Ids are stable across
+/// policy changes that keep the layout, so a restarted stage takes its slot over: 31 bits of
+/// SHA-256(MAC or `default`, hop count), then the direction bit. A new layout gives new ids,
+/// hence fresh hop slots (the hypervisor fixes a chain's hop count at its first registration).
+pub fn chain_id(device: Option<&Mac>, dir: Direction, hops: u8) -> u32 {
+    let mut input = Vec::with_capacity(8);
+    match device {
+        None => input.extend_from_slice(b"default"),
+        Some(mac) => input.extend_from_slice(mac),
+    }
+    input.push(hops);
+    let d = vtpm::sha256(&input);
+    let base = u32::from_le_bytes([d[0], d[1], d[2], d[3]]) & 0x7fff_ffff;
     base << 1 | u32::from(dir == Direction::ToDevice)
 }
 
@@ -426,7 +429,7 @@ pub fn run_middlebox<I: Inspector>(args: &StageArgs, mut inspector: I) -> anyhow
     }
     let mut ports = Vec::new();
     for dir in [Direction::FromDevice, Direction::ToDevice] {
-        let chain = chain_id(device.as_ref(), dir);
+        let chain = chain_id(device.as_ref(), dir, hops);
         let (slot, pcr) = client
             .hop_register(chain, stage, hops, I::KIND, env!("CARGO_PKG_VERSION"))
             .with_context(|| format!("registering at stage {stage} of chain {chain:08x}"))?;
@@ -604,18 +607,20 @@ mod tests {
         let a = [2, 0, 0, 0, 0, 1];
         let b = [2, 0, 0, 0, 0, 2];
         let ids = [
-            chain_id(Some(&a), Direction::FromDevice),
-            chain_id(Some(&a), Direction::ToDevice),
-            chain_id(Some(&b), Direction::FromDevice),
-            chain_id(Some(&b), Direction::ToDevice),
-            chain_id(None, Direction::FromDevice),
-            chain_id(None, Direction::ToDevice),
+            chain_id(Some(&a), Direction::FromDevice, 4),
+            chain_id(Some(&a), Direction::ToDevice, 4),
+            chain_id(Some(&b), Direction::FromDevice, 4),
+            chain_id(Some(&b), Direction::ToDevice, 4),
+            chain_id(None, Direction::FromDevice, 4),
+            chain_id(None, Direction::ToDevice, 4),
+            chain_id(Some(&a), Direction::FromDevice, 2),
+            chain_id(None, Direction::FromDevice, 2),
         ];
         let set: std::collections::BTreeSet<_> = ids.iter().collect();
-        assert_eq!(set.len(), ids.len());
-        assert_eq!(ids[4], 0);
+        assert_eq!(set.len(), ids.len(), "a new layout gets new chains");
         assert_eq!(ids[0] | 1, ids[1]);
-        assert_eq!(chain_id(Some(&a), Direction::FromDevice), ids[0]);
+        assert_eq!(ids[0] & 1, 0);
+        assert_eq!(chain_id(Some(&a), Direction::FromDevice, 4), ids[0]);
     }
 
     #[test]

@@ -53,7 +53,7 @@ fn main() -> Result<()> {
     } else {
         Direction::FromDevice
     };
-    let chain = gw_chain::chain_id(Some(&mac), dir);
+    let chain = gw_chain::chain_id(Some(&mac), dir, a.hops);
     let target = gw_chain::socket_path(&a.run_dir, chain, a.stage);
     if !target.exists() {
         bail!(

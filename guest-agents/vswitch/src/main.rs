@@ -341,7 +341,7 @@ fn ingress(
                 let (chain, slot, signing, hops) = {
                     let c = shared.chains.read().expect("chains");
                     let device = c.devices.contains(&mac).then_some(&mac);
-                    let chain = chain_id(device, dir);
+                    let chain = chain_id(device, dir, c.hops);
                     (chain, c.slots.get(&chain).copied(), c.signing, c.hops)
                 };
                 let Some(slot) = slot else {
@@ -512,7 +512,7 @@ impl Supervisor {
         let mut slots = HashMap::new();
         for dev in &wanted {
             for dir in [Direction::FromDevice, Direction::ToDevice] {
-                let chain = chain_id(dev.as_ref(), dir);
+                let chain = chain_id(dev.as_ref(), dir, dp.hops());
                 let (slot, _pcr) = client
                     .hop_register(chain, 0, dp.hops(), "vswitch", env!("CARGO_PKG_VERSION"))
                     .with_context(|| format!("registering stage 0 of chain {chain:08x}"))?;

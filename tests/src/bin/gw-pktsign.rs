@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
 use gw_tests::camera::{self, DEVICE, DEVICE_MAC, DatapathVm};
-use gw_tests::fleet::{ControllerProc, Db, component};
+use gw_tests::fleet::{ControllerProc, ImageController, component};
 use gw_tests::netns::{self, Netns, http_server, spawn_in};
 use gw_tests::qemu::{Qemu, image_dir};
 
@@ -169,26 +169,13 @@ fn main() -> Result<()> {
         "iperf3 is missing (apt-get install iperf3)"
     );
     let img = image_dir("qemu-virt");
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(img.join("manifest.json"))?)?;
-    let id = manifest["gateway_id"]
-        .as_str()
-        .context("gateway id")?
-        .to_owned();
-    let state = tempfile::tempdir()?;
-    for f in [
-        "ca.key.pem",
-        "ca.cert.pem",
-        "server.key.pem",
-        "server.cert.pem",
-        "command.key",
-        "operator.token",
-    ] {
-        std::fs::copy(img.join("controller").join(f), state.path().join(f))?;
-    }
-    let vendor = std::fs::read_to_string(img.join("vendor.pub"))?;
     eprintln!("==> controller (SQLite) and the gateway VM with its LAN and WAN taps");
-    let ctl = ControllerProc::start_trusting(state.path(), &Db::Sqlite, vendor.trim(), "10s");
+    let ImageController {
+        state,
+        ctl,
+        gateway_id: id,
+        ..
+    } = ImageController::start(&img, None, "10s");
     let out = ctl.cli(&[
         "import-manifest",
         img.join("reference.json").to_str().unwrap(),
