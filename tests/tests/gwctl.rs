@@ -109,7 +109,7 @@ fn user_errors_are_clear() {
             &["quote", "--nonce", &"00".repeat(32), "--pcrs", "9-3"],
             "reversed",
         ),
-        (&["policy"], "denied"),
+        (&["policy"], "no policy has been set"),
     ];
     for (args, needle) in cases {
         let o = mon.gwctl(args);
