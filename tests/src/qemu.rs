@@ -156,7 +156,12 @@ impl Qemu {
         self.expect(&format!("__begin_{n}__"));
         let done = format!("__done_{n}__");
         let out = self.expect(&done);
+        // Kernel messages (`[    3.33] eth0: link becomes ready`) may land between the
+        // markers whenever the guest kernel prints; they are not the command's output.
         out.trim_end_matches(&done)
+            .split_inclusive('\n')
+            .filter(|l| !is_kernel_message(l))
+            .collect::<String>()
             .trim_start_matches(['\r', '\n'])
             .to_owned()
     }
@@ -183,4 +188,11 @@ impl Drop for Qemu {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A kernel log line on the console: `[ seconds.micros] text`.
+fn is_kernel_message(line: &str) -> bool {
+    line.strip_prefix('[')
+        .and_then(|r| r.split_once(']'))
+        .is_some_and(|(t, _)| t.trim().parse::<f64>().is_ok())
 }
