@@ -138,6 +138,24 @@ pub fn socket_path(run_dir: &Path, chain: u32, stage: u8) -> PathBuf {
     run_dir.join(format!("c{chain:08x}-s{stage}.sock"))
 }
 
+/// Which of `sockets` have datagrams queued, waiting at most 200 ms (so callers keep a
+/// once-a-second timer). An interrupted wait reports none ready.
+pub fn readable(sockets: &[&UnixDatagram]) -> std::io::Result<Vec<bool>> {
+    let mut fds: Vec<rustix::event::PollFd<'_>> = sockets
+        .iter()
+        .map(|s| rustix::event::PollFd::new(*s, rustix::event::PollFlags::IN))
+        .collect();
+    let timeout = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 200_000_000,
+    };
+    match rustix::event::poll(&mut fds, Some(&timeout)) {
+        Ok(_) | Err(rustix::io::Errno::INTR) => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(fds.iter().map(|f| !f.revents().is_empty()).collect())
+}
+
 /// How long a stage waits for room in the next stage's queue before dropping a packet (counted
 /// as `send_failed`): back-pressure for bursts, no hang on a stuck stage.
 pub const HOP_SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(100);
@@ -458,23 +476,8 @@ pub fn run_middlebox<I: Inspector>(args: &StageArgs, mut inspector: I) -> anyhow
     // Started by the vSwitch: when it goes, so do we (it restarts every stage when it returns).
     let parent = rustix::process::getppid();
     loop {
-        let ready = {
-            let mut fds: Vec<rustix::event::PollFd<'_>> = ports
-                .iter()
-                .map(|p| rustix::event::PollFd::new(&p.socket, rustix::event::PollFlags::IN))
-                .collect();
-            let timeout = rustix::event::Timespec {
-                tv_sec: 0,
-                tv_nsec: 200_000_000,
-            };
-            match rustix::event::poll(&mut fds, Some(&timeout)) {
-                Ok(_) | Err(rustix::io::Errno::INTR) => {}
-                Err(e) => return Err(e.into()),
-            }
-            fds.iter()
-                .map(|f| !f.revents().is_empty())
-                .collect::<Vec<_>>()
-        };
+        let sockets: Vec<&UnixDatagram> = ports.iter().map(|p| &p.socket).collect();
+        let ready = readable(&sockets)?;
         for (port, ready) in ports.iter_mut().zip(ready) {
             if !ready {
                 continue;

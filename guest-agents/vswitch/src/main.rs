@@ -146,25 +146,8 @@ fn main() -> Result<()> {
     let mut last_tick = Instant::now();
     loop {
         let ids: Vec<u32> = sup.returns.keys().copied().collect();
-        let ready = {
-            let mut fds: Vec<rustix::event::PollFd<'_>> = ids
-                .iter()
-                .map(|id| {
-                    rustix::event::PollFd::new(&sup.returns[id], rustix::event::PollFlags::IN)
-                })
-                .collect();
-            let timeout = rustix::event::Timespec {
-                tv_sec: 0,
-                tv_nsec: 200_000_000,
-            };
-            match rustix::event::poll(&mut fds, Some(&timeout)) {
-                Ok(_) | Err(rustix::io::Errno::INTR) => {}
-                Err(e) => return Err(e.into()),
-            }
-            fds.iter()
-                .map(|f| !f.revents().is_empty())
-                .collect::<Vec<_>>()
-        };
+        let sockets: Vec<&UnixDatagram> = ids.iter().map(|id| &sup.returns[id]).collect();
+        let ready = gw_chain::readable(&sockets)?;
         for (id, ready) in ids.iter().zip(ready) {
             if !ready {
                 continue;
