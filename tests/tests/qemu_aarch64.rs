@@ -228,3 +228,53 @@ fn ten_thousand_random_and_malformed_hypercalls_each_get_an_answer() {
         q.output()
     );
 }
+
+#[test]
+fn malformed_hypercalls_from_the_guest_kernel_are_refused() {
+    let mut q = booted();
+    // gwhvc.ko makes its calls by HVC from EL1: 10,000 malformed ones (some with buffers mapped
+    // onto hypervisor memory: the board's ram_base, boards/qemu-virt/board.toml), each of which
+    // must be refused, or insmod fails.
+    let out = q.run(
+        "insmod /lib/modules/extra/gwhvc.ko bench=1000 malformed=10000 hv_phys=0x40000000; echo rc=$?; dmesg | grep -o 'gwhvc:.*'",
+    );
+    assert!(out.contains("rc=0"), "{out}");
+    assert!(out.contains("gwhvc: gatewarden-hv ABI "), "{out}");
+    assert!(out.contains("gwhvc: null HVC x1000: median "), "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("gwhvc: malformed HVC x10000:"))
+        .unwrap_or_else(|| panic!("no malformed-call summary in {out}"));
+    assert!(line.contains("10000 refused, 0 accepted"), "{line}");
+    // Every kind of malformed call was made.
+    for kind in [
+        "unknown function",
+        "null request",
+        "guard-page crossing",
+        "read-only response",
+        "overlapping buffers",
+        "oversized",
+        "wrapping",
+        "hypervisor memory",
+    ] {
+        let n: u32 = line
+            .split(&format!("{kind} "))
+            .nth(1)
+            .and_then(|r| r.split([',', ')']).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no count for {kind} in {line}"));
+        assert!(n > 0, "no {kind} calls in {line}");
+    }
+    assert!(
+        out.contains("gwhvc: VERSION with buffers after the malformed calls"),
+        "{out}"
+    );
+    // The hypervisor still serves user space too.
+    let v = json_line(&q.run("gwctl --json --transport hypervisor version"));
+    assert_eq!(v["kind"], "Hypervisor");
+    assert!(
+        !q.output().contains("PANIC"),
+        "hypervisor panicked:\n{}",
+        q.output()
+    );
+}

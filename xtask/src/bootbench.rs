@@ -1,5 +1,6 @@
 //! `cargo xtask bench boot`: guest boot time under the hypervisor vs the same kernel and
-//! initramfs on bare QEMU, measured alternately in one run, and the EL0 null-hypercall cost.
+//! initramfs on bare QEMU, measured alternately in one run, and the null-hypercall cost from EL0
+//! (the call window, `gw-hcall-fuzz`) and from EL1 (HVC, the `gwhvc.ko` kernel module).
 
 use std::{
     fmt::Write as _,
@@ -67,6 +68,32 @@ fn boot(mut q: Command, then: Option<&str>) -> Result<(Duration, String)> {
     Ok((elapsed, result))
 }
 
+/// The kernel module's timing line.
+#[derive(Debug, PartialEq)]
+struct El1Null {
+    calls: u64,
+    median: u64,
+    p99: u64,
+    hz: u64,
+}
+
+/// Parse `gwhvc: null HVC x<N>: median <M> p99 <P> min <m> ticks, counter <F> Hz`.
+fn parse_el1(line: &str) -> Option<El1Null> {
+    let rest = line.strip_prefix("gwhvc: null HVC x")?;
+    let (calls, rest) = rest.split_once(':')?;
+    let words: Vec<&str> = rest.split_whitespace().collect();
+    let after = |key: &str| -> Option<u64> {
+        let i = words.iter().position(|w| *w == key)?;
+        words.get(i + 1)?.trim_end_matches(',').parse().ok()
+    };
+    Some(El1Null {
+        calls: calls.parse().ok()?,
+        median: after("median")?,
+        p99: after("p99")?,
+        hz: after("counter")?,
+    })
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -102,20 +129,28 @@ pub fn bench_boot(root: &Path, runs: usize) -> Result<String> {
         q
     };
     let (mut t_bare, mut t_hv) = (Vec::new(), Vec::new());
-    let mut null = String::new();
+    let (mut null, mut el1) = (String::new(), String::new());
     for i in 0..runs {
         eprintln!(
             "==> boot run {}/{runs}: bare QEMU, then under the hypervisor",
             i + 1
         );
         t_bare.push(boot(bare(), None)?.0.as_secs_f64());
-        let then = (i == 0).then_some("gw-hcall-fuzz --null-calls 10000");
+        let then = (i == 0).then_some(
+            "gw-hcall-fuzz --null-calls 10000; insmod /lib/modules/extra/gwhvc.ko bench=10000 malformed=0; dmesg | grep -o 'gwhvc: null HVC.*'",
+        );
         let (t, out) = boot(image::qemu_command(&img, 2), then)?;
         t_hv.push(t.as_secs_f64());
         if i == 0 {
             null = out
                 .lines()
                 .find(|l| l.trim_start().starts_with('{'))
+                .unwrap_or("")
+                .trim()
+                .to_owned();
+            el1 = out
+                .lines()
+                .find(|l| l.starts_with("gwhvc: null HVC"))
                 .unwrap_or("")
                 .trim()
                 .to_owned();
@@ -154,11 +189,39 @@ pub fn bench_boot(root: &Path, runs: usize) -> Result<String> {
         ticks("median_ticks") / hz * 1e6,
         hz / 1e6
     )?;
+    let el1 = parse_el1(&el1).with_context(|| format!("gwhvc.ko output {el1:?}"))?;
     writeln!(
         s,
-        "| null hypercall from EL1 (HVC) | not measured yet: needs the guest kernel module |"
+        "| null hypercall from EL1 (HVC from gwhvc.ko, register-only VERSION), {} calls | median {} ticks, p99 {} ticks ({:.1} µs median at {} MHz) |",
+        el1.calls,
+        el1.median,
+        el1.p99,
+        el1.median as f64 / el1.hz as f64 * 1e6,
+        el1.hz as f64 / 1e6
     )?;
     writeln!(s, "\nRuns: bare {t_bare:.2?} s, hypervisor {t_hv:.2?} s.")?;
     std::io::stdout().flush()?;
     Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_kernel_module_timing_line() {
+        assert_eq!(
+            parse_el1(
+                "gwhvc: null HVC x10000: median 812 p99 2050 min 700 ticks, counter 62500000 Hz"
+            ),
+            Some(El1Null {
+                calls: 10000,
+                median: 812,
+                p99: 2050,
+                hz: 62_500_000
+            })
+        );
+        assert_eq!(parse_el1("gwhvc: null HVC x10: median"), None);
+        assert_eq!(parse_el1(""), None);
+    }
 }

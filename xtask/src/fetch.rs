@@ -1,4 +1,5 @@
-//! `cargo xtask fetch-guest`: Debian's own guest kernel and busybox, downloaded once into a cache.
+//! `cargo xtask fetch-guest`: Debian's own guest kernel and busybox, downloaded once into a cache,
+//! and (for arm64) the kernel's headers, to build the guest kernel module against.
 //!
 //! The packages come from the machine's configured Debian archive through apt, so they are
 //! Debian's signed, reproducible builds. Nothing fetched is committed: the cache lives under
@@ -41,6 +42,9 @@ pub struct GuestFiles {
     pub busybox: PathBuf,
     /// Root of the extracted kernel package (modules under `lib/modules/<release>`).
     pub kernel_root: PathBuf,
+    /// The kernel's build directory for out-of-tree modules (`make -C` here), arm64 only:
+    /// Debian's headers with the host's kbuild tools.
+    pub headers: Option<PathBuf>,
 }
 
 fn cache_dir(root: &Path, arch: Arch) -> PathBuf {
@@ -96,6 +100,18 @@ fn ensure_architecture(arch: Arch) -> Result<()> {
     Ok(())
 }
 
+/// The packages `linux-headers-<release>` depends on by name (`<…>` and `:arch` stripped).
+pub fn parse_dependencies(depends: &str) -> Vec<String> {
+    depends
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Depends:"))
+        .map(|p| {
+            let p = p.trim().trim_start_matches('<').trim_end_matches('>');
+            p.split(':').next().unwrap_or("").to_owned()
+        })
+        .collect()
+}
+
 /// The versioned kernel package behind Debian's `linux-image-cloud-<arch>` metapackage.
 pub fn parse_kernel_dependency(depends: &str) -> Option<String> {
     depends
@@ -141,22 +157,60 @@ fn download(dir: &Path, package: &str) -> Result<PathBuf> {
 }
 
 fn extract(deb: &Path, into: &Path) -> Result<()> {
+    extract_all(&[deb.to_owned()], into)
+}
+
+/// Unpack `debs` into one tree at `into` (relative symlinks between them resolve there); a
+/// partial unpack is never left at `into`.
+fn extract_all(debs: &[PathBuf], into: &Path) -> Result<()> {
     if into.exists() {
         return Ok(());
     }
     let tmp = into.with_extension("partial");
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp)?;
-    let status = Command::new("dpkg-deb")
-        .arg("-x")
-        .arg(deb)
-        .arg(&tmp)
-        .status()?;
-    if !status.success() {
-        bail!("dpkg-deb -x {} failed", deb.display());
+    for deb in debs {
+        let status = Command::new("dpkg-deb")
+            .arg("-x")
+            .arg(deb)
+            .arg(&tmp)
+            .status()?;
+        if !status.success() {
+            bail!("dpkg-deb -x {} failed", deb.display());
+        }
     }
     std::fs::rename(&tmp, into)?;
     Ok(())
+}
+
+/// Debian's headers for `release` (arm64) with the host's kbuild tools, unpacked under `dir`:
+/// the arch-specific headers, the common headers they include, and `linux-kbuild-<ver>` for the
+/// host architecture (the headers' `scripts/` link to it; the arm64 package's tools would not
+/// run here). Returns the directory to pass to `make -C`.
+fn fetch_headers(dir: &Path, debs: &Path, release: &str, arch: Arch) -> Result<PathBuf> {
+    let pkg = format!("linux-headers-{release}:{}", arch.debian());
+    let depends = output(Command::new("apt-cache").args(["depends", &pkg]))?;
+    let deps = parse_dependencies(&depends);
+    let common = deps
+        .iter()
+        .find(|d| d.starts_with("linux-headers-") && d.ends_with("-common"))
+        .with_context(|| format!("{pkg} depends on no linux-headers-*-common"))?;
+    let kbuild = deps
+        .iter()
+        .find(|d| d.starts_with("linux-kbuild-"))
+        .with_context(|| format!("{pkg} depends on no linux-kbuild-*"))?;
+    let files = vec![
+        download(debs, &pkg)?,
+        download(debs, common)?,
+        download(debs, &format!("{kbuild}:{}", host_arch()?))?,
+    ];
+    let root = dir.join("headers");
+    extract_all(&files, &root)?;
+    let build = root.join(format!("usr/src/linux-headers-{release}"));
+    if !build.join("Module.symvers").exists() {
+        bail!("{} has no Module.symvers", build.display());
+    }
+    Ok(build)
 }
 
 /// Make sure Debian's aarch64 cross compiler is installed: the guest agent's TLS library (ring)
@@ -237,15 +291,21 @@ pub fn fetch_guest(root: &Path, arch: Arch) -> Result<GuestFiles> {
     if !busybox.exists() {
         bail!("busybox-static package has no bin/busybox");
     }
+    let headers = match arch {
+        Arch::Arm64 => Some(fetch_headers(&dir, &debs, &release, arch)?),
+        Arch::Amd64 => None,
+    };
     Ok(GuestFiles {
         kernel,
         release,
         busybox,
         kernel_root,
+        headers,
     })
 }
 
-fn which(cmd: &str) -> Option<PathBuf> {
+/// The path of `cmd` on PATH, if any.
+pub fn which(cmd: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|p| p.join(cmd))
@@ -271,5 +331,18 @@ mod tests {
             Some("linux-image-6.1.0-56-cloud-amd64")
         );
         assert_eq!(parse_kernel_dependency("nothing here"), None);
+    }
+
+    #[test]
+    fn lists_the_headers_dependencies() {
+        let out = "linux-headers-6.1.0-56-cloud-arm64:arm64\n  Depends: <linux-headers-6.1.0-56-common:arm64>\n    linux-headers-6.1.0-56-common\n  Depends: linux-kbuild-6.1:arm64\n    linux-kbuild-6.1\n  Depends: gcc-12:arm64\n";
+        assert_eq!(
+            parse_dependencies(out),
+            [
+                "linux-headers-6.1.0-56-common",
+                "linux-kbuild-6.1",
+                "gcc-12"
+            ]
+        );
     }
 }

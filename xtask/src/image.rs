@@ -108,11 +108,83 @@ fn llvm_objcopy() -> Result<PathBuf> {
     Ok(p)
 }
 
-/// A newc initramfs with busybox, the guest programs (into /bin) and /init.
+/// Build the guest kernel module `guest-agents/kmod` (`gwhvc.ko`: hypercalls by HVC from EL1)
+/// against Debian's headers for the guest kernel, with debug info stripped. Kbuild writes its
+/// output next to the sources, so they are copied to `target/gatewarden/kmod/` first.
+pub fn build_kmod(root: &Path, guest: &fetch::GuestFiles) -> Result<PathBuf> {
+    let headers = guest
+        .headers
+        .as_ref()
+        .context("no kernel headers were fetched for this architecture")?;
+    fetch::ensure_cross_cc()?;
+    if fetch::which("make").is_none() {
+        bail!("building the guest kernel module needs make: apt-get install -y make");
+    }
+    // Debian's arch Makefile includes the common headers by absolute path (/usr/src/…);
+    // point it at the unpacked copy in the cache.
+    let common = std::fs::read_to_string(headers.join("Makefile"))?;
+    let target = common
+        .lines()
+        .find_map(|l| l.strip_prefix("include "))
+        .context("the headers' Makefile includes nothing")?
+        .trim()
+        .to_owned();
+    let name = Path::new(&target)
+        .parent()
+        .and_then(|p| p.file_name())
+        .context("unexpected include in the headers' Makefile")?;
+    let local = headers
+        .parent()
+        .context("headers directory without a parent")?
+        .join(name)
+        .join("Makefile");
+    if Path::new(&target) != local {
+        std::fs::write(
+            headers.join("Makefile"),
+            format!("include {}\n", local.display()),
+        )?;
+    }
+    let src = root.join("guest-agents/kmod");
+    let out = root.join("target/gatewarden/kmod");
+    std::fs::create_dir_all(&out)?;
+    for f in ["Kbuild", "gwhvc.c"] {
+        let (from, to) = (src.join(f), out.join(f));
+        let data = std::fs::read(&from).with_context(|| format!("reading {}", from.display()))?;
+        if std::fs::read(&to).ok().as_deref() != Some(&data[..]) {
+            std::fs::write(&to, data)?;
+        }
+    }
+    let mut make = Command::new("make");
+    make.arg("-s")
+        .arg("-C")
+        .arg(headers)
+        .arg(format!("M={}", out.display()))
+        .args(["ARCH=arm64", "CROSS_COMPILE=aarch64-linux-gnu-", "modules"]);
+    run(
+        &format!(
+            "guest kernel module gwhvc.ko (Debian's {} headers)",
+            guest.release
+        ),
+        make,
+    )?;
+    let stripped = out.join("gwhvc.stripped.ko");
+    let mut strip = Command::new("aarch64-linux-gnu-strip");
+    strip
+        .arg("--strip-debug")
+        .arg("-o")
+        .arg(&stripped)
+        .arg(out.join("gwhvc.ko"));
+    run("strip gwhvc.ko", strip)?;
+    Ok(stripped)
+}
+
+/// A newc initramfs with busybox, the guest programs (into /bin), the kernel modules loaded at
+/// boot (in order), modules loaded on demand (into /lib/modules/extra) and /init.
 pub fn initramfs(
     busybox: &Path,
     programs: &[PathBuf],
     modules: &[PathBuf],
+    extra_modules: &[(&str, PathBuf)],
     etc: &[(&str, Vec<u8>)],
 ) -> Result<Vec<u8>> {
     let busybox =
@@ -157,6 +229,11 @@ pub fn initramfs(
         order.push('\n');
     }
     entries.push(file("lib/modules/order", 0o644, order.into_bytes()));
+    entries.push(dir("lib/modules/extra"));
+    for (name, path) in extra_modules {
+        let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        entries.push(file(&format!("lib/modules/extra/{name}"), 0o644, data));
+    }
     for p in programs {
         let name = p
             .file_name()
@@ -343,10 +420,12 @@ pub fn image(root: &Path, board: &str, opts: &ImageOptions) -> Result<Image> {
         .iter()
         .map(|m| modules_dir.join(m))
         .collect();
+    let kmod = build_kmod(root, &guest)?;
     let initrd = initramfs(
         &guest.busybox,
         &programs,
         &modules,
+        &[("gwhvc.ko", kmod)],
         &[
             ("controller-ca.pem", controller.ca_pem.clone()),
             ("endorsement.json", endorsement_json.clone()),
