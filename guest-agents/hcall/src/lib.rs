@@ -244,9 +244,12 @@ impl<T: Transport> Client<T> {
 
     fn call(&mut self, request: &Request<'_>) -> CallResult<Response<'_>> {
         let n = request.encode(&mut self.req)?;
+        // Offer no more response buffer than the function can fill: the window transport
+        // faults in, and the hypervisor checks, every page offered.
+        let f = request.function();
         let len = self
             .transport
-            .call(request.function(), &self.req[..n], &mut self.resp)?;
+            .call(f, &self.req[..n], &mut self.resp[..f.response_bound()])?;
         Ok(Response::decode(&self.resp[..len])?)
     }
 

@@ -29,6 +29,9 @@ pub const MAX_REQUEST: usize = 64 * 1024 + 512;
 pub const MAX_RESPONSE: usize = 64 * 1024 + 512;
 /// Largest packet HOP_TAG / HOP_CHECK take (jumbo frames included).
 pub const MAX_PACKET: usize = 9216;
+/// Bound on the fixed-size responses (VERSION, PCR_*, HOP_*, AGENT_*, POLICY_SET), see
+/// [`Function::response_bound`].
+pub const SMALL_RESPONSE: usize = 256;
 /// Largest message AGENT_SIGN / AGENT_VERIFY take.
 pub const MAX_AGENT_MESSAGE: usize = 16 * 1024;
 /// Largest policy POLICY_SET takes and the vault keeps.
@@ -97,6 +100,25 @@ impl Function {
         Function::PolicyGet,
         Function::PolicySet,
     ];
+
+    /// Largest encoded response the function returns: [`SMALL_RESPONSE`] for the fixed-size
+    /// answers, [`MAX_RESPONSE`] for QUOTE, EVENT_LOG_READ and POLICY_GET. A caller needs no
+    /// larger response buffer, and the hypervisor checks no more of it than this before the call
+    /// runs: the hop calls made per packet then cost one page translation, not seventeen.
+    pub const fn response_bound(self) -> usize {
+        match self {
+            Function::Quote | Function::EventLogRead | Function::PolicyGet => MAX_RESPONSE,
+            Function::Version
+            | Function::PcrExtend
+            | Function::PcrRead
+            | Function::HopKeyRegister
+            | Function::HopTag
+            | Function::HopCheck
+            | Function::AgentSign
+            | Function::AgentVerify
+            | Function::PolicySet => SMALL_RESPONSE,
+        }
+    }
 
     /// The function with low bits `n`.
     pub fn from_number(n: u16) -> Option<Self> {

@@ -2,7 +2,7 @@
 
 use ed25519_dalek::Signature;
 use gw_abi::{
-    AbiError, Function, MAX_PACKET, Request, Response, frame,
+    AbiError, Function, MAX_PACKET, MAX_RESPONSE, Request, Response, frame,
     regs::{self, CallRegs},
 };
 use proptest::prelude::*;
@@ -192,6 +192,66 @@ fn responses_round_trip() {
     for r in &all {
         let n = r.encode(&mut buf).unwrap();
         assert_eq!(&Response::decode(&buf[..n]).unwrap(), r);
+    }
+}
+
+#[test]
+fn fixed_size_responses_fit_their_bound() {
+    let long = "v".repeat(200);
+    let largest = [
+        (
+            Function::Version,
+            Response::Version {
+                major: u16::MAX,
+                minor: u16::MAX,
+                identity: MonitorIdentity::new(
+                    MonitorKind::InsecureSoftwareMonitor,
+                    &long,
+                    [0xff; 32],
+                ),
+                attestation_key: [0xff; 32],
+                agent_key: [0xff; 32],
+            },
+        ),
+        (Function::PcrExtend, Response::Done),
+        (Function::PcrRead, Response::Pcr { value: [0xff; 32] }),
+        (
+            Function::HopKeyRegister,
+            Response::Slot {
+                slot: u16::MAX,
+                pcr: u16::MAX,
+            },
+        ),
+        (
+            Function::HopTag,
+            Response::Tagged {
+                trailer: &[0xff; 64], // the hop trailer is 48 bytes
+            },
+        ),
+        (Function::HopCheck, Response::Checked { seq: u64::MAX }),
+        (
+            Function::AgentSign,
+            Response::Signed {
+                signature: Signature::from_bytes(&[0xff; 64]),
+            },
+        ),
+        (Function::AgentVerify, Response::Done),
+        (Function::PolicySet, Response::Done),
+    ];
+    let mut buf = vec![0u8; MAX_RESPONSE];
+    for (f, r) in &largest {
+        let n = r.encode(&mut buf).unwrap();
+        assert!(
+            n <= f.response_bound(),
+            "{} answers up to {n} bytes, over its bound {}",
+            f.name(),
+            f.response_bound()
+        );
+    }
+    for f in Function::ALL {
+        if !largest.iter().any(|(g, _)| *g == f) {
+            assert_eq!(f.response_bound(), MAX_RESPONSE, "{}", f.name());
+        }
     }
 }
 

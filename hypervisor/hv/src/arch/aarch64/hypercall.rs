@@ -250,10 +250,10 @@ fn buffer_call(
     let req = &mut req[..r.req_len as usize];
     copy_guest(r.req_addr, req, false, from)?;
     let cap = (r.resp_cap as usize).min(MAX_RESPONSE);
-    // The whole response buffer must be writable before the call runs: a call with side
-    // effects (PCR_EXTEND, HOP_TAG, POLICY_SET…) must not take effect and then report
-    // BAD_ADDRESS because its answer could not be delivered.
-    check_writable(r.resp_addr, cap, from)?;
+    // The response buffer, as far as this function's answer can reach, must be writable
+    // before the call runs: a call with side effects (PCR_EXTEND, HOP_TAG, POLICY_SET…) must
+    // not take effect and then report BAD_ADDRESS because its answer could not be delivered.
+    check_writable(r.resp_addr, cap.min(function.response_bound()), from)?;
     let monitor = MONITOR.get().ok_or(AbiError::NotProvisioned)?;
     let len = monitor
         .lock()
