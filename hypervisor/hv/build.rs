@@ -12,6 +12,9 @@ struct Board {
     max_cpus: u64,
     device_base: u64,
     device_size: u64,
+    /// PL031 real-time clock, if the board has one (the boot counter's source).
+    #[serde(default)]
+    rtc_pl031: Option<u64>,
 }
 
 fn main() {
@@ -35,8 +38,9 @@ fn main() {
              /// PL011 UART base.\npub const UART_PL011: u64 = {:#x};\n\
              /// Maximum CPUs.\npub const MAX_CPUS: usize = {};\n\
              /// Device window passed through to the guest.\npub const DEVICE_BASE: u64 = {:#x};\n\
-             /// Size of the device window.\npub const DEVICE_SIZE: u64 = {:#x};\n",
-            b.name, b.load_address, b.ram_base, b.hv_reserved, b.uart_pl011, b.max_cpus, b.device_base, b.device_size
+             /// Size of the device window.\npub const DEVICE_SIZE: u64 = {:#x};\n\
+             /// PL031 real-time clock base, if the board has one.\npub const RTC_PL031: Option<u64> = {:?};\n",
+            b.name, b.load_address, b.ram_base, b.hv_reserved, b.uart_pl011, b.max_cpus, b.device_base, b.device_size, b.rtc_pl031
         ),
     )
     .unwrap();

@@ -22,6 +22,24 @@ use vtpm::{
     },
 };
 
+/// The quote's boot counter: the board clock's seconds at boot, so that it grows across
+/// reboots without storage of its own; 1 on a board without a clock (every reboot then reads as
+/// a counter rollback to the controller). See docs/quote-format.md.
+fn boot_counter() -> u64 {
+    match board::RTC_PL031.map(gatewarden_hv::arch::aarch64::rtc::pl031_seconds) {
+        Some(s) if s > 0 => {
+            println!("boot counter {s} (PL031 clock seconds)");
+            s as u64
+        }
+        _ => {
+            println!(
+                "WARNING: no running clock on this board: boot counter fixed at 1, so a reboot reads as a counter rollback"
+            );
+            1
+        }
+    }
+}
+
 /// Per-image device secret, written into the image by `cargo xtask image` after the marker.
 /// All zero means an unprovisioned development image (announced on the console).
 #[unsafe(no_mangle)]
@@ -179,7 +197,7 @@ extern "C" fn hv_primary_main(dtb_pa: u64) -> ! {
                 concat!("gatewarden-hv ", env!("CARGO_PKG_VERSION"), " aarch64"),
                 digest_hv,
             ),
-            boot_counter: 1,
+            boot_counter: boot_counter(),
             controller_key,
             hop_master: hop_master(),
         }))
