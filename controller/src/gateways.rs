@@ -42,7 +42,8 @@ const RECENT_NONCES: usize = 32;
 pub enum SessionCmd {
     /// Send this signed policy.
     Policy(SignedPolicy),
-    /// The operator changed the gateway's record (e.g. its manifest pins): reload it.
+    /// The gateway's record changed, here or on another replica (manifest pins, a new
+    /// policy): reload it, and send the latest policy if it is unconfirmed and not sent yet.
     Reload,
 }
 
@@ -389,6 +390,8 @@ struct SessionState {
     /// Manifests the operator pinned this gateway to (`None`: any); reloaded on
     /// [`SessionCmd::Reload`].
     pins: Option<Vec<i64>>,
+    /// The newest policy version sent in this session (0: none).
+    sent_policy: u64,
 }
 
 async fn session(
@@ -482,14 +485,10 @@ async fn run_session<W: AsyncWrite + Unpin>(
         recent: VecDeque::new(),
         policy: None,
         pins: row.manifests.clone(),
+        sent_policy: 0,
     };
     // A policy the gateway has not confirmed yet goes out first.
-    if let Some(p) = ctl.store.latest_policy(&row.id).await?
-        && p.applied_at.is_none()
-        && p.error.is_none()
-    {
-        write_msg(w, &ControllerMsg::Policy(signed(&p))).await?;
-    }
+    send_unconfirmed_policy(ctl, &mut st, w).await?;
 
     // The first challenge comes soon after connecting, spread over a tenth of an epoch.
     let first = ctl
@@ -565,13 +564,74 @@ async fn run_session<W: AsyncWrite + Unpin>(
             cmd = cmds.recv() => match cmd {
                 Some(SessionCmd::Policy(p)) => {
                     st.policy = None;
+                    st.sent_policy = st.sent_policy.max(p.version);
                     write_msg(w, &ControllerMsg::Policy(p)).await?
                 }
                 Some(SessionCmd::Reload) => {
                     st.pins = ctl.store.gateway(&st.id).await?.and_then(|g| g.manifests);
                     st.policy = None;
+                    send_unconfirmed_policy(ctl, &mut st, w).await?;
                 }
                 None => return Ok(()),
+            }
+        }
+    }
+}
+
+/// Send the gateway's latest policy if it has neither applied nor refused it and this session
+/// has not sent it yet (a policy published on another replica arrives this way).
+async fn send_unconfirmed_policy<W: AsyncWrite + Unpin>(
+    ctl: &Controller,
+    st: &mut SessionState,
+    w: &mut W,
+) -> anyhow::Result<()> {
+    if let Some(p) = ctl.store.latest_policy(&st.id).await?
+        && p.applied_at.is_none()
+        && p.error.is_none()
+        && p.version > st.sent_policy
+    {
+        st.sent_policy = p.version;
+        st.policy = None;
+        write_msg(w, &ControllerMsg::Policy(signed(&p))).await?;
+    }
+    Ok(())
+}
+
+/// Follow the other replicas' changes (PostgreSQL): every announced gateway whose session is
+/// held here reloads its record. After a lost listener connection every local session reloads,
+/// since announcements may have been missed meanwhile.
+pub async fn follow_replicas(ctl: Arc<Controller>) {
+    let mut listener = loop {
+        match ctl.store.listen().await {
+            Ok(Some(l)) => {
+                tracing::debug!("following other replicas' changes");
+                break l;
+            }
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!("listening for other replicas' changes: {e}; retrying");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        }
+    };
+    loop {
+        let ids: Vec<String> = match listener.try_recv().await {
+            Ok(Some(n)) => vec![n.payload().to_owned()],
+            Ok(None) => {
+                tracing::warn!("lost the database listener connection; reloading every session");
+                ctl.sessions.lock().await.keys().cloned().collect()
+            }
+            Err(e) => {
+                tracing::warn!("database listener: {e}; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        for id in ids {
+            let tx = ctl.sessions.lock().await.get(&id).cloned();
+            tracing::debug!("gateway {id} changed (session here: {})", tx.is_some());
+            if let Some(tx) = tx {
+                let _ = tx.send(SessionCmd::Reload).await;
             }
         }
     }
@@ -772,10 +832,14 @@ impl Controller {
         })
     }
 
-    /// Tell gateway `id`'s session (if it is connected here) that its record changed.
+    /// Tell gateway `id`'s session that its record changed: directly if it is connected here,
+    /// and through the database to the other replicas.
     pub async fn reload_session(&self, id: &str) {
         if let Some(s) = self.sessions.lock().await.get(id) {
             let _ = s.send(SessionCmd::Reload).await;
+        }
+        if let Err(e) = self.store.announce(id).await {
+            tracing::warn!("announcing gateway {id}'s change to other replicas: {e}");
         }
     }
 
@@ -803,6 +867,8 @@ impl Controller {
         if let Some(s) = self.sessions.lock().await.get(id) {
             let _ = s.send(SessionCmd::Policy(signed)).await;
         }
+        // The gateway may be connected to another replica.
+        self.store.announce(id).await?;
         Ok(version)
     }
 }

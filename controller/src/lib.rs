@@ -122,6 +122,7 @@ pub async fn serve(
     hooks: Vec<alerts::Webhook>,
 ) -> anyhow::Result<()> {
     tokio::spawn(alerts::run(ctl.clone(), hooks, 6));
+    tokio::spawn(gateways::follow_replicas(ctl.clone()));
     tokio::try_join!(gateways::serve(ctl.clone(), agents), api::serve(ctl, api))?;
     Ok(())
 }

@@ -158,11 +158,16 @@ struct Job {
     ack: oneshot::Sender<StoreResult<bool>>,
 }
 
+/// PostgreSQL notification channel for changed gateway records (payload: the gateway id).
+pub const CHANGES_CHANNEL: &str = "gatewarden_gateway_changed";
+
 /// The database handle.
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// The database URL, for the PostgreSQL listener connection.
+    url: String,
     writer: mpsc::Sender<Job>,
 }
 
@@ -284,8 +289,33 @@ impl Store {
         Ok(Self {
             pool,
             backend,
+            url,
             writer: tx,
         })
+    }
+
+    /// Tell every controller replica sharing this database that gateway `id`'s record changed
+    /// (a new policy, other manifest pins), so the one holding its session acts on it:
+    /// PostgreSQL `NOTIFY` on [`CHANGES_CHANNEL`]. SQLite serves one replica; nothing to tell.
+    pub async fn announce(&self, id: &str) -> StoreResult<()> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CHANGES_CHANNEL)
+                .bind(id.to_owned())
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Listen for [`Store::announce`]ments of every replica (this one's too): `None` on SQLite.
+    pub async fn listen(&self) -> StoreResult<Option<sqlx::postgres::PgListener>> {
+        if self.backend != Backend::Postgres {
+            return Ok(None);
+        }
+        let mut l = sqlx::postgres::PgListener::connect(&self.url).await?;
+        l.listen(CHANGES_CHANNEL).await?;
+        Ok(Some(l))
     }
 
     /// The backend in use.

@@ -485,3 +485,41 @@ fn policy_not_signed_by_the_provisioned_controller_is_refused() {
         "{r:#}"
     );
 }
+
+/// Two controller replicas on one PostgreSQL database: a gateway connected to the first gets
+/// the policy an operator sets through the second (the replicas tell each other through
+/// LISTEN/NOTIFY), applies it, and its next quote proves it.
+#[test]
+fn a_policy_set_on_one_replica_reaches_a_gateway_connected_to_another() {
+    let db = Db::Postgres(fresh_postgres("replicas"));
+    let dir = tempfile::tempdir().unwrap();
+    let one = ControllerProc::start(dir.path(), &db, &vendor(), "1s");
+    // The second replica shares the state directory's keys (CA, command key) and the database.
+    let two = ControllerProc::start(dir.path(), &db, &vendor(), "1s");
+    import(&one, &host_manifest("1").sign(&vendor()));
+    let mut g = Gateway::new("gw-replicas", &vendor(), &one.command_key());
+    g.start_agent(&one);
+    one.wait_result(&g.id, 0, "an honest result", only_monitor_warning);
+
+    let policy = dir.path().join("cam.json");
+    std::fs::write(&policy, r#"{"name": "camera", "block": ["203.0.113.9"]}"#).unwrap();
+    let out = two.cli(&[
+        "set-policy",
+        &g.id,
+        "AA:BB:CC:00:00:09",
+        policy.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let after = one.last_result_id(&g.id);
+    let r = one.wait_result(&g.id, after, "the policy proven", |r| {
+        component(r, "policy") == "affirming" && component(r, "config:firewall") == "affirming"
+    });
+    assert!(only_monitor_warning(&r), "{r:#}");
+    let fw = std::fs::read_to_string(g.config_dir().join("firewall.conf")).unwrap();
+    assert!(fw.contains("203.0.113.9"), "{fw}");
+    // Both replicas see it applied.
+    for ctl in [&one, &two] {
+        let detail = ctl.get(&format!("/api/v1/gateways/{}", g.id));
+        assert!(detail["policy"]["applied_at"].is_i64(), "{detail:#}");
+    }
+}
