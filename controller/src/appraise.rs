@@ -331,6 +331,24 @@ fn appraise_binary(name: &str, digest: &Digest, references: References<'_>) -> S
         return s;
     }
     let short = &hex::encode(digest)[..16];
+    // A middlebox names itself when it registers; a name no manifest lists is no excuse on a
+    // gateway whose manifests describe its data path.
+    let data_path_described = references
+        .iter()
+        .any(|r| r.allowed.keys().any(|c| c.starts_with("middlebox:")));
+    if name.starts_with("middlebox:")
+        && data_path_described
+        && !references.iter().any(|r| r.covers(name))
+    {
+        return sub(
+            Tier::Contraindicated,
+            "executables",
+            96,
+            Some(format!(
+                "unknown middlebox: no allowed reference manifest lists a middlebox of this name (digest {short}…)"
+            )),
+        );
+    }
     if references.iter().any(|r| r.covers(name)) {
         sub(
             Tier::Contraindicated,
@@ -546,6 +564,27 @@ mod tests {
         assert_eq!(ear.submods["dtb"].status, Tier::Warning);
         assert_eq!(ear.status, Tier::Contraindicated);
         assert_eq!(ear.counters, Some((1, 5)));
+    }
+
+    #[test]
+    fn a_middlebox_no_manifest_names_is_contraindicated_when_the_data_path_is_described() {
+        let log = [ev(40, ComponentKind::MiddleboxBinary, "evil", [6; 32])];
+        let body = body(MonitorKind::Hypervisor);
+        // No manifest describes a data path: only a warning (nothing to compare with).
+        let ear = appraise(&body, &log, &refs(), &PolicyExpectation::default(), 0);
+        assert_eq!(ear.submods["middlebox:evil"].status, Tier::Warning);
+        // One does: a middlebox it does not list is contraindicated.
+        let mut m = ReferenceManifest::new("img", "2", "qemu-virt");
+        m.allow("middlebox:firewall", &[5; 32]);
+        let mut with_dp = refs();
+        with_dp.push(Reference::new(7, &m));
+        let ear = appraise(&body, &log, &with_dp, &PolicyExpectation::default(), 0);
+        assert_eq!(ear.submods["middlebox:evil"].status, Tier::Contraindicated);
+        assert!(
+            ear.submods["middlebox:evil"].reasons[0].starts_with("unknown middlebox"),
+            "{:?}",
+            ear.submods["middlebox:evil"]
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The gateway in QEMU under the hypervisor, attested by a real controller: enrollment of an
 //! unendorsed gateway (pending until approved), appraisal against the image's signed reference
-//! manifest, a policy applied through the hypervisor's POLICY_SET, and a modified config named.
+//! manifest, a policy applied through the hypervisor's POLICY_SET, and a modified config named;
+//! reboots: attested again with a later clock, a counter rollback with a clock set back; a rogue
+//! process in the guest replaying, reusing and forging evidence, each named.
 
 use gw_tests::{
     fleet::{ImageController, component, reasons},
@@ -139,6 +141,190 @@ fn gateway_in_qemu_is_attested_and_a_modified_config_is_named() {
         reasons(&r)
             .iter()
             .any(|x| x.starts_with("config:firewall: modified")),
+        "{r:#}"
+    );
+}
+
+/// The quote counters `(boot, quote)` of a verified result.
+fn counters(r: &serde_json::Value) -> (u64, u64) {
+    let c = &r["ear"]["gw.counters"];
+    (c[0].as_u64().unwrap(), c[1].as_u64().unwrap())
+}
+
+/// The hypervisor's boot counter is the board clock's seconds at boot: a rebooted gateway is
+/// attested again (its counters move forward though the quote counter starts over), and a
+/// board whose clock was set back boots with a smaller counter, which the controller names a
+/// counter rollback, as it would a restored vTPM state.
+#[test]
+fn a_rebooted_gateway_is_attested_again_and_a_clock_set_back_reads_as_rollback() {
+    let img = image_dir("qemu-virt");
+    let ImageController {
+        state: _state,
+        ctl,
+        gateway_id: id,
+        ..
+    } = ImageController::start(&img, None, "2s");
+    let out = ctl.cli(&[
+        "import-manifest",
+        img.join("reference.json").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let verified = |r: &serde_json::Value| r["ear"]["gw.counters"].is_array();
+    let boot = |extra: &[&str]| {
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let mut q = Qemu::boot_virt_with(2, ctl.agent_addr, &extra);
+        q.expect("gatewarden-hv: boot counter ");
+        q.expect("gatewarden-guest: agent started");
+        q
+    };
+
+    let q = boot(&[]);
+    let first = ctl.wait_result(&id, 0, "a verified result", verified);
+    assert_eq!(first["status"], "warning", "{first:#}");
+    drop(q);
+
+    // Reboot (a new QEMU: same image, same keys, a later clock).
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let q = boot(&[]);
+    let after = ctl.last_result_id(&id);
+    let again = ctl.wait_result(&id, after, "a verified result after the reboot", verified);
+    assert_eq!(again["status"], "warning", "{again:#}");
+    assert!(
+        counters(&again).0 > counters(&first).0,
+        "boot counter did not grow: {:?} then {:?}",
+        counters(&first),
+        counters(&again)
+    );
+    drop(q);
+
+    // The board's clock set back (QEMU's RTC base in 2020): the boot counter goes backwards.
+    let _q = boot(&["-rtc", "base=2020-01-01T00:00:00"]);
+    let after = ctl.last_result_id(&id);
+    let r = ctl.wait_result(&id, after, "the rollback", |r| {
+        r["status"] == "contraindicated"
+    });
+    assert!(
+        reasons(&r)
+            .iter()
+            .any(|x| x.starts_with("evidence: counter rollback")),
+        "{r:#}"
+    );
+}
+
+/// A compromised gateway: root in the guest holds the agent's TLS certificate and the call
+/// window, not the hypervisor's keys. `gw-agent-rogue` replays a quote, reuses a nonce, forges a
+/// quote signature and a report signature, and tries to sign a report as the trusted agent; the
+/// controller names each attack and recovers on honest evidence, the hypervisor refuses to sign.
+#[test]
+fn a_rogue_process_in_the_guest_replays_reuses_and_forges_evidence_and_each_is_named() {
+    let img = image_dir("qemu-virt");
+    let ImageController {
+        state: _state,
+        ctl,
+        gateway_id: id,
+        ..
+    } = ImageController::start(&img, None, "2s");
+    let out = ctl.cli(&[
+        "import-manifest",
+        img.join("reference.json").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let mut q = Qemu::boot_virt_with_controller(2, ctl.agent_addr);
+    q.expect("gatewarden-guest: agent started");
+    q.expect("# ");
+    // The real agent has enrolled, signed its first report (binding the trusted agent to its
+    // program) and answered a challenge.
+    let first = ctl.wait_result(&id, 0, "a verified result", |r| {
+        r["ear"]["gw.counters"].is_array()
+    });
+    assert_eq!(first["status"], "warning", "{first:#}");
+    let first_id = first["id"].as_i64().unwrap();
+
+    let out = q.run(
+        "kill $(pidof gw-agent); . /etc/gatewarden/agent.conf; gw-agent-rogue --controller $GW_CONTROLLER --server-name $GW_SERVER_NAME; echo rc=$?",
+    );
+    assert!(out.contains("rc=0"), "{out}");
+    let summary: serde_json::Value = out
+        .lines()
+        .find_map(|l| serde_json::from_str(l.trim()).ok())
+        .unwrap_or_else(|| panic!("no summary from gw-agent-rogue: {out}"));
+    assert_eq!(
+        summary["sent"],
+        serde_json::json!([
+            "honest",
+            "replayed quote",
+            "reused nonce",
+            "forged signature",
+            "honest",
+            "forged report"
+        ]),
+        "{summary}"
+    );
+    let sign = summary["agent_sign"].as_str().unwrap();
+    assert!(
+        sign.contains("denied (code -3)"),
+        "the hypervisor signed for a rogue: {sign}"
+    );
+
+    // Results after the real agent's: in order, honest, each attack named, honest again.
+    let rows = ctl.get(&format!("/api/v1/gateways/{id}/results?limit=20"));
+    let mut rows: Vec<&serde_json::Value> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["id"].as_i64().unwrap() > first_id)
+        .collect();
+    rows.sort_by_key(|r| r["id"].as_i64());
+    let named = |what: &str| {
+        rows.iter().position(|r| {
+            r["status"] == "contraindicated"
+                && reasons(r)
+                    .iter()
+                    .any(|x| x.starts_with(&format!("evidence: {what}")))
+        })
+    };
+    let replayed = named("replayed quote").unwrap_or_else(|| panic!("{rows:#?}"));
+    let reused = named("reused nonce").unwrap_or_else(|| panic!("{rows:#?}"));
+    let forged = named("forged signature").unwrap_or_else(|| panic!("{rows:#?}"));
+    assert!(replayed < reused && reused < forged, "{rows:#?}");
+    assert!(
+        rows[forged + 1..]
+            .iter()
+            .any(|r| r["ear"]["gw.counters"].is_array() && r["status"] == "warning"),
+        "no honest result after the forgery: {rows:#?}"
+    );
+    // The forged report was dropped: its device never shows, and it is counted.
+    let devices = ctl.get(&format!("/api/v1/gateways/{id}"))["devices"].to_string();
+    assert!(!devices.contains("02:00:00:00:00:66"), "{devices}");
+    let metrics = ctl.request(hyper::Method::GET, "/metrics", None).1;
+    assert!(
+        metrics.contains("gatewarden_reports_rejected_total 1"),
+        "{metrics}"
+    );
+
+    // The real agent back, and two programs that are not the image's middleboxes taking
+    // data-path stages: one claiming to be the firewall, one under a name no manifest lists.
+    // The hypervisor measures each (HOP_KEY_REGISTER) and the next quote shows them.
+    let out = q.run(
+        ". /etc/gatewarden/agent.conf; gw-agent --controller $GW_CONTROLLER --server-name $GW_SERVER_NAME --transport hypervisor >/tmp/gw-agent.log 2>&1 & \
+         gwctl --transport hypervisor hop register --chain 4242 --stage 1 --hops 2 --name firewall; \
+         gwctl --transport hypervisor hop register --chain 4243 --stage 1 --hops 2 --name evil; echo rc=$?",
+    );
+    assert!(out.contains("rc=0"), "{out}");
+    let after = ctl.last_result_id(&id);
+    let r = ctl.wait_result(&id, after, "the foreign middleboxes named", |r| {
+        r["ear"]["gw.counters"].is_array() && component(r, "middlebox:evil") != "absent"
+    });
+    assert_eq!(r["status"], "contraindicated", "{r:#}");
+    let why = reasons(&r);
+    assert!(
+        why.iter()
+            .any(|x| x.starts_with("middlebox:firewall: modified")),
+        "{r:#}"
+    );
+    assert!(
+        why.iter()
+            .any(|x| x.starts_with("middlebox:evil: unknown middlebox")),
         "{r:#}"
     );
 }

@@ -34,6 +34,7 @@ const GUEST_BINARIES: &[&str] = &[
     "gw-ids",
     "gw-monitor",
     "gw-dp-rogue",
+    "gw-agent-rogue",
 ];
 /// Guest targets.
 const GUEST_TARGETS: &[&str] = &["x86_64-unknown-linux-musl", "aarch64-unknown-linux-musl"];

@@ -77,6 +77,10 @@ struct Stage {
     /// Hops in the chain (middleboxes + 1).
     #[arg(long)]
     hops: u8,
+    /// Name measured with this program (the event-log name, e.g. a middlebox's). The name is
+    /// the caller's claim; the digest is the monitor's measurement of the caller.
+    #[arg(long, default_value = "gwctl")]
+    name: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -344,7 +348,7 @@ fn main() -> Result<()> {
                         at.chain,
                         at.stage,
                         at.hops,
-                        "gwctl",
+                        &at.name,
                         env!("CARGO_PKG_VERSION"),
                     )
                     .with_context(|| {

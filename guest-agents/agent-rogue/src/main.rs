@@ -1,0 +1,164 @@
+//! `gw-agent-rogue`: a test tool playing a compromised gateway. It runs as root in the
+//! gateway's Linux, so it holds what the guest holds: the agent's TLS client certificate and the
+//! call window. It does not hold the hypervisor's keys. Over one session it answers the
+//! controller's challenges with:
+//!
+//! 1. honest evidence,
+//! 2. the first evidence again (a **replayed quote**),
+//! 3. a fresh quote over the first nonce (a **reused nonce**),
+//! 4. a fresh quote with one signature bit flipped (a **forged signature**),
+//! 5. honest evidence again.
+//!
+//! It then tries to sign a device report as the trusted agent (the hypervisor refuses: the agent
+//! is bound to the real agent's program) and sends one with a made-up signature. It prints a
+//! JSON summary; the controller's results must name each attack (`tests/tests/qemu_controller.rs`).
+//! It is in the qemu-virt image for the end-to-end tests, like `gw-dp-rogue`.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use gw_proto::wire::{
+    AgentMsg, ControllerMsg, Device, EvidenceMsg, GatewayReport, PROTOCOL_VERSION, SignedReport,
+    read_msg, write_msg,
+};
+
+/// Play a compromised gateway against the controller (test tool; stop the real gw-agent first).
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// Controller agent port, HOST:PORT.
+    #[arg(long, env = "GW_CONTROLLER")]
+    controller: SocketAddr,
+    /// Name the controller's certificate carries.
+    #[arg(long, env = "GW_SERVER_NAME", default_value = "localhost")]
+    server_name: String,
+    /// Fleet CA certificate (PEM).
+    #[arg(long, default_value = "/etc/gatewarden/controller-ca.pem")]
+    ca: PathBuf,
+    /// The gateway's endorsement (JSON).
+    #[arg(long, default_value = "/etc/gatewarden/endorsement.json")]
+    endorsement: PathBuf,
+    /// The real agent's state directory (its TLS key and certificate).
+    #[arg(long, default_value = "/var/lib/gatewarden-agent")]
+    state_dir: PathBuf,
+    /// How to reach the monitor.
+    #[arg(long, default_value = "hypervisor")]
+    transport: gw_hcall::TransportKind,
+    /// Software monitor socket (with `--transport socket`).
+    #[arg(long, default_value = gw_hcall::DEFAULT_SOCKET)]
+    monitor: PathBuf,
+}
+
+/// The next challenge, skipping anything else the controller sends.
+async fn next_challenge<R: tokio::io::AsyncRead + Unpin>(r: &mut R) -> Result<[u8; 32]> {
+    let wait = Duration::from_secs(120);
+    loop {
+        let m = tokio::time::timeout(wait, read_msg::<_, ControllerMsg>(r))
+            .await
+            .context("no challenge within 120 s")??;
+        match m {
+            ControllerMsg::Challenge { nonce } => return Ok(nonce),
+            ControllerMsg::Refused { reason } => bail!("the controller refused us: {reason}"),
+            _ => continue,
+        }
+    }
+}
+
+fn report(mac: &str) -> Result<Vec<u8>> {
+    Ok(postcard::to_stdvec(&GatewayReport {
+        devices: vec![Device {
+            mac: mac.into(),
+            ip: Some("192.0.2.66".into()),
+            hostname: Some("rogue".into()),
+        }],
+        datapath: None,
+    })?)
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let endorsement = serde_json::from_slice(
+        &std::fs::read(&args.endorsement)
+            .with_context(|| format!("reading {}", args.endorsement.display()))?,
+    )
+    .context("endorsement JSON")?;
+    let settings = gw_agent::Settings {
+        controller: args.controller,
+        server_name: args.server_name,
+        ca_pem: std::fs::read(&args.ca)
+            .with_context(|| format!("reading {}", args.ca.display()))?,
+        endorsement,
+        state_dir: args.state_dir.clone(),
+        config_dir: std::env::temp_dir().join("gw-agent-rogue-config"),
+        report_every: Duration::from_secs(3600),
+        datapath_dir: None,
+    };
+    let mut mon = gw_hcall::open(args.transport, &args.monitor)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let tls = gw_agent::connect_enrolled(&settings)
+            .await
+            .with_context(|| {
+                format!(
+                    "connecting with the agent's certificate from {}",
+                    args.state_dir.display()
+                )
+            })?;
+        let (mut r, mut w) = tokio::io::split(tls);
+        let hello = AgentMsg::Hello {
+            protocol: PROTOCOL_VERSION,
+            agent_version: "gw-agent-rogue".into(),
+        };
+        write_msg(&mut w, &hello).await?;
+        let send = |ev: EvidenceMsg| AgentMsg::Evidence(Box::new(ev));
+        let mut sent = Vec::new();
+
+        let n1 = next_challenge(&mut r).await?;
+        let ev1 = gw_agent::evidence(&mut mon, &n1)?;
+        write_msg(&mut w, &send(ev1.clone())).await?;
+        sent.push("honest");
+
+        let _n2 = next_challenge(&mut r).await?;
+        write_msg(&mut w, &send(ev1)).await?;
+        sent.push("replayed quote");
+
+        let _n3 = next_challenge(&mut r).await?;
+        write_msg(&mut w, &send(gw_agent::evidence(&mut mon, &n1)?)).await?;
+        sent.push("reused nonce");
+
+        let n4 = next_challenge(&mut r).await?;
+        let mut ev4 = gw_agent::evidence(&mut mon, &n4)?;
+        let last = ev4.quote.len() - 1;
+        ev4.quote[last] ^= 0x01;
+        write_msg(&mut w, &send(ev4)).await?;
+        sent.push("forged signature");
+
+        let n5 = next_challenge(&mut r).await?;
+        write_msg(&mut w, &send(gw_agent::evidence(&mut mon, &n5)?)).await?;
+        sent.push("honest");
+
+        // Sign a report as the trusted agent: the hypervisor answers for the bound agent only.
+        let body = report("02:00:00:00:00:66")?;
+        let agent_sign = match mon.agent_sign(&body) {
+            Ok(_) => "signed".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        // A report with a made-up signature: the controller drops it.
+        let forged = SignedReport {
+            body,
+            signature: ed25519_dalek::Signature::from_bytes(&[7; 64]),
+        };
+        write_msg(&mut w, &AgentMsg::Report(forged)).await?;
+        sent.push("forged report");
+        // One more round trip, so the controller has processed everything before we go.
+        let _ = next_challenge(&mut r).await?;
+        println!(
+            "{}",
+            serde_json::json!({ "sent": sent, "agent_sign": agent_sign })
+        );
+        Ok(())
+    })
+}
