@@ -127,10 +127,20 @@ static unsigned long any_function(void)
 	return GW_FN(known[get_random_u32() % ARRAY_SIZE(known)]);
 }
 
-/* Functions with no side effects, for calls whose request is well formed. */
-static unsigned long harmless_function(void)
+/*
+ * A well-formed request in `buf` for a function with no side effects, VERSION or PCR_READ of
+ * PCR 0 (postcard: the variant index, then the fields), for calls where only the response
+ * buffer is wrong.
+ */
+static void harmless_request(u8 *buf, unsigned long *fn, unsigned long *addr, unsigned long *len)
 {
-	return GW_FN(get_random_u32() & 1 ? GW_VERSION : GW_PCR_READ);
+	bool version = get_random_u32() & 1;
+
+	*fn = GW_FN(version ? GW_VERSION : GW_PCR_READ);
+	buf[0] = version ? 0x00 : 0x02;
+	buf[1] = 0;
+	*addr = (unsigned long)buf;
+	*len = version ? 1 : 2;
 }
 
 static int run_malformed(void)
@@ -184,13 +194,8 @@ static int run_malformed(void)
 			break;
 		}
 		case BAD_READ_ONLY_RESPONSE:
-			/* A well-formed request (postcard: variant index, then PCR 0), so only
-			 * the response buffer is wrong; a side-effect-free function either way. */
-			fn = harmless_function();
-			buf[0] = fn == GW_FN(GW_VERSION) ? 0x00 : 0x02;
-			buf[1] = 0;
-			a1 = (unsigned long)buf;
-			a2 = fn == GW_FN(GW_VERSION) ? 1 : 2;
+			/* Only the response buffer is wrong. */
+			harmless_request(buf, &fn, &a1, &a2);
 			a3 = (unsigned long)ro_page;
 			a4 = 256 + get_random_u32() % (PAGE_SIZE - 256);
 			break;
@@ -220,11 +225,7 @@ static int run_malformed(void)
 			a2 = len;
 			if (get_random_u32() & 1) {
 				/* well-formed request, response into hypervisor memory */
-				fn = harmless_function();
-				buf[0] = fn == GW_FN(GW_VERSION) ? 0x00 : 0x02;
-				buf[1] = 0;
-				a1 = (unsigned long)buf;
-				a2 = fn == GW_FN(GW_VERSION) ? 1 : 2;
+				harmless_request(buf, &fn, &a1, &a2);
 				a3 = (unsigned long)hv;
 			}
 			break;

@@ -473,4 +473,16 @@ impl ImageController {
             vendor,
         }
     }
+
+    /// [`ImageController::start`] trusting the image's own vendor, with the image's signed
+    /// reference manifest imported: the gateway enrolls endorsed and is appraised at once.
+    pub fn start_endorsed(img: &Path, epoch: &str) -> Self {
+        let c = Self::start(img, None, epoch);
+        let out = c.ctl.cli(&[
+            "import-manifest",
+            img.join("reference.json").to_str().expect("UTF-8 path"),
+        ]);
+        assert!(out.status.success(), "import-manifest: {out:?}");
+        c
+    }
 }

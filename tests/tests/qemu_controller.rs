@@ -163,12 +163,7 @@ fn a_rebooted_gateway_is_attested_again_and_a_clock_set_back_reads_as_rollback()
         ctl,
         gateway_id: id,
         ..
-    } = ImageController::start(&img, None, "2s");
-    let out = ctl.cli(&[
-        "import-manifest",
-        img.join("reference.json").to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{out:?}");
+    } = ImageController::start_endorsed(&img, "2s");
     let verified = |r: &serde_json::Value| r["ear"]["gw.counters"].is_array();
     let boot = |extra: &[&str]| {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
@@ -223,12 +218,7 @@ fn a_rogue_process_in_the_guest_replays_reuses_and_forges_evidence_and_each_is_n
         ctl,
         gateway_id: id,
         ..
-    } = ImageController::start(&img, None, "2s");
-    let out = ctl.cli(&[
-        "import-manifest",
-        img.join("reference.json").to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{out:?}");
+    } = ImageController::start_endorsed(&img, "2s");
     let mut q = Qemu::boot_virt_with_controller(2, ctl.agent_addr);
     q.expect("gatewarden-guest: agent started");
     q.expect("# ");

@@ -64,12 +64,7 @@ fn qemu_gateway_carries_device_traffic_through_hypervisor_signed_chains() {
         ctl,
         gateway_id: id,
         ..
-    } = ImageController::start(&img, None, "3s");
-    let out = ctl.cli(&[
-        "import-manifest",
-        img.join("reference.json").to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{out:?}");
+    } = ImageController::start_endorsed(&img, "3s");
 
     let gw_tests::camera::DatapathVm { mut q, dev, cli } =
         gw_tests::camera::DatapathVm::boot(ctl.agent_addr);

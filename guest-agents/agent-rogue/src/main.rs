@@ -14,7 +14,7 @@
 //! JSON summary; the controller's results must name each attack (`tests/tests/qemu_controller.rs`).
 //! It is in the qemu-virt image for the end-to-end tests, like `gw-dp-rogue`.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
@@ -27,27 +27,8 @@ use gw_proto::wire::{
 #[derive(Parser, Debug)]
 #[command(version, about, long_about = None)]
 struct Args {
-    /// Controller agent port, HOST:PORT.
-    #[arg(long, env = "GW_CONTROLLER")]
-    controller: SocketAddr,
-    /// Name the controller's certificate carries.
-    #[arg(long, env = "GW_SERVER_NAME", default_value = "localhost")]
-    server_name: String,
-    /// Fleet CA certificate (PEM).
-    #[arg(long, default_value = "/etc/gatewarden/controller-ca.pem")]
-    ca: PathBuf,
-    /// The gateway's endorsement (JSON).
-    #[arg(long, default_value = "/etc/gatewarden/endorsement.json")]
-    endorsement: PathBuf,
-    /// The real agent's state directory (its TLS key and certificate).
-    #[arg(long, default_value = "/var/lib/gatewarden-agent")]
-    state_dir: PathBuf,
-    /// How to reach the monitor.
-    #[arg(long, default_value = "hypervisor")]
-    transport: gw_hcall::TransportKind,
-    /// Software monitor socket (with `--transport socket`).
-    #[arg(long, default_value = gw_hcall::DEFAULT_SOCKET)]
-    monitor: PathBuf,
+    #[command(flatten)]
+    gateway: gw_agent::cli::GatewayArgs,
 }
 
 /// The next challenge, skipping anything else the controller sends.
@@ -77,24 +58,19 @@ fn report(mac: &str) -> Result<Vec<u8>> {
 }
 
 fn main() -> Result<()> {
-    let args = Args::parse();
-    let endorsement = serde_json::from_slice(
-        &std::fs::read(&args.endorsement)
-            .with_context(|| format!("reading {}", args.endorsement.display()))?,
-    )
-    .context("endorsement JSON")?;
+    let g = Args::parse().gateway;
+    let (ca_pem, endorsement) = g.provisioned()?;
     let settings = gw_agent::Settings {
-        controller: args.controller,
-        server_name: args.server_name,
-        ca_pem: std::fs::read(&args.ca)
-            .with_context(|| format!("reading {}", args.ca.display()))?,
+        controller: g.controller,
+        server_name: g.server_name,
+        ca_pem,
         endorsement,
-        state_dir: args.state_dir.clone(),
+        state_dir: g.state_dir.clone(),
         config_dir: std::env::temp_dir().join("gw-agent-rogue-config"),
         report_every: Duration::from_secs(3600),
         datapath_dir: None,
     };
-    let mut mon = gw_hcall::open(args.transport, &args.monitor)?;
+    let mut mon = gw_hcall::open(g.transport, &g.monitor)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -104,7 +80,7 @@ fn main() -> Result<()> {
             .with_context(|| {
                 format!(
                     "connecting with the agent's certificate from {}",
-                    args.state_dir.display()
+                    g.state_dir.display()
                 )
             })?;
         let (mut r, mut w) = tokio::io::split(tls);

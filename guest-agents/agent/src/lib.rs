@@ -6,6 +6,8 @@
 //! monitor) via [`gw_hcall::Client`]; the agent itself holds only its TLS client key, which
 //! authenticates the connection but cannot forge evidence or accept a forged policy.
 
+pub mod cli;
+
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},

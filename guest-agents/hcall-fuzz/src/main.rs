@@ -24,6 +24,11 @@ struct Args {
     /// bytes) on a benchmark chain (registers a hop slot: the quote shows it).
     #[arg(long)]
     hop_calls: Option<u32>,
+    /// Instead of fuzzing, make N buffer calls with every FP/SIMD register loaded with a
+    /// pattern, and count the calls after which any register differs (the hypervisor uses
+    /// those registers itself and must give the guest's back).
+    #[arg(long)]
+    fp_check: Option<u32>,
 }
 
 #[cfg(all(target_arch = "aarch64", target_os = "linux"))]
@@ -56,6 +61,86 @@ mod fuzz {
         // SAFETY: reading the virtual counter (enabled for EL0 by Linux) has no side effects.
         unsafe { core::arch::asm!("isb", "mrs {}, cntvct_el0", out(reg) t) };
         t
+    }
+
+    /// `n` VERSION calls with buffers (the hypervisor copies and encodes, using vector
+    /// registers), each with v0-v31 loaded with a fresh pattern before the trapping store and
+    /// read back right after it, in one asm block so nothing else touches them; prints how many
+    /// calls changed any of them.
+    fn fp_check(t: &WindowTransport, n: u32) -> Result<()> {
+        let version = Function::Version.aarch64_id() as u64;
+        let req = [0u8; 1]; // Request::Version
+        let mut resp = vec![1u8; 4096];
+        let mut rng = SmallRng::seed_from_u64(n as u64);
+        let mut clobbered = 0u32;
+        let mut first = None;
+        for i in 0..n {
+            let mut before = [0u8; 512];
+            rng.fill(&mut before[..]);
+            let mut after = [0u8; 512];
+            resp[0] = 1; // faulted in and writable
+            let status: u64;
+            // SAFETY: the call writes at most `resp.len()` bytes into `resp` (a buffer call into
+            // our own memory); the asm reads `before` and writes `after` (512 bytes each) and
+            // declares every vector register it loads as clobbered.
+            unsafe {
+                core::arch::asm!(
+                    "ld1 {{v0.16b, v1.16b, v2.16b, v3.16b}}, [{src}], #64",
+                    "ld1 {{v4.16b, v5.16b, v6.16b, v7.16b}}, [{src}], #64",
+                    "ld1 {{v8.16b, v9.16b, v10.16b, v11.16b}}, [{src}], #64",
+                    "ld1 {{v12.16b, v13.16b, v14.16b, v15.16b}}, [{src}], #64",
+                    "ld1 {{v16.16b, v17.16b, v18.16b, v19.16b}}, [{src}], #64",
+                    "ld1 {{v20.16b, v21.16b, v22.16b, v23.16b}}, [{src}], #64",
+                    "ld1 {{v24.16b, v25.16b, v26.16b, v27.16b}}, [{src}], #64",
+                    "ld1 {{v28.16b, v29.16b, v30.16b, v31.16b}}, [{src}], #64",
+                    "str x0, [x5]",
+                    "st1 {{v0.16b, v1.16b, v2.16b, v3.16b}}, [{dst}], #64",
+                    "st1 {{v4.16b, v5.16b, v6.16b, v7.16b}}, [{dst}], #64",
+                    "st1 {{v8.16b, v9.16b, v10.16b, v11.16b}}, [{dst}], #64",
+                    "st1 {{v12.16b, v13.16b, v14.16b, v15.16b}}, [{dst}], #64",
+                    "st1 {{v16.16b, v17.16b, v18.16b, v19.16b}}, [{dst}], #64",
+                    "st1 {{v20.16b, v21.16b, v22.16b, v23.16b}}, [{dst}], #64",
+                    "st1 {{v24.16b, v25.16b, v26.16b, v27.16b}}, [{dst}], #64",
+                    "st1 {{v28.16b, v29.16b, v30.16b, v31.16b}}, [{dst}], #64",
+                    src = inout(reg) before.as_ptr() => _,
+                    dst = inout(reg) after.as_mut_ptr() => _,
+                    inout("x0") version => status,
+                    inout("x1") req.as_ptr() as u64 => _,
+                    in("x2") req.len() as u64,
+                    in("x3") resp.as_mut_ptr() as u64,
+                    in("x4") resp.len() as u64,
+                    in("x5") t.window_ptr(),
+                    out("v0") _, out("v1") _, out("v2") _, out("v3") _,
+                    out("v4") _, out("v5") _, out("v6") _, out("v7") _,
+                    out("v8") _, out("v9") _, out("v10") _, out("v11") _,
+                    out("v12") _, out("v13") _, out("v14") _, out("v15") _,
+                    out("v16") _, out("v17") _, out("v18") _, out("v19") _,
+                    out("v20") _, out("v21") _, out("v22") _, out("v23") _,
+                    out("v24") _, out("v25") _, out("v26") _, out("v27") _,
+                    out("v28") _, out("v29") _, out("v30") _, out("v31") _,
+                    options(nostack)
+                )
+            };
+            anyhow::ensure!(status == 0, "VERSION failed: {}", status as i64);
+            if before != after {
+                clobbered += 1;
+                if first.is_none() {
+                    let reg = (0..32)
+                        .find(|r| before[r * 16..r * 16 + 16] != after[r * 16..r * 16 + 16])
+                        .unwrap_or(0);
+                    first = Some(format!("call {i}: v{reg}"));
+                }
+            }
+        }
+        println!(
+            "{}",
+            serde_json::json!({"fp_calls": n, "fp_clobbered": clobbered, "first": first})
+        );
+        anyhow::ensure!(
+            clobbered == 0,
+            "{clobbered} calls changed the FP/SIMD registers"
+        );
+        Ok(())
     }
 
     /// Median and 99th percentile of `n` null calls, in counter ticks, as JSON.
@@ -127,6 +212,9 @@ mod fuzz {
         let t = WindowTransport::open()?;
         if let Some(n) = args.null_calls {
             return null_calls(&t, n.max(1));
+        }
+        if let Some(n) = args.fp_check {
+            return fp_check(&t, n.max(1));
         }
         // SAFETY: a fresh anonymous mapping of the arena plus a guard page, owned here alone.
         let arena = unsafe {

@@ -454,6 +454,12 @@ pub mod window {
     }
 
     impl WindowTransport {
+        /// The caller's mapping of the window, for tests that issue the trapping store in
+        /// their own assembly (`str x0, [xN]` with the call's registers loaded as for HVC).
+        pub fn window_ptr(&self) -> *mut u64 {
+            self.window.as_ptr()
+        }
+
         /// One call with raw register values, for testing the hypervisor's argument checks.
         /// Returns `(x0, x1)`: the status and the response length.
         ///

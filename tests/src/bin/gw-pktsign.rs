@@ -175,12 +175,7 @@ fn main() -> Result<()> {
         ctl,
         gateway_id: id,
         ..
-    } = ImageController::start(&img, None, "10s");
-    let out = ctl.cli(&[
-        "import-manifest",
-        img.join("reference.json").to_str().unwrap(),
-    ]);
-    ensure!(out.status.success(), "import-manifest: {out:?}");
+    } = ImageController::start_endorsed(&img, "10s");
     let DatapathVm { mut q, dev, cli } = DatapathVm::boot(ctl.agent_addr);
 
     eprintln!("==> the camera's policy through the controller, agent and hypervisor");

@@ -6,7 +6,10 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::{arch::aarch64::cpu, board::MAX_CPUS, println};
 
-/// Guest registers saved on a trap.
+/// Guest registers saved on a trap: the general-purpose part the handlers read and write. The
+/// vectors also save q0-q31, FPSR and FPCR above it (at +272, 528 bytes) and restore them on the
+/// way back, so the hypervisor's own use of the vector registers never leaks into the guest
+/// (`gw-hcall-fuzz --fp-check`).
 #[repr(C)]
 pub struct TrapFrame {
     /// x0-x30.
@@ -20,8 +23,12 @@ pub struct TrapFrame {
 
 core::arch::global_asm!(
     r#"
+// The vectors save and restore the FP/SIMD registers whatever features the image is built with.
+.arch_extension fp
+.arch_extension simd
+
 .macro SAVE_FRAME
-    sub     sp, sp, #272
+    sub     sp, sp, #800
     stp     x0, x1, [sp, #0]
     stp     x2, x3, [sp, #16]
     stp     x4, x5, [sp, #32]
@@ -41,9 +48,54 @@ core::arch::global_asm!(
     mrs     x1, spsr_el2
     stp     x30, x0, [sp, #240]
     str     x1, [sp, #256]
+    // The guest's FP/SIMD state: the hypervisor's own code uses the vector registers (copies,
+    // the SHA-2 instructions), and a trap from EL0 arrives with the process's live values in
+    // them. 32 q registers, then FPSR and FPCR, above the general frame.
+    add     x0, sp, #272
+    stp     q0, q1, [x0, #0]
+    stp     q2, q3, [x0, #32]
+    stp     q4, q5, [x0, #64]
+    stp     q6, q7, [x0, #96]
+    stp     q8, q9, [x0, #128]
+    stp     q10, q11, [x0, #160]
+    stp     q12, q13, [x0, #192]
+    stp     q14, q15, [x0, #224]
+    stp     q16, q17, [x0, #256]
+    stp     q18, q19, [x0, #288]
+    stp     q20, q21, [x0, #320]
+    stp     q22, q23, [x0, #352]
+    stp     q24, q25, [x0, #384]
+    stp     q26, q27, [x0, #416]
+    stp     q28, q29, [x0, #448]
+    stp     q30, q31, [x0, #480]
+    mrs     x1, fpsr
+    mrs     x2, fpcr
+    str     x1, [x0, #512]
+    str     x2, [x0, #520]
 .endm
 
 .macro RESTORE_FRAME
+    add     x0, sp, #272
+    ldp     q0, q1, [x0, #0]
+    ldp     q2, q3, [x0, #32]
+    ldp     q4, q5, [x0, #64]
+    ldp     q6, q7, [x0, #96]
+    ldp     q8, q9, [x0, #128]
+    ldp     q10, q11, [x0, #160]
+    ldp     q12, q13, [x0, #192]
+    ldp     q14, q15, [x0, #224]
+    ldp     q16, q17, [x0, #256]
+    ldp     q18, q19, [x0, #288]
+    ldp     q20, q21, [x0, #320]
+    ldp     q22, q23, [x0, #352]
+    ldp     q24, q25, [x0, #384]
+    ldp     q26, q27, [x0, #416]
+    ldp     q28, q29, [x0, #448]
+    ldp     q30, q31, [x0, #480]
+    ldr     x1, [x0, #512]
+    ldr     x2, [x0, #520]
+    msr     fpsr, x1
+    msr     fpcr, x2
     ldp     x30, x0, [sp, #240]
     ldr     x1, [sp, #256]
     msr     elr_el2, x0
@@ -63,7 +115,7 @@ core::arch::global_asm!(
     ldp     x24, x25, [sp, #192]
     ldp     x26, x27, [sp, #208]
     ldp     x28, x29, [sp, #224]
-    add     sp, sp, #272
+    add     sp, sp, #800
 .endm
 
     .section .text.vectors, "ax"
