@@ -117,9 +117,7 @@ pub fn build_kmod(root: &Path, guest: &fetch::GuestFiles) -> Result<PathBuf> {
         .as_ref()
         .context("no kernel headers were fetched for this architecture")?;
     fetch::ensure_cross_cc()?;
-    if fetch::which("make").is_none() {
-        bail!("building the guest kernel module needs make: apt-get install -y make");
-    }
+    fetch::ensure_make()?;
     // Debian's arch Makefile includes the common headers by absolute path (/usr/src/…);
     // point it at the unpacked copy in the cache.
     let common = std::fs::read_to_string(headers.join("Makefile"))?;
