@@ -563,9 +563,13 @@ async fn run_session<W: AsyncWrite + Unpin>(
             }
             cmd = cmds.recv() => match cmd {
                 Some(SessionCmd::Policy(p)) => {
-                    st.policy = None;
-                    st.sent_policy = st.sent_policy.max(p.version);
-                    write_msg(w, &ControllerMsg::Policy(p)).await?
+                    // A reload may already have sent this version (or a newer one): sending it
+                    // again would be refused as stale and recorded over its success.
+                    if p.version > st.sent_policy {
+                        st.policy = None;
+                        st.sent_policy = p.version;
+                        write_msg(w, &ControllerMsg::Policy(p)).await?
+                    }
                 }
                 Some(SessionCmd::Reload) => {
                     st.pins = ctl.store.gateway(&st.id).await?.and_then(|g| g.manifests);
@@ -622,16 +626,19 @@ pub async fn follow_replicas(ctl: Arc<Controller>) {
                 ctl.sessions.lock().await.keys().cloned().collect()
             }
             Err(e) => {
-                tracing::warn!("database listener: {e}; retrying");
+                // The listener reconnects on the next call; what was announced meanwhile is
+                // lost, so every local session reloads once it is back.
+                tracing::warn!("database listener: {e}; retrying, then reloading every session");
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
+                ctl.sessions.lock().await.keys().cloned().collect()
             }
         };
         for id in ids {
             let tx = ctl.sessions.lock().await.get(&id).cloned();
             tracing::debug!("gateway {id} changed (session here: {})", tx.is_some());
+            // Never wait on one session: a full queue already holds work that reloads it.
             if let Some(tx) = tx {
-                let _ = tx.send(SessionCmd::Reload).await;
+                let _ = tx.try_send(SessionCmd::Reload);
             }
         }
     }
@@ -835,8 +842,9 @@ impl Controller {
     /// Tell gateway `id`'s session that its record changed: directly if it is connected here,
     /// and through the database to the other replicas.
     pub async fn reload_session(&self, id: &str) {
-        if let Some(s) = self.sessions.lock().await.get(id) {
-            let _ = s.send(SessionCmd::Reload).await;
+        let tx = self.sessions.lock().await.get(id).cloned();
+        if let Some(tx) = tx {
+            let _ = tx.try_send(SessionCmd::Reload);
         }
         if let Err(e) = self.store.announce(id).await {
             tracing::warn!("announcing gateway {id}'s change to other replicas: {e}");
@@ -864,11 +872,17 @@ impl Controller {
         self.store
             .put_policy(id, version, &signed.body, &signed.signature.to_bytes())
             .await?;
-        if let Some(s) = self.sessions.lock().await.get(id) {
-            let _ = s.send(SessionCmd::Policy(signed)).await;
+        let tx = self.sessions.lock().await.get(id).cloned();
+        if let Some(tx) = tx
+            && tx.try_send(SessionCmd::Policy(signed)).is_err()
+        {
+            // A full queue: the reload sends the latest unconfirmed policy instead.
+            let _ = tx.try_send(SessionCmd::Reload);
         }
         // The gateway may be connected to another replica.
-        self.store.announce(id).await?;
+        if let Err(e) = self.store.announce(id).await {
+            tracing::warn!("announcing gateway {id}'s policy v{version} to other replicas: {e}");
+        }
         Ok(version)
     }
 }

@@ -116,7 +116,6 @@ fn psci_system_off_ends_qemu_cleanly() {
     assert!(status.success(), "QEMU exit status {status}");
 }
 
-/// The first JSON object line in a console transcript.
 /// Guest and hypervisor are still up: a call from user space is answered, nothing panicked.
 fn assert_still_serving(q: &mut Qemu) {
     let v = json_line(&q.run("gwctl --json --transport hypervisor version"));
@@ -128,6 +127,7 @@ fn assert_still_serving(q: &mut Qemu) {
     );
 }
 
+/// The first JSON object line in a console transcript.
 fn json_line(out: &str) -> serde_json::Value {
     let line = out
         .lines()

@@ -204,7 +204,8 @@ fn fetch_headers(dir: &Path, debs: &Path, release: &str, arch: Arch) -> Result<P
         download(debs, common)?,
         download(debs, &format!("{kbuild}:{}", host_arch()?))?,
     ];
-    let root = dir.join("headers");
+    // Per release: a kernel update unpacks its own headers next to the old ones.
+    let root = dir.join(format!("headers-{release}"));
     extract_all(&files, &root)?;
     let build = root.join(format!("usr/src/linux-headers-{release}"));
     if !build.join("Module.symvers").exists() {
@@ -274,7 +275,8 @@ pub fn fetch_guest(root: &Path, arch: Arch) -> Result<GuestFiles> {
     let release = kernel_pkg.trim_start_matches("linux-image-").to_owned();
     let kernel_deb = download(&debs, &format!("{kernel_pkg}:{}", arch.debian()))?;
     let busybox_deb = download(&debs, &format!("busybox-static:{}", arch.debian()))?;
-    let kernel_root = dir.join("kernel");
+    // Per release, like the headers: a kernel update unpacks next to the old one.
+    let kernel_root = dir.join(format!("kernel-{release}"));
     let busybox_root = dir.join("busybox");
     extract(&kernel_deb, &kernel_root)?;
     extract(&busybox_deb, &busybox_root)?;

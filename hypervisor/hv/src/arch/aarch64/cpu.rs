@@ -87,16 +87,25 @@ pub fn cpu_id() -> u64 {
 }
 
 /// Enter the guest at EL1 at `entry` with `x0 = arg`, on a clean hypervisor stack `stack_top`.
+///
+/// Every other general-purpose and FP/SIMD register is zeroed first: the hypervisor's own work
+/// (key derivation, SHA-2 with the vector registers) must leave no residue for the guest.
 pub fn enter_guest(entry: u64, arg: u64, stack_top: u64) -> ! {
     // SAFETY: ELR/SPSR_EL2 name the guest entry at EL1 with interrupts masked; stage 2 and HCR
     // are configured, so the guest runs confined. SP_EL2 is reset to this CPU's stack top, so
-    // the next trap starts on a clean stack. Never returns.
+    // the next trap starts on a clean stack. The inputs are consumed before the registers
+    // holding them are zeroed. Never returns.
     unsafe {
         core::arch::asm!(
+            ".arch_extension fp",
+            ".arch_extension simd",
             "msr elr_el2, {entry}",
             "msr spsr_el2, {spsr}",
             "mov sp, {stack}",
-            "mov x1, xzr", "mov x2, xzr", "mov x3, xzr",
+            "mov x1, xzr", "mov x2, xzr", "mov x3, xzr", "mov x4, xzr", "mov x5, xzr", "mov x6, xzr", "mov x7, xzr", "mov x8, xzr", "mov x9, xzr", "mov x10, xzr", "mov x11, xzr", "mov x12, xzr", "mov x13, xzr", "mov x14, xzr", "mov x15, xzr", "mov x16, xzr", "mov x17, xzr", "mov x18, xzr", "mov x19, xzr", "mov x20, xzr", "mov x21, xzr", "mov x22, xzr", "mov x23, xzr", "mov x24, xzr", "mov x25, xzr", "mov x26, xzr", "mov x27, xzr", "mov x28, xzr", "mov x29, xzr", "mov x30, xzr",
+            "movi v0.2d, #0", "movi v1.2d, #0", "movi v2.2d, #0", "movi v3.2d, #0", "movi v4.2d, #0", "movi v5.2d, #0", "movi v6.2d, #0", "movi v7.2d, #0", "movi v8.2d, #0", "movi v9.2d, #0", "movi v10.2d, #0", "movi v11.2d, #0", "movi v12.2d, #0", "movi v13.2d, #0", "movi v14.2d, #0", "movi v15.2d, #0", "movi v16.2d, #0", "movi v17.2d, #0", "movi v18.2d, #0", "movi v19.2d, #0", "movi v20.2d, #0", "movi v21.2d, #0", "movi v22.2d, #0", "movi v23.2d, #0", "movi v24.2d, #0", "movi v25.2d, #0", "movi v26.2d, #0", "movi v27.2d, #0", "movi v28.2d, #0", "movi v29.2d, #0", "movi v30.2d, #0", "movi v31.2d, #0",
+            "msr fpsr, xzr",
+            "msr fpcr, xzr",
             "eret",
             entry = in(reg) entry,
             spsr = in(reg) SPSR_EL1H_MASKED,

@@ -110,10 +110,10 @@ fn check_writable(va: u64, len: usize, from: From) -> Result<(), AbiError> {
         return Ok(());
     }
     let last = va.checked_add(len as u64 - 1).ok_or(AbiError::BadAddress)?;
-    let mut page = va & !0xfff;
-    while page <= last {
+    // Count pages rather than step an address: the top page must not wrap the loop to 0.
+    for n in 0..=((last >> 12) - (va >> 12)) {
+        let page = ((va >> 12) + n) << 12;
         translate(page.max(va), true, from).ok_or(AbiError::BadAddress)?;
-        page += 0x1000;
     }
     Ok(())
 }
