@@ -94,6 +94,37 @@ pub fn policy() -> DevicePolicy {
     }
 }
 
+/// Set the camera's [`policy`] for gateway `id` through the controller `ctl` (once the gateway
+/// has enrolled; the policy file goes to `dir`) and wait until a result proves it running:
+/// signed by the controller, pushed by the agent, checked and stored by the hypervisor. Returns
+/// that result.
+pub fn set_camera_policy(
+    ctl: &crate::fleet::ControllerProc,
+    dir: &std::path::Path,
+    id: &str,
+) -> anyhow::Result<serde_json::Value> {
+    wait_for(
+        "the gateway's enrolment",
+        crate::fleet::WAIT,
+        || {
+            ctl.request(hyper::Method::GET, &format!("/api/v1/gateways/{id}"), None)
+                .0
+                == 200
+        },
+        String::new,
+    );
+    let file = dir.join("camera.json");
+    std::fs::write(&file, serde_json::to_vec(&policy())?)?;
+    let path = file
+        .to_str()
+        .ok_or_else(|| anyhow::anyhow!("non-UTF-8 path"))?;
+    let out = ctl.cli(&["set-policy", id, DEVICE_MAC, path]);
+    anyhow::ensure!(out.status.success(), "set-policy: {out:?}");
+    Ok(ctl.wait_result(id, 0, "the camera's policy proven", |r| {
+        crate::fleet::component(r, "policy") == "affirming"
+    }))
+}
+
 /// Poll `f` every 200 ms until it holds; panic with `what` (and `detail()`) after `timeout`.
 pub fn wait_for(
     what: &str,

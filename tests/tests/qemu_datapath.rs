@@ -15,7 +15,7 @@ use std::time::Duration;
 use gw_tests::camera::{
     self, DEVICE, DEVICE_MAC, check_traffic, hop_dropped, verdict_dropped, wait_for,
 };
-use gw_tests::fleet::{ImageController, component};
+use gw_tests::fleet::ImageController;
 use gw_tests::netns::{self, http_get};
 use gw_tests::qemu::{Qemu, image_dir};
 
@@ -72,23 +72,7 @@ fn qemu_gateway_carries_device_traffic_through_hypervisor_signed_chains() {
     // The camera's policy: signed by the controller, pushed by the agent (the gateway enrolls
     // endorsed: the controller trusts the image's vendor), checked and stored by the
     // hypervisor, read by the vSwitch and each middlebox.
-    wait_for(
-        "the gateway's enrolment",
-        gw_tests::fleet::WAIT,
-        || {
-            ctl.request(hyper::Method::GET, &format!("/api/v1/gateways/{id}"), None)
-                .0
-                == 200
-        },
-        String::new,
-    );
-    let policy = state.path().join("camera.json");
-    std::fs::write(&policy, serde_json::to_vec(&camera::policy()).unwrap()).unwrap();
-    let out = ctl.cli(&["set-policy", &id, DEVICE_MAC, policy.to_str().unwrap()]);
-    assert!(out.status.success(), "{out:?}");
-    let r = ctl.wait_result(&id, 0, "the camera's policy proven", |r| {
-        component(r, "policy") == "affirming"
-    });
+    let r = camera::set_camera_policy(&ctl, state.path(), &id).unwrap();
     assert_ne!(r["status"], "contraindicated", "{r:#}");
     let fw = camera::stage("firewall");
     wait_guest(

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
-use gw_tests::camera::{self, DEVICE, DEVICE_MAC, DatapathVm};
-use gw_tests::fleet::{ControllerProc, ImageController, component};
+use gw_tests::camera::{self, DEVICE, DatapathVm};
+use gw_tests::fleet::{ControllerProc, ImageController};
 use gw_tests::netns::{self, Netns, http_server, spawn_in};
 use gw_tests::qemu::{Qemu, image_dir};
 
@@ -179,23 +179,7 @@ fn main() -> Result<()> {
     let DatapathVm { mut q, dev, cli } = DatapathVm::boot(ctl.agent_addr);
 
     eprintln!("==> the camera's policy through the controller, agent and hypervisor");
-    camera::wait_for(
-        "the gateway's enrolment",
-        gw_tests::fleet::WAIT,
-        || {
-            ctl.request(hyper::Method::GET, &format!("/api/v1/gateways/{id}"), None)
-                .0
-                == 200
-        },
-        String::new,
-    );
-    let policy = state.path().join("camera.json");
-    std::fs::write(&policy, serde_json::to_vec(&camera::policy())?)?;
-    let out = ctl.cli(&["set-policy", &id, DEVICE_MAC, policy.to_str().unwrap()]);
-    ensure!(out.status.success(), "set-policy: {out:?}");
-    ctl.wait_result(&id, 0, "the camera's policy proven", |r| {
-        component(r, "policy") == "affirming"
-    });
+    camera::set_camera_policy(&ctl, state.path(), &id)?;
     http_server(
         &dev,
         format!("{DEVICE}:80").parse()?,
