@@ -186,7 +186,7 @@ fn extract_all(debs: &[PathBuf], into: &Path) -> Result<()> {
 /// Debian's headers for `release` (arm64) with the host's kbuild tools, unpacked under `dir`:
 /// the arch-specific headers, the common headers they include, and `linux-kbuild-<ver>` for the
 /// host architecture (the headers' `scripts/` link to it; the arm64 package's tools would not
-/// run here). Returns the directory to pass to `make -C`.
+/// run here). Returns the directory to pass to `make -C`, its Makefile pointed at the cache.
 fn fetch_headers(dir: &Path, debs: &Path, release: &str, arch: Arch) -> Result<PathBuf> {
     let pkg = format!("linux-headers-{release}:{}", arch.debian());
     let depends = output(Command::new("apt-cache").args(["depends", &pkg]))?;
@@ -210,6 +210,31 @@ fn fetch_headers(dir: &Path, debs: &Path, release: &str, arch: Arch) -> Result<P
     let build = root.join(format!("usr/src/linux-headers-{release}"));
     if !build.join("Module.symvers").exists() {
         bail!("{} has no Module.symvers", build.display());
+    }
+    // Debian's arch Makefile includes the common headers by absolute path (/usr/src/…):
+    // point it at the unpacked copy (again each time: the cache may have moved), so the
+    // directory returned is ready for `make -C`.
+    let common = std::fs::read_to_string(build.join("Makefile"))?;
+    let target = common
+        .lines()
+        .find_map(|l| l.strip_prefix("include "))
+        .context("the headers' Makefile includes nothing")?
+        .trim()
+        .to_owned();
+    let name = Path::new(&target)
+        .parent()
+        .and_then(|p| p.file_name())
+        .context("unexpected include in the headers' Makefile")?;
+    let local = build
+        .parent()
+        .context("headers directory without a parent")?
+        .join(name)
+        .join("Makefile");
+    if Path::new(&target) != local {
+        std::fs::write(
+            build.join("Makefile"),
+            format!("include {}\n", local.display()),
+        )?;
     }
     Ok(build)
 }

@@ -118,30 +118,6 @@ pub fn build_kmod(root: &Path, guest: &fetch::GuestFiles) -> Result<PathBuf> {
         .context("no kernel headers were fetched for this architecture")?;
     fetch::ensure_cross_cc()?;
     fetch::ensure_make()?;
-    // Debian's arch Makefile includes the common headers by absolute path (/usr/src/…);
-    // point it at the unpacked copy in the cache.
-    let common = std::fs::read_to_string(headers.join("Makefile"))?;
-    let target = common
-        .lines()
-        .find_map(|l| l.strip_prefix("include "))
-        .context("the headers' Makefile includes nothing")?
-        .trim()
-        .to_owned();
-    let name = Path::new(&target)
-        .parent()
-        .and_then(|p| p.file_name())
-        .context("unexpected include in the headers' Makefile")?;
-    let local = headers
-        .parent()
-        .context("headers directory without a parent")?
-        .join(name)
-        .join("Makefile");
-    if Path::new(&target) != local {
-        std::fs::write(
-            headers.join("Makefile"),
-            format!("include {}\n", local.display()),
-        )?;
-    }
     let src = root.join("guest-agents/kmod");
     let out = root.join("target/gatewarden/kmod");
     std::fs::create_dir_all(&out)?;
