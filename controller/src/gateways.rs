@@ -562,15 +562,7 @@ async fn run_session<W: AsyncWrite + Unpin>(
                 }
             }
             cmd = cmds.recv() => match cmd {
-                Some(SessionCmd::Policy(p)) => {
-                    // A reload may already have sent this version (or a newer one): sending it
-                    // again would be refused as stale and recorded over its success.
-                    if p.version > st.sent_policy {
-                        st.policy = None;
-                        st.sent_policy = p.version;
-                        write_msg(w, &ControllerMsg::Policy(p)).await?
-                    }
-                }
+                Some(SessionCmd::Policy(p)) => send_policy(&mut st, w, p).await?,
                 Some(SessionCmd::Reload) => {
                     st.pins = ctl.store.gateway(&st.id).await?.and_then(|g| g.manifests);
                     st.policy = None;
@@ -592,11 +584,23 @@ async fn send_unconfirmed_policy<W: AsyncWrite + Unpin>(
     if let Some(p) = ctl.store.latest_policy(&st.id).await?
         && p.applied_at.is_none()
         && p.error.is_none()
-        && p.version > st.sent_policy
     {
+        send_policy(st, w, signed(&p)).await?;
+    }
+    Ok(())
+}
+
+/// Send `p` unless this session already sent it or a newer version: a second copy would be
+/// refused as stale and recorded over the first one's success.
+async fn send_policy<W: AsyncWrite + Unpin>(
+    st: &mut SessionState,
+    w: &mut W,
+    p: SignedPolicy,
+) -> anyhow::Result<()> {
+    if p.version > st.sent_policy {
         st.sent_policy = p.version;
         st.policy = None;
-        write_msg(w, &ControllerMsg::Policy(signed(&p))).await?;
+        write_msg(w, &ControllerMsg::Policy(p)).await?;
     }
     Ok(())
 }
