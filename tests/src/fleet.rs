@@ -437,6 +437,15 @@ impl ImageController {
     /// Start it trusting `vendor_hex` for endorsements and manifests (`None`: the image's own
     /// vendor, so the gateway enrolls endorsed), with attestation epoch `epoch`.
     pub fn start(img: &Path, vendor_hex: Option<&str>, epoch: &str) -> Self {
+        Self::launch(img, vendor_hex, epoch, None)
+    }
+
+    fn launch(
+        img: &Path,
+        vendor_hex: Option<&str>,
+        epoch: &str,
+        command_key: Option<&SigningKey>,
+    ) -> Self {
         let manifest: serde_json::Value =
             serde_json::from_slice(&std::fs::read(img.join("manifest.json")).expect("manifest"))
                 .expect("manifest JSON");
@@ -455,6 +464,10 @@ impl ImageController {
         ] {
             std::fs::copy(img.join("controller").join(f), state.path().join(f))
                 .expect("the image's controller keys");
+        }
+        if let Some(k) = command_key {
+            std::fs::write(state.path().join("command.key"), hex::encode(k.to_bytes()))
+                .expect("command key");
         }
         let vendor = std::fs::read_to_string(img.join("vendor.pub"))
             .expect("vendor.pub")
@@ -477,7 +490,18 @@ impl ImageController {
     /// [`ImageController::start`] trusting the image's own vendor, with the image's signed
     /// reference manifest imported: the gateway enrolls endorsed and is appraised at once.
     pub fn start_endorsed(img: &Path, epoch: &str) -> Self {
-        let c = Self::start(img, None, epoch);
+        Self::endorsed(img, epoch, None)
+    }
+
+    /// [`ImageController::start_endorsed`], but the controller signs policy with `command_key`
+    /// instead of the key the image was provisioned with: an impostor controller (or a stolen
+    /// operator login on one the gateway does not trust).
+    pub fn start_endorsed_signing_with(img: &Path, epoch: &str, command_key: &SigningKey) -> Self {
+        Self::endorsed(img, epoch, Some(command_key))
+    }
+
+    fn endorsed(img: &Path, epoch: &str, command_key: Option<&SigningKey>) -> Self {
+        let c = Self::launch(img, None, epoch, command_key);
         let out = c.ctl.cli(&[
             "import-manifest",
             img.join("reference.json").to_str().expect("UTF-8 path"),

@@ -2,7 +2,9 @@
 //! unendorsed gateway (pending until approved), appraisal against the image's signed reference
 //! manifest, a policy applied through the hypervisor's POLICY_SET, and a modified config named;
 //! reboots: attested again with a later clock, a counter rollback with a clock set back; a rogue
-//! process in the guest replaying, reusing and forging evidence, each named.
+//! process in the guest replaying, reusing and forging evidence, each named, and enrolling the
+//! gateway's id with keys of its own (a key swap), refused; a policy signed by a controller the
+//! image was not provisioned for, refused by the hypervisor and named.
 
 use gw_tests::{
     fleet::{ImageController, component, reasons},
@@ -145,6 +147,13 @@ fn gateway_in_qemu_is_attested_and_a_modified_config_is_named() {
     );
 }
 
+/// The first line of `out` that is a JSON document (a test tool's summary).
+fn json_line(out: &str) -> serde_json::Value {
+    out.lines()
+        .find_map(|l| serde_json::from_str(l.trim()).ok())
+        .unwrap_or_else(|| panic!("no JSON summary in: {out}"))
+}
+
 /// The quote counters `(boot, quote)` of a verified result.
 fn counters(r: &serde_json::Value) -> (u64, u64) {
     let c = &r["ear"]["gw.counters"];
@@ -234,10 +243,7 @@ fn a_rogue_process_in_the_guest_replays_reuses_and_forges_evidence_and_each_is_n
         "kill $(pidof gw-agent); . /etc/gatewarden/agent.conf; gw-agent-rogue --controller $GW_CONTROLLER --server-name $GW_SERVER_NAME; echo rc=$?",
     );
     assert!(out.contains("rc=0"), "{out}");
-    let summary: serde_json::Value = out
-        .lines()
-        .find_map(|l| serde_json::from_str(l.trim()).ok())
-        .unwrap_or_else(|| panic!("no summary from gw-agent-rogue: {out}"));
+    let summary = json_line(&out);
     assert_eq!(
         summary["sent"],
         serde_json::json!([
@@ -294,7 +300,30 @@ fn a_rogue_process_in_the_guest_replays_reuses_and_forges_evidence_and_each_is_n
         "{metrics}"
     );
 
-    // The real agent back, and two programs that are not the image's middleboxes taking
+    // A key swap: a process enrolls the gateway's id with attestation and agent keys of its own,
+    // as a cloned or replaced gateway would. Refused, recorded, and the enrolled keys stay.
+    let before = ctl.last_result_id(&id);
+    let out = q.run(
+        ". /etc/gatewarden/agent.conf; gw-agent-rogue --swap-key --controller $GW_CONTROLLER --server-name $GW_SERVER_NAME; echo rc=$?",
+    );
+    assert!(out.contains("rc=0"), "{out}");
+    let swap = json_line(&out);
+    assert!(
+        swap["enrollment"]
+            .as_str()
+            .is_some_and(|e| e.contains("gateway key swap")),
+        "the controller did not refuse the swapped keys: {swap}"
+    );
+    let r = ctl.wait_result(&id, before, "the key swap", |r| {
+        reasons(r)
+            .iter()
+            .any(|x| x.starts_with("identity: gateway key swap"))
+    });
+    assert_eq!(r["status"], "contraindicated", "{r:#}");
+    let enrolled = ctl.get(&format!("/api/v1/gateways/{id}"))["gateway"]["attestation_key"].clone();
+    assert_ne!(enrolled, swap["swapped_attestation_key"], "{enrolled}");
+
+    // The real agent back (its next verified result, below, is under the enrolled key), and two programs that are not the image's middleboxes taking
     // data-path stages: one claiming to be the firewall, one under a name no manifest lists.
     // The hypervisor measures each (HOP_KEY_REGISTER) and the next quote shows them.
     let out = q.run(
@@ -317,6 +346,67 @@ fn a_rogue_process_in_the_guest_replays_reuses_and_forges_evidence_and_each_is_n
     assert!(
         why.iter()
             .any(|x| x.starts_with("middlebox:evil: unknown middlebox")),
+        "{r:#}"
+    );
+}
+
+/// A controller the image was not provisioned for (its command key differs) sets a policy: the
+/// hypervisor's POLICY_SET refuses the signature (the command key is fixed in the hypervisor at
+/// provisioning, out of the guest's reach), the agent applies and measures nothing and says so,
+/// and the next quote shows no policy running, which the controller names.
+#[test]
+fn a_policy_not_signed_by_the_provisioned_controller_is_refused_by_the_hypervisor() {
+    let img = image_dir("qemu-virt");
+    let impostor = ed25519_dalek::SigningKey::from_bytes(&[0x5a; 32]);
+    let ImageController {
+        state,
+        ctl,
+        gateway_id: id,
+        ..
+    } = ImageController::start_endorsed_signing_with(&img, "2s", &impostor);
+    let mut q = Qemu::boot_virt_with_controller(2, ctl.agent_addr);
+    q.expect("gatewarden-guest: agent started");
+    q.expect("# ");
+    ctl.wait_result(&id, 0, "a verified result", |r| {
+        r["ear"]["gw.counters"].is_array()
+    });
+
+    let policy = state.path().join("policy.json");
+    std::fs::write(&policy, r#"{"name": "plug", "block": ["192.0.2.7"]}"#).unwrap();
+    let out = ctl.cli(&[
+        "set-policy",
+        &id,
+        "02:00:00:00:00:07",
+        policy.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let deadline = std::time::Instant::now() + gw_tests::fleet::WAIT;
+    loop {
+        let d = ctl.get(&format!("/api/v1/gateways/{id}"));
+        if let Some(e) = d["policy"]["error"].as_str() {
+            assert!(e.contains("signature refused by the monitor"), "{e}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no policy outcome: {d:#}\nguest agent log:\n{}",
+            q.run("cat /tmp/gw-agent.log")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    // Nothing applied, nothing measured.
+    let fw = q.run("cat /run/gatewarden/config/firewall.conf 2>&1; echo end");
+    assert!(!fw.contains("192.0.2.7"), "{fw}");
+    let pcr = q.run("gwctl --transport hypervisor pcr read 11");
+    assert!(pcr.contains(&"0".repeat(64)), "{pcr}");
+    let after = ctl.last_result_id(&id);
+    let r = ctl.wait_result(&id, after, "the unapplied policy", |r| {
+        r["status"] == "contraindicated"
+    });
+    assert!(
+        reasons(&r)
+            .iter()
+            .any(|x| x == "policy: policy v1 was sent but is not running"),
         "{r:#}"
     );
 }

@@ -24,7 +24,7 @@ use clap::Parser;
 use ed25519_dalek::SigningKey;
 use gw_abi::Function;
 use gw_core::{Caller, Config, Monitor};
-use gw_hcall::{CallResult, Client, Transport};
+use gw_hcall::{CallResult, Client, Transport, in_process::InProcess};
 use gw_proto::{endorse::Endorsement, manifest::ReferenceManifest};
 use hyper::Method;
 use vtpm::{ComponentKind, DeviceSecret, KeyHierarchy, MonitorIdentity, MonitorKind};
@@ -64,14 +64,13 @@ const LOG_ENTRIES: usize = 49;
 
 type SimMonitor = Monitor<64, 4>;
 
-/// The monitor core called in process.
-struct InProcess {
-    monitor: Rc<RefCell<Box<SimMonitor>>>,
-    caller: Caller,
+/// The monitor core called in process, counting quotes.
+struct Counted {
+    inner: InProcess<64, 4>,
     quotes: Arc<AtomicU64>,
 }
 
-impl Transport for InProcess {
+impl Transport for Counted {
     fn call(
         &mut self,
         function: Function,
@@ -81,10 +80,7 @@ impl Transport for InProcess {
         if function == Function::Quote {
             self.quotes.fetch_add(1, Ordering::Relaxed);
         }
-        Ok(self
-            .monitor
-            .borrow_mut()
-            .handle(&self.caller, function, request, response)?)
+        self.inner.call(function, request, response)
     }
 }
 
@@ -309,9 +305,8 @@ fn simulate(
         datapath_dir: None,
     };
     Ok(gw_agent::run(settings, move || {
-        Ok(Client::new(Box::new(InProcess {
-            monitor: monitor.clone(),
-            caller,
+        Ok(Client::new(Box::new(Counted {
+            inner: InProcess::new(monitor.clone(), caller),
             quotes: quotes.clone(),
         }) as Box<dyn Transport>))
     }))

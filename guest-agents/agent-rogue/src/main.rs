@@ -12,16 +12,22 @@
 //! It then tries to sign a device report as the trusted agent (the hypervisor refuses: the agent
 //! is bound to the real agent's program) and sends one with a made-up signature. It prints a
 //! JSON summary; the controller's results must name each attack (`tests/tests/qemu_controller.rs`).
+//!
+//! With `--swap-key` it instead plays a **gateway key swap**: it enrolls under this gateway's id
+//! with attestation and agent keys of its own (a monitor core in process, keys from fresh
+//! randomness), as a cloned or replaced gateway would. The controller must refuse and record it.
 //! It is in the qemu-virt image for the end-to-end tests, like `gw-dp-rogue`.
 
-use std::time::Duration;
+use std::{cell::RefCell, rc::Rc, time::Duration};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
+use gw_hcall::in_process::InProcess;
 use gw_proto::wire::{
     AgentMsg, ControllerMsg, Device, EvidenceMsg, GatewayReport, PROTOCOL_VERSION, SignedReport,
     read_msg, write_msg,
 };
+use vtpm::{DeviceSecret, KeyHierarchy, MonitorIdentity, MonitorKind};
 
 /// Play a compromised gateway against the controller (test tool; stop the real gw-agent first).
 #[derive(Parser, Debug)]
@@ -29,6 +35,56 @@ use gw_proto::wire::{
 struct Args {
     #[command(flatten)]
     gateway: gw_agent::cli::GatewayArgs,
+    /// Enroll under this gateway's id with keys of our own (a key swap) instead.
+    #[arg(long)]
+    swap_key: bool,
+}
+
+/// Enroll as `settings.endorsement.gateway_id` with fresh keys; prints the controller's answer.
+fn swap_key(mut settings: gw_agent::Settings) -> Result<()> {
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).context("randomness for the swapped keys")?;
+    let keys = KeyHierarchy::derive(&DeviceSecret::new(secret));
+    let (ak, gk) = (
+        keys.attestation_key().verifying_key(),
+        keys.control_key().verifying_key(),
+    );
+    // Same id, our keys; the vendor's signature no longer matches, which only matters for a
+    // gateway the controller does not know yet.
+    settings.endorsement.attestation_key = hex::encode(ak.as_bytes());
+    settings.endorsement.agent_key = hex::encode(gk.as_bytes());
+    let program = vtpm::sha256(b"gw-agent-rogue swapped-key agent");
+    let monitor = Box::new(gw_core::Monitor::<16, 1>::new(gw_core::Config {
+        keys: &keys,
+        identity: MonitorIdentity::new(
+            MonitorKind::InsecureSoftwareMonitor,
+            "gw-agent-rogue swapped-key monitor",
+            program,
+        ),
+        boot_counter: 1,
+        controller_key: None,
+        hop_master: [0; 32],
+    }));
+    let caller = gw_core::Caller { space: 1, program };
+    let mut client: gw_agent::Monitor = gw_hcall::Client::new(Box::new(InProcess::new(
+        Rc::new(RefCell::new(monitor)),
+        caller,
+    )));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let answer = match rt.block_on(gw_agent::ensure_enrolled(&settings, &mut client)) {
+        Ok(()) => "enrolled".to_owned(),
+        Err(e) => e.to_string(),
+    };
+    println!(
+        "{}",
+        serde_json::json!({
+            "swapped_attestation_key": hex::encode(ak.as_bytes()),
+            "enrollment": answer,
+        })
+    );
+    Ok(())
 }
 
 /// The next challenge, skipping anything else the controller sends.
@@ -58,7 +114,8 @@ fn report(mac: &str) -> Result<Vec<u8>> {
 }
 
 fn main() -> Result<()> {
-    let g = Args::parse().gateway;
+    let args = Args::parse();
+    let g = args.gateway;
     let (ca_pem, endorsement) = g.provisioned()?;
     let settings = gw_agent::Settings {
         controller: g.controller,
@@ -70,6 +127,15 @@ fn main() -> Result<()> {
         report_every: Duration::from_secs(3600),
         datapath_dir: None,
     };
+    if args.swap_key {
+        // Its own state directory: the real agent's certificate stays where it is.
+        let state_dir = std::env::temp_dir().join("gw-agent-rogue-swapped");
+        let _ = std::fs::remove_dir_all(&state_dir);
+        return swap_key(gw_agent::Settings {
+            state_dir,
+            ..settings
+        });
+    }
     let mut mon = gw_hcall::open(g.transport, &g.monitor)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

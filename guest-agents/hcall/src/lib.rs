@@ -393,6 +393,9 @@ impl<T: Transport> Client<T> {
 }
 
 /// The hypervisor's EL0 call window (aarch64 Linux guests).
+#[cfg(feature = "in-process")]
+pub mod in_process;
+
 #[cfg(all(target_arch = "aarch64", target_os = "linux"))]
 pub mod window {
     use std::{io, os::fd::OwnedFd, ptr::NonNull};
