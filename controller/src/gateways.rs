@@ -345,13 +345,13 @@ async fn record(
     let at = now_ms();
     let changed = ctl
         .store
-        .record(NewResult {
-            gateway_id: id.into(),
+        .record(NewResult::new(
+            id,
             at,
-            status: status.clone(),
-            ear: serde_json::to_value(&ear).expect("EAR serialises"),
+            &status,
+            &serde_json::to_string(&ear).expect("EAR serialises"),
             counters,
-        })
+        ))
         .await?;
     announce(ctl, id, &status, changed, reasons, at);
     Ok(changed)
@@ -668,13 +668,13 @@ async fn unreachable(ctl: &Controller, id: &str, missed: u32) -> Result<(), Stor
     let at = now_ms();
     let changed = ctl
         .store
-        .record(NewResult {
-            gateway_id: id.into(),
+        .record(NewResult::new(
+            id,
             at,
-            status: "unreachable".into(),
-            ear: serde_json::to_value(&ear).expect("EAR serialises"),
-            counters: None,
-        })
+            "unreachable",
+            &serde_json::to_string(&ear).expect("EAR serialises"),
+            None,
+        ))
         .await?;
     announce(ctl, id, "unreachable", changed, vec![reason], at);
     Ok(())
@@ -858,24 +858,43 @@ impl Controller {
     /// Compile, sign and store a new policy for gateway `id` from its device policies, and
     /// send it if the gateway is connected. Returns the new version.
     pub async fn publish_policy(&self, id: &str) -> anyhow::Result<u64> {
-        let mut devices = std::collections::BTreeMap::new();
-        for (mac, spec) in self.store.device_policies(id).await? {
-            devices.insert(mac, serde_json::from_str(&spec)?);
-        }
-        let version = self
-            .store
-            .latest_policy(id)
-            .await?
-            .map_or(1, |p| p.version + 1);
-        let datapath = match self.store.datapath_settings(id).await? {
-            Some(json) => Some(serde_json::from_str(&json)?),
-            None => None,
+        // Versions are per gateway and taken as latest + 1, so two publishes at once (two
+        // operators, two replicas) can pick the same one; the database keeps one, and the other
+        // compiles again from what is stored now (which includes the winner's changes).
+        const ATTEMPTS: usize = 8;
+        let mut attempt = 0;
+        let (version, signed) = loop {
+            attempt += 1;
+            let mut devices = std::collections::BTreeMap::new();
+            for (mac, spec) in self.store.device_policies(id).await? {
+                devices.insert(mac, serde_json::from_str(&spec)?);
+            }
+            let version = self
+                .store
+                .latest_policy(id)
+                .await?
+                .map_or(1, |p| p.version + 1);
+            let datapath = match self.store.datapath_settings(id).await? {
+                Some(json) => Some(serde_json::from_str(&json)?),
+                None => None,
+            };
+            let doc = crate::policy::compile(id, version, &devices, datapath.as_ref());
+            let signed = crate::policy::sign(&doc, self.pki.command_key())?;
+            let stored = self
+                .store
+                .put_policy(id, version, &signed.body, &signed.signature.to_bytes())
+                .await?;
+            if stored {
+                break (version, signed);
+            }
+            anyhow::ensure!(
+                attempt < ATTEMPTS,
+                "gateway {id}: policy v{version} was taken by another publish {ATTEMPTS} times in a row; try again"
+            );
+            tracing::info!(
+                "gateway {id}: policy v{version} was published meanwhile; compiling again"
+            );
         };
-        let doc = crate::policy::compile(id, version, &devices, datapath.as_ref());
-        let signed = crate::policy::sign(&doc, self.pki.command_key())?;
-        self.store
-            .put_policy(id, version, &signed.body, &signed.signature.to_bytes())
-            .await?;
         let tx = self.sessions.lock().await.get(id).cloned();
         if let Some(tx) = tx
             && tx.try_send(SessionCmd::Policy(signed)).is_err()
