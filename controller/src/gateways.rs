@@ -345,13 +345,7 @@ async fn record(
     let at = now_ms();
     let changed = ctl
         .store
-        .record(NewResult::new(
-            id,
-            at,
-            &status,
-            &serde_json::to_string(&ear).expect("EAR serialises"),
-            counters,
-        ))
+        .record(NewResult::new(id, at, &status, &ear, counters))
         .await?;
     announce(ctl, id, &status, changed, reasons, at);
     Ok(changed)
@@ -668,13 +662,7 @@ async fn unreachable(ctl: &Controller, id: &str, missed: u32) -> Result<(), Stor
     let at = now_ms();
     let changed = ctl
         .store
-        .record(NewResult::new(
-            id,
-            at,
-            "unreachable",
-            &serde_json::to_string(&ear).expect("EAR serialises"),
-            None,
-        ))
+        .record(NewResult::new(id, at, "unreachable", &ear, None))
         .await?;
     announce(ctl, id, "unreachable", changed, vec![reason], at);
     Ok(())

@@ -157,21 +157,22 @@ pub struct NewResult {
 const EAR_MAX: u64 = 1 << 20;
 
 impl NewResult {
-    /// A result whose EAR is the JSON document `ear`.
+    /// A result whose EAR is `ear`, stored as compressed JSON.
     pub fn new(
         gateway_id: &str,
         at: i64,
         status: &str,
-        ear: &str,
+        ear: &impl serde::Serialize,
         counters: Option<(u64, u64)>,
     ) -> Self {
         use std::io::Write as _;
         // Level 1: most of the gain (7.8 KB → 0.6 KB) for a fraction of the time.
+        let json = serde_json::to_vec(ear).expect("EARs serialise");
         let mut z = flate2::write::DeflateEncoder::new(
-            Vec::with_capacity(ear.len() / 8),
+            Vec::with_capacity(json.len() / 8),
             flate2::Compression::fast(),
         );
-        z.write_all(ear.as_bytes()).expect("writing to a Vec");
+        z.write_all(&json).expect("writing to a Vec");
         Self {
             gateway_id: gateway_id.into(),
             at,

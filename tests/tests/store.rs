@@ -49,7 +49,7 @@ async fn results_in_batches_apply_in_order(url: &str) {
                     id,
                     1_000 + i as i64,
                     status,
-                    &format!("{{\"n\": {i}}}"),
+                    &serde_json::json!({ "n": i }),
                     counters,
                 ))
                 .await
