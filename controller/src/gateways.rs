@@ -40,8 +40,6 @@ const RECENT_NONCES: usize = 32;
 /// Commands to a connected gateway's session.
 #[derive(Debug)]
 pub enum SessionCmd {
-    /// Send this signed policy.
-    Policy(SignedPolicy),
     /// The gateway's record changed, here or on another replica (manifest pins, a new
     /// policy): reload it, and send the latest policy if it is unconfirmed and not sent yet.
     Reload,
@@ -556,7 +554,6 @@ async fn run_session<W: AsyncWrite + Unpin>(
                 }
             }
             cmd = cmds.recv() => match cmd {
-                Some(SessionCmd::Policy(p)) => send_policy(&mut st, w, p).await?,
                 Some(SessionCmd::Reload) => {
                     st.pins = ctl.store.gateway(&st.id).await?.and_then(|g| g.manifests);
                     st.policy = None;
@@ -569,7 +566,9 @@ async fn run_session<W: AsyncWrite + Unpin>(
 }
 
 /// Send the gateway's latest policy if it has neither applied nor refused it and this session
-/// has not sent it yet (a policy published on another replica arrives this way).
+/// has not sent it or a newer one (a second copy would be refused as stale and recorded over
+/// the first one's success). Every policy reaches its gateway this way: published here or on
+/// another replica.
 async fn send_unconfirmed_policy<W: AsyncWrite + Unpin>(
     ctl: &Controller,
     st: &mut SessionState,
@@ -578,23 +577,11 @@ async fn send_unconfirmed_policy<W: AsyncWrite + Unpin>(
     if let Some(p) = ctl.store.latest_policy(&st.id).await?
         && p.applied_at.is_none()
         && p.error.is_none()
+        && p.version > st.sent_policy
     {
-        send_policy(st, w, signed(&p)).await?;
-    }
-    Ok(())
-}
-
-/// Send `p` unless this session already sent it or a newer version: a second copy would be
-/// refused as stale and recorded over the first one's success.
-async fn send_policy<W: AsyncWrite + Unpin>(
-    st: &mut SessionState,
-    w: &mut W,
-    p: SignedPolicy,
-) -> anyhow::Result<()> {
-    if p.version > st.sent_policy {
         st.sent_policy = p.version;
         st.policy = None;
-        write_msg(w, &ControllerMsg::Policy(p)).await?;
+        write_msg(w, &ControllerMsg::Policy(signed(&p))).await?;
     }
     Ok(())
 }
@@ -851,7 +838,7 @@ impl Controller {
         // compiles again from what is stored now (which includes the winner's changes).
         const ATTEMPTS: usize = 8;
         let mut attempt = 0;
-        let (version, signed) = loop {
+        let version = loop {
             attempt += 1;
             let mut devices = std::collections::BTreeMap::new();
             for (mac, spec) in self.store.device_policies(id).await? {
@@ -873,7 +860,7 @@ impl Controller {
                 .put_policy(id, version, &signed.body, &signed.signature.to_bytes())
                 .await?;
             if stored {
-                break (version, signed);
+                break version;
             }
             anyhow::ensure!(
                 attempt < ATTEMPTS,
@@ -883,17 +870,8 @@ impl Controller {
                 "gateway {id}: policy v{version} was published meanwhile; compiling again"
             );
         };
-        let tx = self.sessions.lock().await.get(id).cloned();
-        if let Some(tx) = tx
-            && tx.try_send(SessionCmd::Policy(signed)).is_err()
-        {
-            // A full queue: the reload sends the latest unconfirmed policy instead.
-            let _ = tx.try_send(SessionCmd::Reload);
-        }
-        // The gateway may be connected to another replica.
-        if let Err(e) = self.store.announce(id).await {
-            tracing::warn!("announcing gateway {id}'s policy v{version} to other replicas: {e}");
-        }
+        // Its session, here or on another replica, sends the latest unconfirmed policy.
+        self.reload_session(id).await;
         Ok(version)
     }
 }
