@@ -36,13 +36,13 @@ pub enum Db {
 }
 
 /// The PostgreSQL server tests use: `$GW_TEST_POSTGRES_URL`. Under `CI=true` it must be set
-/// (`.ci/run` installs and starts PostgreSQL); elsewhere the PostgreSQL tests fail with a clear
+/// (`cargo xtask test` installs and starts a PostgreSQL server for the tests); elsewhere the PostgreSQL tests fail with a clear
 /// message too, so nothing is silently skipped.
 pub fn postgres_url() -> String {
     std::env::var("GW_TEST_POSTGRES_URL").unwrap_or_else(|_| {
         panic!(
             "GW_TEST_POSTGRES_URL is not set: start PostgreSQL and point it at a database the \
-             test user may create databases on (`.ci/run` does this), e.g. \
+             test user may create databases on (`cargo xtask test` does this), e.g. \
              postgres://gatewarden@127.0.0.1/gatewarden"
         )
     })

@@ -84,7 +84,9 @@ impl Qemu {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("start qemu-system-aarch64 (apt-get install qemu-system-arm)");
+            .expect(
+                "start qemu-system-aarch64 (QEMU 10: `cargo xtask test` installs it, docs/qemu.md)",
+            );
         let stdin = child.stdin.take().unwrap();
         let mut stdout = child.stdout.take().unwrap();
         let out = Arc::new(Mutex::new(Vec::new()));

@@ -36,7 +36,7 @@ fn chromedriver(port: u16) -> Driver {
         .stderr(Stdio::null())
         .spawn()
         .expect(
-            "start chromedriver (apt-get install chromium chromium-driver; .ci/services.sh does)",
+            "start chromedriver (apt-get install chromium chromium-driver; `cargo xtask test` does)",
         );
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {

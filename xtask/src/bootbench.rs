@@ -101,6 +101,7 @@ fn median(v: &mut [f64]) -> f64 {
 
 /// Run the boot benchmark and return the report section.
 pub fn bench_boot(root: &Path, runs: usize) -> Result<String> {
+    crate::setup::qemu(image::board_qemu(root, "qemu-virt")?)?;
     let img = image::image(
         root,
         "qemu-virt",

@@ -29,6 +29,8 @@ impl Drop for Reaper {
 /// Run the demo; stop after `epochs` results (`None`: until interrupted).
 pub fn demo(root: &Path, api: &str, epoch: &str, epochs: Option<usize>) -> Result<()> {
     let board = "qemu-virt";
+    // Installed first: a machine without QEMU learns it before the long first build.
+    let qemu_bin = crate::setup::qemu(image::board_qemu(root, board)?)?;
     let opts = ImageOptions::for_board(root, board);
     let img = image::image(root, board, &opts)?;
     let mut b = crate::cargo();
@@ -123,14 +125,14 @@ pub fn demo(root: &Path, api: &str, epoch: &str, epochs: Option<usize>) -> Resul
             }
         })
         .collect();
-    let qemu = Command::new("qemu-system-aarch64")
+    let qemu = Command::new(qemu_bin)
         .args(&args)
         .args(["-smp", "2"])
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&console)?)
         .stderr(Stdio::inherit())
         .spawn()
-        .context("starting qemu-system-aarch64 (apt-get install qemu-system-arm)")?;
+        .with_context(|| format!("starting {qemu_bin}"))?;
     children.0.push(qemu);
 
     let token = state.join("operator.token");

@@ -12,6 +12,8 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
+use crate::setup::which;
+
 /// A guest architecture as Debian names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Arch {
@@ -239,48 +241,6 @@ fn fetch_headers(dir: &Path, debs: &Path, release: &str, arch: Arch) -> Result<P
     Ok(build)
 }
 
-/// Make sure Debian's aarch64 cross compiler is installed: the guest agent's TLS library (ring)
-/// has C and assembly parts (`.cargo/config.toml` points the aarch64 musl build at it), and the
-/// guest kernel module is compiled with it.
-pub fn ensure_cross_cc() -> Result<()> {
-    ensure_installed(
-        "aarch64-linux-gnu-gcc",
-        &["gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross"],
-        "install an aarch64 cross gcc and set CC_aarch64_unknown_linux_musl",
-    )
-}
-
-/// Make sure `make` is installed (Debian's kbuild drives the guest kernel module's build).
-pub fn ensure_make() -> Result<()> {
-    ensure_installed("make", &["make"], "install make")
-}
-
-/// Install `packages` with apt-get unless `command` is already on PATH.
-fn ensure_installed(command: &str, packages: &[&str], otherwise: &str) -> Result<()> {
-    if which(command).is_some() {
-        return Ok(());
-    }
-    if which("apt-get").is_none() {
-        bail!("{command} is missing and there is no apt-get: {otherwise}");
-    }
-    eprintln!(
-        "==> installing {command} (apt-get install {})",
-        packages.join(" ")
-    );
-    let status = Command::new("apt-get")
-        .args(["install", "-y", "-q", "--no-install-recommends"])
-        .args(packages)
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .status()?;
-    if !status.success() {
-        bail!(
-            "apt-get install {} failed (are you root? has apt-get update run?)",
-            packages.join(" ")
-        );
-    }
-    Ok(())
-}
-
 /// Download (once) and unpack the guest kernel and busybox for `arch`.
 pub fn fetch_guest(root: &Path, arch: Arch) -> Result<GuestFiles> {
     if which("apt-get").is_none() || which("dpkg-deb").is_none() {
@@ -339,15 +299,6 @@ pub fn fetch_guest(root: &Path, arch: Arch) -> Result<GuestFiles> {
         busybox,
         kernel_root,
         headers,
-    })
-}
-
-/// The path of `cmd` on PATH, if any.
-fn which(cmd: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join(cmd))
-            .find(|p| p.is_file())
     })
 }
 

@@ -14,7 +14,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 
-use crate::{cargo, fetch, run};
+use crate::{cargo, fetch, run, setup};
 
 /// Paths of a built image.
 pub struct Image {
@@ -116,8 +116,7 @@ pub fn build_kmod(root: &Path, guest: &fetch::GuestFiles) -> Result<PathBuf> {
         .headers
         .as_ref()
         .context("no kernel headers were fetched for this architecture")?;
-    fetch::ensure_cross_cc()?;
-    fetch::ensure_make()?;
+    setup::ensure(&[setup::CROSS_CC, setup::MAKE])?;
     let src = root.join("guest-agents/kmod");
     let out = root.join("target/gatewarden/kmod");
     std::fs::create_dir_all(&out)?;
@@ -229,11 +228,44 @@ pub fn hex(b: &[u8]) -> String {
 }
 
 /// `boards/<board>/board.toml`.
-fn board_toml(root: &Path, board: &str) -> Result<toml::Table> {
+pub fn board_toml(root: &Path, board: &str) -> Result<toml::Table> {
     let path = root.join("boards").join(board).join("board.toml");
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// The QEMU system emulator a board runs under (its data's `[qemu] binary`).
+pub fn board_qemu(root: &Path, board: &str) -> Result<setup::QemuSystem> {
+    let t = board_toml(root, board)?;
+    let bin = t
+        .get("qemu")
+        .and_then(|q| q.get("binary"))
+        .and_then(|b| b.as_str())
+        .with_context(|| format!("boards/{board}/board.toml has no [qemu] binary"))?;
+    setup::QemuSystem::for_binary(bin)
+}
+
+/// Every board under `boards/` with the bare-metal target its hypervisor builds for (from the
+/// board's `arch`), sorted by name.
+pub fn bare_metal_boards(root: &Path) -> Result<Vec<(String, &'static str)>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(root.join("boards")).context("reading boards/")? {
+        let e = e?;
+        if !e.path().join("board.toml").is_file() {
+            continue;
+        }
+        let name = e.file_name().to_string_lossy().into_owned();
+        let t = board_toml(root, &name)?;
+        let target = match t.get("arch").and_then(|a| a.as_str()) {
+            Some("aarch64") => "aarch64-unknown-none-softfloat",
+            Some("x86_64") => "x86_64-unknown-none",
+            other => bail!("boards/{name}/board.toml: unknown arch {other:?}"),
+        };
+        out.push((name, target));
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// A list of strings at `key` in `table` (empty if absent).
@@ -506,24 +538,12 @@ pub fn qemu_command(image: &Image, smp: u32) -> Command {
 
 /// Boot the image in QEMU with the serial console on this terminal.
 pub fn run_qemu(root: &Path, board: &str, smp: u32) -> Result<()> {
+    setup::qemu(board_qemu(root, board)?)?;
     let image = image(root, board, &ImageOptions::for_board(root, board))?;
-    if which_qemu().is_none() {
-        bail!(
-            "qemu-system-aarch64 not found: apt-get install -y --no-install-recommends qemu-system-arm"
-        );
-    }
     eprintln!("==> booting {board} in QEMU (exit: Ctrl-A X, or `poweroff -f` in the guest)");
     let status = qemu_command(&image, smp).status()?;
     if !status.success() {
         bail!("QEMU exited with {status}");
     }
     Ok(())
-}
-
-fn which_qemu() -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join("qemu-system-aarch64"))
-            .find(|p| p.is_file())
-    })
 }

@@ -17,8 +17,11 @@ mod bootbench;
 mod ctlbench;
 mod demo;
 mod fetch;
+mod fresh;
 mod image;
 mod provision;
+mod services;
+mod setup;
 
 /// Crates that must build without `std` for the hypervisor targets.
 const NO_STD_CRATES: &[&str] = &["vtpm", "gw-abi", "gw-hoptag", "gw-core"];
@@ -64,9 +67,31 @@ enum Suite {
 #[derive(Subcommand)]
 enum Task {
     /// Run every test: build the qemu-virt image, host unit/property/integration tests, QEMU
-    /// boot tests, no_std and guest builds.
+    /// boot tests, no_std and guest builds. Installs what the tests need (QEMU 10, network
+    /// tools, PostgreSQL, Chromium) and runs a PostgreSQL server of its own for them
+    /// (or uses $GW_TEST_POSTGRES_URL when set).
     Test,
-    /// Check formatting and lints exactly as CI does.
+    /// Check the README's two commands on a fresh machine: remove what a fresh machine lacks
+    /// (QEMU system emulators, iperf3, tcpdump, ethtool, the PostgreSQL server, Chromium, the
+    /// cross compiler, the toolchain's targets, the guest package cache), then run `cargo xtask
+    /// demo --epochs 3` and `cargo xtask test` (or `.ci/run` with --ci) from a clean clone of
+    /// HEAD, and report their timings. Changes this machine: needs root, asks first.
+    FreshCheck {
+        /// Do not ask before removing packages.
+        #[arg(long)]
+        yes: bool,
+        /// Run `.ci/run` (CI=true: lint, test, demo) in the clone instead of the two commands.
+        #[arg(long)]
+        ci: bool,
+        /// Keep the clone (default: removed when everything passed).
+        #[arg(long)]
+        keep: bool,
+        /// Only prepare the machine; do not clone and run.
+        #[arg(long)]
+        prepare_only: bool,
+    },
+    /// Check formatting and lints exactly as CI does: rustfmt, and clippy with warnings denied
+    /// for the host workspace and for the hypervisor of every bare-metal board.
     Lint,
     /// Build the no_std crates for the bare-metal targets (proves they need no std).
     NoStd,
@@ -165,9 +190,27 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let root = workspace_root();
     std::env::set_current_dir(&root).context("entering the workspace root")?;
+    // Every task but these builds for a pinned target (or lints with the pinned components).
+    if !matches!(cli.task, Task::FetchGuest { .. } | Task::FreshCheck { .. }) {
+        setup::toolchain(&root)?;
+    }
     match cli.task {
         Task::Test => test(&root),
-        Task::Lint => lint(),
+        Task::Lint => lint(&root),
+        Task::FreshCheck {
+            yes,
+            ci,
+            keep,
+            prepare_only,
+        } => fresh::fresh_check(
+            &root,
+            &fresh::Options {
+                yes,
+                ci,
+                keep,
+                prepare_only,
+            },
+        ),
         Task::NoStd => no_std(),
         Task::Guest => guest(),
         Task::Demo { api, epoch, epochs } => demo::demo(&root, &api, &epoch, epochs),
@@ -240,6 +283,8 @@ fn main() -> Result<()> {
             iperf_seconds,
             ..
         } => {
+            setup::qemu(image::board_qemu(&root, "qemu-virt")?)?;
+            setup::ensure(&[setup::IPERF3, setup::IPROUTE2, setup::ETHTOOL])?;
             image::image(
                 &root,
                 "qemu-virt",
@@ -316,7 +361,7 @@ fn describe(cmd: &Command) -> String {
     s
 }
 
-fn lint() -> Result<()> {
+fn lint(root: &Path) -> Result<()> {
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--check"]);
     run("formatting", fmt)?;
@@ -329,7 +374,15 @@ fn lint() -> Result<()> {
         "-D",
         "warnings",
     ]);
-    run("clippy", clippy)
+    run("clippy (host)", clippy)?;
+    for (board, target) in image::bare_metal_boards(root)? {
+        let mut c = cargo();
+        c.args(["clippy", "-p", "gatewarden-hv", "--features", "bare-metal"]);
+        c.args(["--target", target, "--", "-D", "warnings"]);
+        c.env("GW_BOARD", &board);
+        run(&format!("clippy (hypervisor for {board}, {target})"), c)?;
+    }
+    Ok(())
 }
 
 fn no_std() -> Result<()> {
@@ -351,7 +404,7 @@ fn guest() -> Result<()> {
 /// Build the guest programs for one musl target.
 fn guest_target(target: &str) -> Result<()> {
     if target.starts_with("aarch64") {
-        fetch::ensure_cross_cc()?;
+        setup::ensure(&[setup::CROSS_CC])?;
     }
     let mut c = cargo();
     c.args(["build", "--release", "--target", target]);
@@ -363,8 +416,18 @@ fn guest_target(target: &str) -> Result<()> {
 }
 
 fn test(root: &Path) -> Result<()> {
-    // The QEMU tests in tests/ boot the image; under CI a missing QEMU or guest package fails
-    // here or in the tests, never skips.
+    // Everything the tests run, installed before the long build so a machine that cannot
+    // install it learns so at once. Under CI a missing tool fails here or in the tests,
+    // never skips.
+    setup::qemu(image::board_qemu(root, "qemu-virt")?)?;
+    setup::ensure(setup::TEST_TOOLS)?;
+    let postgres = match std::env::var("GW_TEST_POSTGRES_URL") {
+        Ok(url) => {
+            eprintln!("==> PostgreSQL for the tests: {url} (GW_TEST_POSTGRES_URL)");
+            None
+        }
+        Err(_) => Some(services::TestPostgres::start(root)?),
+    };
     image::image(
         root,
         "qemu-virt",
@@ -377,12 +440,16 @@ fn test(root: &Path) -> Result<()> {
     run("binaries for the end-to-end tests", b)?;
     let mut t = cargo();
     t.args(["test", "--workspace", "--all-targets"]);
+    if let Some(pg) = &postgres {
+        t.env("GW_TEST_POSTGRES_URL", &pg.url);
+    }
     run("host tests", t)?;
     let mut d = cargo();
     d.args(["test", "--workspace", "--doc"]);
     run("doc tests", d)?;
     no_std()?;
     guest()?;
+    drop(postgres);
     eprintln!("==> all tests passed");
     Ok(())
 }

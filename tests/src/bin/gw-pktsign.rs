@@ -166,7 +166,7 @@ fn main() -> Result<()> {
     );
     ensure!(
         Command::new("iperf3").arg("--version").output().is_ok(),
-        "iperf3 is missing (apt-get install iperf3)"
+        "iperf3 is missing (apt-get install iperf3; `cargo xtask bench pktsign` installs it)"
     );
     let img = image_dir("qemu-virt");
     eprintln!("==> controller (SQLite) and the gateway VM with its LAN and WAN taps");
