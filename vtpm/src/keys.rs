@@ -15,6 +15,86 @@ pub const INFO_ATTESTATION: &[u8] = b"attestation-key";
 pub const INFO_CONTROL: &[u8] = b"control-channel-key";
 /// HKDF info for the symmetric sealing key.
 pub const INFO_SEALING: &[u8] = b"sealing-key";
+/// HKDF info for the root of the per-boot keys (hop master, guest seeds).
+pub const INFO_BOOT_ROOT: &[u8] = b"boot-root";
+/// HKDF info, under the per-boot PRK, of the hop master.
+pub const INFO_HOP_MASTER: &[u8] = b"hop-master";
+/// HKDF info, under the per-boot PRK, of the bytes the guest gets in place of the loader's seeds.
+pub const INFO_GUEST_SEED: &[u8] = b"guest-seed";
+
+/// Per-boot entropy a board offers: each source labelled, any of them possibly absent.
+///
+/// Sources are mixed into the per-boot keys with their label and length (so no two different
+/// collections encode alike); none has to be secret from the outside world for the result to
+/// be secret, since the device secret is mixed in too. They make each boot's keys fresh.
+#[derive(Default)]
+pub struct BootEntropy<'a> {
+    sources: [(&'a str, &'a [u8]); 8],
+    len: usize,
+}
+
+impl<'a> BootEntropy<'a> {
+    /// Add `bytes` from the source `label` (an empty source is recorded as absent). At most
+    /// eight sources; more are ignored.
+    pub fn add(&mut self, label: &'a str, bytes: &'a [u8]) -> &mut Self {
+        if self.len < self.sources.len() {
+            self.sources[self.len] = (label, bytes);
+            self.len += 1;
+        }
+        self
+    }
+
+    /// Whether a source other than `counter` labels brought bytes: false means the boot's keys
+    /// differ only by the counter's value (the console warns).
+    pub fn has_unpredictable(&self, counter_label: &str) -> bool {
+        self.sources[..self.len]
+            .iter()
+            .any(|(l, b)| *l != counter_label && !b.is_empty())
+    }
+
+    fn absorb(&self, ex: &mut hkdf::HkdfExtract<Sha256>) {
+        for (label, bytes) in &self.sources[..self.len] {
+            ex.input_ikm(&(label.len() as u32).to_le_bytes());
+            ex.input_ikm(label.as_bytes());
+            ex.input_ikm(&(bytes.len() as u32).to_le_bytes());
+            ex.input_ikm(bytes);
+        }
+    }
+}
+
+/// The per-boot keys: the hop master and the guest's replacement seeds.
+pub struct BootKeys {
+    hk: Hkdf<Sha256>,
+}
+
+impl BootKeys {
+    /// The 32-byte hop master (the PRK every hop key is expanded from).
+    pub fn hop_master(&self) -> [u8; 32] {
+        let mut okm = [0u8; 32];
+        self.hk
+            .expand(INFO_HOP_MASTER, &mut okm)
+            .expect("HKDF output length is valid");
+        okm
+    }
+
+    /// `out.len()` bytes for the guest in place of a loader seed called `name` (`rng-seed`,
+    /// `kaslr-seed`): fresh per boot, and independent of the hop master (another HKDF info).
+    /// HKDF gives at most 8,160 bytes; the rest of a longer `out` is zeroed.
+    pub fn guest_seed(&self, name: &str, out: &mut [u8]) {
+        let n = out.len().min(255 * 32);
+        let (head, tail) = out.split_at_mut(n);
+        self.hk
+            .expand_multi_info(&[INFO_GUEST_SEED, b"\0", name.as_bytes()], head)
+            .expect("HKDF output length is valid");
+        tail.fill(0);
+    }
+}
+
+impl core::fmt::Debug for BootKeys {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("BootKeys(..)")
+    }
+}
 
 /// The board-provided device secret (RPi OTP, a provisioned blob, or a per-image secret in QEMU).
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
@@ -39,6 +119,7 @@ pub struct KeyHierarchy {
     attestation: [u8; 32],
     control: [u8; 32],
     sealing: [u8; 32],
+    boot_root: [u8; 32],
 }
 
 impl KeyHierarchy {
@@ -56,7 +137,19 @@ impl KeyHierarchy {
             attestation: expand(INFO_ATTESTATION),
             control: expand(INFO_CONTROL),
             sealing: expand(INFO_SEALING),
+            boot_root: expand(INFO_BOOT_ROOT),
         }
+    }
+
+    /// This boot's keys: HKDF-Extract with the device secret's boot root as salt over the
+    /// labelled entropy sources. The guest, which may see every source (a DTB seed it was
+    /// never shown still sits in RAM the loader used), cannot compute them without the
+    /// device secret.
+    pub fn boot_keys(&self, entropy: &BootEntropy<'_>) -> BootKeys {
+        let mut ex = hkdf::HkdfExtract::<Sha256>::new(Some(&self.boot_root));
+        entropy.absorb(&mut ex);
+        let (_, hk) = ex.finalize();
+        BootKeys { hk }
     }
 
     /// The ed25519 attestation key that signs quotes.

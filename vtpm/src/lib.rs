@@ -19,7 +19,7 @@ pub mod quote;
 #[cfg(feature = "alloc")]
 pub mod verify;
 
-pub use keys::{DeviceSecret, KeyHierarchy};
+pub use keys::{BootEntropy, BootKeys, DeviceSecret, KeyHierarchy};
 pub use log::{ComponentKind, Event, EventLog, EventName, EventVersion};
 pub use pcr::{Locality, PCR_COUNT, PcrBank, PcrIndex, PcrSelection};
 pub use quote::{

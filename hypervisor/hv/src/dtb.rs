@@ -103,6 +103,65 @@ pub fn bootargs(blob: &[u8]) -> Result<&[u8], DtbError> {
         .unwrap_or(&[]))
 }
 
+/// The loader's per-boot seeds in `/chosen`, which the guest must never see (the hypervisor's
+/// per-boot keys are derived from them) and which make the tree differ on every boot.
+pub const SEED_PROPERTIES: [&str; 2] = ["rng-seed", "kaslr-seed"];
+
+/// Where each of [`SEED_PROPERTIES`] sits in `blob` (byte offset and length), if present.
+pub fn seed_places(blob: &[u8]) -> Result<[Option<(usize, usize)>; 2], DtbError> {
+    let fdt = Fdt::new(blob).map_err(|_| DtbError::Invalid)?;
+    let mut out = [None; 2];
+    if let Some(chosen) = fdt.find_node("/chosen") {
+        for (slot, name) in out.iter_mut().zip(SEED_PROPERTIES) {
+            *slot = chosen
+                .property(name)
+                .filter(|p| !p.value.is_empty())
+                .map(|p| locate(blob, p.value));
+        }
+    }
+    Ok(out)
+}
+
+/// The loader's seeds, taken out of a tree: their places and (up to 64 bytes of) their values.
+pub struct TakenSeeds {
+    /// Where each of [`SEED_PROPERTIES`] was (offset and length), if present.
+    pub places: [Option<(usize, usize)>; 2],
+    values: [[u8; 64]; 2],
+    lens: [usize; 2],
+}
+
+impl TakenSeeds {
+    /// The bytes taken for seed `i` (of [`SEED_PROPERTIES`]).
+    pub fn value(&self, i: usize) -> &[u8] {
+        &self.values[i][..self.lens[i]]
+    }
+
+    /// Wipe the copies.
+    pub fn wipe(&mut self) {
+        self.values = [[0; 64]; 2];
+    }
+}
+
+/// Copy the loader's seeds out of `blob` and zero them there, so the tree reads the same on
+/// every boot (it is measured so) and the guest never sees them. Both the hypervisor and the
+/// image build's reference value (`cargo xtask image`) prepare the measured tree this way.
+pub fn take_seeds(blob: &mut [u8]) -> Result<TakenSeeds, DtbError> {
+    let mut t = TakenSeeds {
+        places: seed_places(blob)?,
+        values: [[0; 64]; 2],
+        lens: [0; 2],
+    };
+    for (i, place) in t.places.iter().enumerate() {
+        if let Some((off, len)) = *place {
+            let n = len.min(64);
+            t.values[i][..n].copy_from_slice(&blob[off..off + n]);
+            t.lens[i] = n;
+            blob[off..off + len].fill(0);
+        }
+    }
+    Ok(t)
+}
+
 fn put(blob: &mut [u8], (off, len): (usize, usize), v: u64) -> Result<(), DtbError> {
     match len {
         4 => blob[off..off + 4]
@@ -132,36 +191,93 @@ pub fn edit_for_guest(
 mod tests {
     use super::*;
 
+    /// QEMU 10's tree: 64-bit initrd cells.
     const QEMU: &[u8] = include_bytes!("../testdata/qemu-virt.dtb");
+    /// QEMU 7.2's tree: 32-bit initrd cells (as other loaders still write them).
+    const CELLS32: &[u8] = include_bytes!("../testdata/qemu-virt-7.2.dtb");
 
     #[test]
     fn reads_qemus_tree() {
-        let i = inspect(QEMU).unwrap();
-        assert_eq!(i.memory, (0x4000_0000, 0x4000_0000));
-        assert_eq!(i.initrd, (0x4800_0000, 0x4800_000a));
-        assert_eq!(bootargs(QEMU).unwrap(), b"console=ttyAMA0 rdinit=/init");
+        for blob in [QEMU, CELLS32] {
+            let i = inspect(blob).unwrap();
+            assert_eq!(i.memory, (0x4000_0000, 0x4000_0000));
+            assert_eq!(i.initrd, (0x4800_0000, 0x4800_000a));
+            assert_eq!(bootargs(blob).unwrap(), b"console=ttyAMA0 rdinit=/init");
+        }
     }
 
     #[test]
     fn edits_in_place() {
+        for original in [QEMU, CELLS32] {
+            let mut blob = original.to_vec();
+            edit_for_guest(
+                &mut blob,
+                (0x4100_0000, 0x3f00_0000),
+                (0x4810_0000, 0x4820_0000),
+            )
+            .unwrap();
+            let i = inspect(&blob).unwrap();
+            assert_eq!(i.memory, (0x4100_0000, 0x3f00_0000));
+            assert_eq!(i.initrd, (0x4810_0000, 0x4820_0000));
+            assert_eq!(blob.len(), original.len());
+            // Everything else is untouched.
+            assert_eq!(bootargs(&blob).unwrap(), b"console=ttyAMA0 rdinit=/init");
+        }
+    }
+
+    #[test]
+    fn initrd_cells_keep_their_width() {
+        // 64-bit cells (QEMU 10) take an address above 4 GiB.
         let mut blob = QEMU.to_vec();
-        edit_for_guest(
-            &mut blob,
-            (0x4100_0000, 0x3f00_0000),
-            (0x4810_0000, 0x4820_0000),
-        )
-        .unwrap();
-        let i = inspect(&blob).unwrap();
-        assert_eq!(i.memory, (0x4100_0000, 0x3f00_0000));
-        assert_eq!(i.initrd, (0x4810_0000, 0x4820_0000));
-        assert_eq!(blob.len(), QEMU.len());
-        // Everything else is untouched.
-        assert_eq!(bootargs(&blob).unwrap(), b"console=ttyAMA0 rdinit=/init");
-        // 32-bit initrd cells cannot take a 64-bit address: refused, not truncated.
+        edit_for_guest(&mut blob, (0x4100_0000, 1), (1 << 33, 1 << 34)).unwrap();
+        assert_eq!(inspect(&blob).unwrap().initrd, (1 << 33, 1 << 34));
+        // 32-bit cells cannot: refused, not truncated.
+        let mut blob = CELLS32.to_vec();
         assert_eq!(
             edit_for_guest(&mut blob, (0x4100_0000, 1), (1 << 33, 1 << 34)),
             Err(DtbError::BadProperty)
         );
+    }
+
+    #[test]
+    fn finds_the_loaders_seeds() {
+        let places = seed_places(QEMU).unwrap();
+        let [Some(rng), Some(kaslr)] = places else {
+            panic!("QEMU 10 passes both seeds: {places:?}");
+        };
+        assert_eq!(rng.1, 32);
+        assert_eq!(kaslr.1, 8);
+        // What is found is the property value itself: zeroing it leaves a valid tree whose
+        // seeds read as zeros, and nothing else changes.
+        let mut blob = QEMU.to_vec();
+        for (off, len) in [rng, kaslr] {
+            blob[off..off + len].fill(0);
+        }
+        let fdt = Fdt::new(&blob).unwrap();
+        let chosen = fdt.find_node("/chosen").unwrap();
+        for name in SEED_PROPERTIES {
+            assert!(chosen.property(name).unwrap().value.iter().all(|b| *b == 0));
+        }
+        assert_eq!(inspect(&blob).unwrap(), inspect(QEMU).unwrap());
+        // take_seeds gives the same tree and the values it zeroed.
+        let mut taken = QEMU.to_vec();
+        let t = take_seeds(&mut taken).unwrap();
+        assert_eq!(taken, blob);
+        assert_eq!(t.value(0), &QEMU[rng.0..rng.0 + 32]);
+        assert_eq!(t.value(1), &QEMU[kaslr.0..kaslr.0 + 8]);
+        // A tree without seeds has none to scrub.
+        let mut no_seeds = QEMU.to_vec();
+        let at = no_seeds
+            .windows(9)
+            .position(|w| w == b"rng-seed\0")
+            .unwrap();
+        no_seeds[at] = b'x';
+        let at = no_seeds
+            .windows(11)
+            .position(|w| w == b"kaslr-seed\0")
+            .unwrap();
+        no_seeds[at] = b'x';
+        assert_eq!(seed_places(&no_seeds).unwrap(), [None, None]);
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! The Gatewarden micro-hypervisor.
 //!
-//! Portable modules (board constants, the guest bundle, device-tree edits, page-table
-//! descriptors) build and are tested on the host. The EL2 code lives in [`arch`] and only builds
+//! Portable modules (board constants, the guest bundle, device-tree edits, the guest's
+//! placement, page-table descriptors) build and are tested on the host. The EL2 code lives in [`arch`] and only builds
 //! for bare-metal aarch64 (`cargo xtask image`); all `unsafe` is fenced there.
 #![cfg_attr(target_os = "none", no_std)]
 
 pub mod bundle;
 pub mod dtb;
+pub mod layout;
 pub mod pagetable;
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]

@@ -12,11 +12,11 @@ use gatewarden_hv::{
         hypercall::{self, MONITOR},
         mmu, trap,
     },
-    board, bundle, dtb, println,
+    board, bundle, dtb, layout, println,
 };
 use gw_core::{Config, Monitor};
 use vtpm::{
-    ComponentKind, DeviceSecret, KeyHierarchy, MonitorIdentity, MonitorKind,
+    BootEntropy, ComponentKind, DeviceSecret, KeyHierarchy, MonitorIdentity, MonitorKind,
     pcr::{
         PCR_GUEST_CMDLINE, PCR_GUEST_DTB, PCR_GUEST_INITRAMFS, PCR_GUEST_KERNEL, PCR_HYPERVISOR,
     },
@@ -113,72 +113,94 @@ extern "C" fn hv_primary_main(dtb_pa: u64) -> ! {
             dtb::DtbError::BadProperty => "malformed device tree property",
         })
     });
-    let ram_gib = info.memory.1.div_ceil(1 << 30) as usize;
-    mmu::build_el2_map(ram_gib);
-    let guest = mmu::guest_ram(info.memory);
+    let guest = layout::guest_ram(
+        info.memory,
+        board::RAM_BASE,
+        board::HV_RESERVED,
+        layout::MAX_RAM,
+    )
+    .unwrap_or_else(|e| fail(e.message()));
     let guest_end = guest.0 + guest.1;
+    mmu::build_el2_map(((guest_end - board::RAM_BASE).div_ceil(1 << 30)) as usize);
     println!(
         "RAM {:#x}+{:#x}; guest gets {:#x}..{guest_end:#x}",
         info.memory.0, info.memory.1, guest.0
     );
 
-    // The bundle must lie in guest RAM (the loader placed it there).
+    // The bundle must lie in guest RAM (the loader placed it there); `layout::plan` checks
+    // that and every placement rule without overflow before anything is read or copied.
     let (b_start, b_end) = info.initrd;
     if b_start < guest.0 || b_end > guest_end || b_end <= b_start {
-        fail("guest bundle outside guest RAM");
+        fail(layout::LoadError::BundleOutsideGuest.message());
     }
-    // SAFETY: [b_start, b_end) is inside guest RAM, identity-mapped at EL2.
+    // SAFETY: [b_start, b_end) is inside guest RAM (checked just above), identity-mapped at EL2.
     let bundle_bytes =
         unsafe { core::slice::from_raw_parts(b_start as *const u8, (b_end - b_start) as usize) };
     let parts = bundle::parse(bundle_bytes)
         .unwrap_or_else(|_| fail("initrd is not a Gatewarden guest bundle"));
     let kernel = &bundle_bytes[parts.kernel.clone()];
-    if kernel.len() < 64 || &kernel[56..60] != b"ARM\x64" {
-        fail("bundle kernel is not an arm64 Image");
-    }
-    let text_offset = u64::from_le_bytes(kernel[8..16].try_into().unwrap_or_default());
-    let image_size =
-        u64::from_le_bytes(kernel[16..24].try_into().unwrap_or_default()).max(kernel.len() as u64);
-    let load = guest.0 + text_offset;
-    let initrd = (
-        b_start + parts.initrd.start as u64,
-        b_start + parts.initrd.end as u64,
-    );
-    if load + image_size > b_start {
-        fail("guest kernel would overwrite the bundle: place the bundle higher in RAM");
-    }
-    let dtb_dst = (guest_end - (2 << 20)) & !((2 << 20) - 1);
-    if dtb_dst < b_end {
-        fail("no room for the device tree above the bundle");
-    }
+    let plan = layout::plan(guest, info.initrd, &parts, kernel, blob.len())
+        .unwrap_or_else(|e| fail(e.message()));
+    let (load, initrd, dtb_dst) = (plan.load, plan.initrd, plan.dtb);
 
     // Measure before anything of the guest runs.
     let digest_hv = vtpm::sha256(image_bytes());
     let digest_kernel = vtpm::sha256(kernel);
     let digest_initrd = vtpm::sha256(&bundle_bytes[parts.initrd.clone()]);
-    // SAFETY: `load..load + kernel.len()` is guest RAM below the bundle (checked above).
+    // SAFETY: `load..plan.kernel_end` (which holds the kernel's bytes) is guest RAM below the
+    // bundle (layout::plan).
     unsafe { core::ptr::copy_nonoverlapping(kernel.as_ptr(), load as *mut u8, kernel.len()) };
     cpu::clean_for_guest(load, kernel.len() as u64);
     dtb::edit_for_guest(blob, guest, initrd)
         .unwrap_or_else(|_| fail("cannot edit the device tree"));
-    let digest_dtb = vtpm::sha256(blob);
-    let digest_cmdline = vtpm::sha256(dtb::bootargs(blob).unwrap_or(&[]));
-    // SAFETY: the DTB destination is 2 MiB of guest RAM above the bundle (checked above).
-    unsafe { core::ptr::copy_nonoverlapping(blob.as_ptr(), dtb_dst as *mut u8, blob.len()) };
-    cpu::clean_for_guest(dtb_dst, blob.len() as u64);
 
     // Volatile: the bytes are patched into the image after linking, so the compiler must not
     // fold the all-zero initialiser.
     // SAFETY: reading a static of plain bytes.
     let stored: [u8; 40] =
         unsafe { core::ptr::read_volatile(core::ptr::addr_of!(GW_DEVICE_SECRET)) };
-    let secret: [u8; 32] = stored[8..].try_into().unwrap_or([0; 32]);
+    let mut secret: [u8; 32] = stored[8..].try_into().unwrap_or([0; 32]);
     if secret == [0; 32] {
         println!(
             "WARNING: unprovisioned image (all-zero device secret); provision it with cargo xtask image"
         );
     }
     let keys = KeyHierarchy::derive(&DeviceSecret::new(secret));
+    secret.fill(0);
+
+    // Per-boot keys from the device secret and every per-boot source the board has: the
+    // loader's seeds (taken out of the tree, which then measures the same on every boot), the
+    // CPU's RNDR where present, and the counter. The guest gets seeds derived for it instead.
+    let mut seeds =
+        dtb::take_seeds(blob).unwrap_or_else(|_| fail("cannot read the device tree's seeds"));
+    let digest_dtb = vtpm::sha256(blob);
+    let digest_cmdline = vtpm::sha256(dtb::bootargs(blob).unwrap_or(&[]));
+    let (rndr, counter) = (cpu::rndr(), cpu::counter().to_le_bytes());
+    let mut entropy = BootEntropy::default();
+    entropy
+        .add("dtb:rng-seed", seeds.value(0))
+        .add("dtb:kaslr-seed", seeds.value(1))
+        .add("rndr", rndr.as_ref().map_or(&[][..], |r| &r[..]))
+        .add("cntpct", &counter);
+    if !entropy.has_unpredictable("cntpct") {
+        println!(
+            "WARNING: no per-boot entropy source (no loader seeds, no RNDR): this boot's hop keys \
+             differ from the last boot's only by the counter"
+        );
+    }
+    let boot_keys = keys.boot_keys(&entropy);
+    // Once the keys are derived the copies of the loader's seeds are wiped.
+    seeds.wipe();
+    for (place, name) in seeds.places.iter().zip(dtb::SEED_PROPERTIES) {
+        if let Some((off, len)) = *place {
+            boot_keys.guest_seed(name, &mut blob[off..off + len]);
+        }
+    }
+    // SAFETY: the DTB destination is 2 MiB of guest RAM above the bundle and holds the blob
+    // (layout::plan).
+    unsafe { core::ptr::copy_nonoverlapping(blob.as_ptr(), dtb_dst as *mut u8, blob.len()) };
+    cpu::clean_for_guest(dtb_dst, blob.len() as u64);
+
     // SAFETY: reading a static of plain bytes (patched after linking, as above).
     let stored: [u8; 40] =
         unsafe { core::ptr::read_volatile(core::ptr::addr_of!(GW_CONTROLLER_KEY)) };
@@ -199,7 +221,7 @@ extern "C" fn hv_primary_main(dtb_pa: u64) -> ! {
             ),
             boot_counter: boot_counter(),
             controller_key,
-            hop_master: hop_master(),
+            hop_master: boot_keys.hop_master(),
         }))
     });
     {
@@ -259,28 +281,6 @@ extern "C" fn hv_primary_main(dtb_pa: u64) -> ! {
     cpu::tlbi_guest();
     println!("entering the guest kernel at {load:#x} (EL1), device tree at {dtb_dst:#x}");
     enter_guest(load, dtb_dst, primary_stack_top())
-}
-
-/// Per-boot hop master key from the CPU's random number generator when it has one (FEAT_RNG),
-/// else mixed from the counter and the device tree address.
-fn hop_master() -> [u8; 32] {
-    let mut seed = [0u8; 64];
-    let cnt: u64;
-    // SAFETY: reading the physical counter has no side effects.
-    unsafe { core::arch::asm!("mrs {}, cntpct_el0", out(reg) cnt) };
-    seed[..8].copy_from_slice(&cnt.to_le_bytes());
-    let isar0: u64;
-    // SAFETY: reading an ID register has no side effects.
-    unsafe { core::arch::asm!("mrs {}, id_aa64isar0_el1", out(reg) isar0) };
-    if (isar0 >> 60) & 0xf != 0 {
-        for chunk in seed[8..].chunks_mut(8) {
-            let r: u64;
-            // SAFETY: RNDR exists (ID_AA64ISAR0_EL1.RNDR != 0); it only returns random bits.
-            unsafe { core::arch::asm!("mrs {}, s3_3_c2_c4_0", out(reg) r) };
-            chunk.copy_from_slice(&r.to_le_bytes());
-        }
-    }
-    vtpm::sha256(&seed)
 }
 
 #[unsafe(no_mangle)]

@@ -86,6 +86,43 @@ pub fn cpu_id() -> u64 {
     MPIDR_EL1.get() & 0xff
 }
 
+/// The physical counter (CNTPCT_EL0).
+pub fn counter() -> u64 {
+    let cnt: u64;
+    // SAFETY: reading the physical counter has no side effects.
+    unsafe { core::arch::asm!("isb", "mrs {}, cntpct_el0", out(reg) cnt) };
+    cnt
+}
+
+/// 32 bytes from the CPU's random number generator (RNDR, FEAT_RNG), or `None` when the CPU
+/// has none or it reports failure (PSTATE.Z set) four times in a row.
+pub fn rndr() -> Option<[u8; 32]> {
+    let isar0: u64;
+    // SAFETY: reading an ID register has no side effects.
+    unsafe { core::arch::asm!("mrs {}, id_aa64isar0_el1", out(reg) isar0) };
+    if (isar0 >> 60) & 0xf == 0 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for chunk in out.chunks_mut(8) {
+        let mut got = None;
+        for _ in 0..4 {
+            let (r, fail): (u64, u64);
+            // SAFETY: RNDR exists (ID_AA64ISAR0_EL1.RNDR != 0); it only returns random bits
+            // and sets NZCV (Z on failure).
+            unsafe {
+                core::arch::asm!("mrs {r}, s3_3_c2_c4_0", "cset {f}, eq", r = out(reg) r, f = out(reg) fail)
+            };
+            if fail == 0 {
+                got = Some(r);
+                break;
+            }
+        }
+        chunk.copy_from_slice(&got?.to_le_bytes());
+    }
+    Some(out)
+}
+
 /// Enter the guest at EL1 at `entry` with `x0 = arg`, on a clean hypervisor stack `stack_top`.
 ///
 /// Every other general-purpose and FP/SIMD register is zeroed first: the hypervisor's own work

@@ -20,7 +20,7 @@ struct Table([u64; 512]);
 struct Stage2Root([u64; 1024]);
 
 /// Most GiB of RAM the tables describe.
-const MAX_RAM_GIB: usize = 8;
+const MAX_RAM_GIB: usize = (crate::layout::MAX_RAM >> 30) as usize;
 
 struct Tables {
     el2: Table,
