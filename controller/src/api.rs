@@ -45,6 +45,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/manifests/{id}/retire"),
     ("get", "/api/v1/vendors"),
     ("post", "/api/v1/vendors"),
+    ("post", "/api/v1/gateways/{id}/revoke"),
+    ("post", "/api/v1/vendors/{key}/revoke"),
 ];
 
 /// An API error: status code and a message for the operator.
@@ -129,6 +131,8 @@ pub fn router(ctl: Arc<Controller>) -> Router {
         .route("/api/v1/manifests", get(manifests).post(import_manifest))
         .route("/api/v1/manifests/{id}/retire", post(retire_manifest))
         .route("/api/v1/vendors", get(vendors).post(add_vendor))
+        .route("/api/v1/gateways/{id}/revoke", post(revoke_gateway))
+        .route("/api/v1/vendors/{key}/revoke", post(revoke_vendor))
         .route("/metrics", get(metrics))
         .merge(dashboard::routes())
         .route_layer(middleware::from_fn_with_state(ctl.clone(), require_token));
@@ -556,18 +560,8 @@ pub struct Vendor {
     pub name: String,
 }
 
-async fn vendors(State(ctl): Ctl) -> ApiResult<Json<Vec<Vendor>>> {
-    Ok(Json(
-        ctl.store
-            .vendors()
-            .await?
-            .into_iter()
-            .map(|(k, name)| Vendor {
-                key: hex::encode(k),
-                name,
-            })
-            .collect(),
-    ))
+async fn vendors(State(ctl): Ctl) -> ApiResult<Json<Vec<crate::store::VendorRow>>> {
+    Ok(Json(ctl.store.vendor_list().await?))
 }
 
 async fn add_vendor(State(ctl): Ctl, body: axum::body::Bytes) -> ApiResult<StatusCode> {
@@ -577,6 +571,72 @@ async fn add_vendor(State(ctl): Ctl, body: axum::body::Bytes) -> ApiResult<Statu
     if v.name.trim().is_empty() {
         return Err(bad("vendor name is empty"));
     }
-    ctl.store.add_vendor(key.as_bytes(), v.name.trim()).await?;
+    if !ctl.store.add_vendor(key.as_bytes(), v.name.trim()).await? {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            "that vendor key's endorsements were revoked; it cannot be trusted again".into(),
+        ));
+    }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Why an operator revokes (the request body of both revoke routes).
+#[derive(Deserialize)]
+struct Revocation {
+    reason: String,
+}
+
+fn revocation_reason(body: &[u8]) -> ApiResult<String> {
+    let r: Revocation = json_body(body, "revocation")?;
+    valid_reason(&r.reason)
+}
+
+/// An operator's reason for a revocation, trimmed: 1 to 500 characters (API and dashboard).
+fn valid_reason(reason: &str) -> ApiResult<String> {
+    let reason = reason.trim();
+    if reason.is_empty() || reason.len() > 500 {
+        return Err(bad("reason must be 1 to 500 characters"));
+    }
+    Ok(reason.to_owned())
+}
+
+async fn revoke_gateway(
+    State(ctl): Ctl,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<StatusCode> {
+    let reason = revocation_reason(&body)?;
+    let g = ctl.store.gateway(&id).await?.ok_or(not_found("gateway"))?;
+    if g.enrollment == "revoked" {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("{id} is already revoked"),
+        ));
+    }
+    ctl.revoke_gateway(&id, &reason)
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize)]
+struct VendorRevoked {
+    /// The gateways revoked with it.
+    gateways: Vec<String>,
+}
+
+async fn revoke_vendor(
+    State(ctl): Ctl,
+    Path(key): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<VendorRevoked>> {
+    let key = gw_proto::parse_public_key(&key)
+        .ok_or_else(|| bad("key is not a valid ed25519 public key (64 hex digits)"))?;
+    let reason = revocation_reason(&body)?;
+    let gateways = ctl
+        .revoke_vendor(key.as_bytes(), &reason)
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .ok_or(not_found("vendor"))?;
+    Ok(Json(VendorRevoked { gateways }))
 }

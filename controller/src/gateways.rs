@@ -241,6 +241,10 @@ where
     };
 
     let existing = ctl.store.gateway(&id).await?;
+    if let Some(why) = existing.as_ref().and_then(revoked) {
+        ctl.metrics.enrollment("refused");
+        return refuse(w, why).await;
+    }
     let row = match existing {
         Some(row) => {
             if row.attestation_key != hex::encode(proven.ak.as_bytes())
@@ -260,6 +264,15 @@ where
             row
         }
         None => {
+            if let Ok(vendor) = req.endorsement.verify()
+                && let Some(why) = ctl.store.vendor_revoked(vendor.as_bytes()).await?
+            {
+                ctl.metrics.enrollment("refused");
+                let reason = format!(
+                    "enrollment of {id}: endorsed by a vendor key whose endorsements were revoked ({why})"
+                );
+                return refuse(w, reason).await;
+            }
             let vendors = ctl.store.vendors().await?;
             let endorsed = match req.endorsement.verify() {
                 Ok(vendor) => vendors
@@ -555,7 +568,11 @@ async fn run_session<W: AsyncWrite + Unpin>(
             }
             cmd = cmds.recv() => match cmd {
                 Some(SessionCmd::Reload) => {
-                    st.pins = ctl.store.gateway(&st.id).await?.and_then(|g| g.manifests);
+                    let g = ctl.store.gateway(&st.id).await?;
+                    if let Some(why) = g.as_ref().and_then(revoked) {
+                        return refuse(w, why).await;
+                    }
+                    st.pins = g.and_then(|g| g.manifests);
                     st.policy = None;
                     send_unconfirmed_policy(ctl, &mut st, w).await?;
                 }
@@ -653,6 +670,17 @@ async fn unreachable(ctl: &Controller, id: &str, missed: u32) -> Result<(), Stor
         .await?;
     announce(ctl, id, "unreachable", changed, vec![reason], at);
     Ok(())
+}
+
+/// Why a gateway may not be served, if the operator revoked it.
+fn revoked(g: &crate::store::GatewayRow) -> Option<String> {
+    (g.enrollment == "revoked").then(|| {
+        format!(
+            "{} was revoked by the operator: {}",
+            g.id,
+            g.revoked_reason.as_deref().unwrap_or("no reason given")
+        )
+    })
 }
 
 fn empty_ear() -> Ear {
@@ -759,6 +787,54 @@ async fn sweeper(ctl: Arc<Controller>) {
 }
 
 impl Controller {
+    /// Revoke gateway `id` (its image may be compromised): it is never served or enrolled again
+    /// under its keys, its session ends, and a contraindicated result records why. Returns
+    /// false if there is no such gateway or it is already revoked.
+    pub async fn revoke_gateway(&self, id: &str, reason: &str) -> Result<bool, StoreError> {
+        if !self.store.revoke_gateway(id, reason).await? {
+            return Ok(false);
+        }
+        self.revoked(id, reason).await?;
+        Ok(true)
+    }
+
+    /// Revoke every endorsement by vendor `key`: the key is no longer trusted, enrollments it
+    /// endorses are refused, and every gateway it endorsed is revoked. Returns those gateways,
+    /// or `None` if the key is unknown.
+    pub async fn revoke_vendor(
+        &self,
+        key: &[u8; 32],
+        reason: &str,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        let Some(ids) = self.store.revoke_vendor(key, reason).await? else {
+            return Ok(None);
+        };
+        tracing::warn!(
+            "vendor key {}… revoked by the operator: {reason}",
+            &hex::encode(key)[..16]
+        );
+        let why = format!("its vendor's endorsements were revoked: {reason}");
+        for id in &ids {
+            self.revoked(id, &why).await?;
+        }
+        Ok(Some(ids))
+    }
+
+    async fn revoked(&self, id: &str, reason: &str) -> Result<(), StoreError> {
+        tracing::warn!("gateway {id} revoked by the operator: {reason}");
+        let mut ear = empty_ear();
+        put_reason(
+            &mut ear,
+            "identity",
+            Tier::Contraindicated,
+            &format!("revoked by the operator: {reason}"),
+        );
+        record(self, id, ear, None).await?;
+        // Its session, here or on another replica, reloads the record and ends.
+        self.reload_session(id).await;
+        Ok(())
+    }
+
     /// The reference manifests a gateway pinned to `pins` (`None`: any allowed) may match.
     /// Parsed and signature-checked manifests are cached (dropped on import or retirement
     /// here, and after an epoch, so replicas sharing a database see each other's imports).

@@ -117,6 +117,24 @@ enum Command {
         /// Gateway id.
         id: String,
     },
+    /// Revoke a gateway whose image may be compromised: it is never served or enrolled again
+    /// under its keys, and its session ends.
+    Revoke {
+        /// Gateway id.
+        id: String,
+        /// Why (recorded in its history).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Revoke every endorsement by a vendor key: the key is no longer trusted, enrollments it
+    /// endorses are refused, and every gateway it endorsed is revoked.
+    RevokeVendor {
+        /// ed25519 public key, 64 hex digits.
+        key: String,
+        /// Why (recorded in each gateway's history).
+        #[arg(long)]
+        reason: String,
+    },
     /// Trust a vendor key (endorsements, manifests).
     TrustVendor {
         /// ed25519 public key, 64 hex digits.
@@ -218,7 +236,11 @@ async fn run(cli: Cli) -> Result<()> {
                     .context("--trust-vendor takes HEXKEY=NAME")?;
                 let key = gw_proto::parse_public_key(key)
                     .with_context(|| format!("--trust-vendor {key}: not an ed25519 public key"))?;
-                store.add_vendor(key.as_bytes(), name).await?;
+                if !store.add_vendor(key.as_bytes(), name).await? {
+                    tracing::warn!(
+                        "--trust-vendor {name}: that key's endorsements were revoked; it stays untrusted"
+                    );
+                }
             }
             let secret = match &webhook_secret_file {
                 Some(f) => std::fs::read(f)
@@ -394,6 +416,40 @@ async fn operate(dir: &Path, api: SocketAddr, cmd: Command) -> Result<()> {
                 )
                 .await?;
             println!("approved {id}");
+        }
+        Command::Revoke { id, reason } => {
+            let body = serde_json::json!({ "reason": reason });
+            client
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/gateways/{id}/revoke"),
+                    Some(body.to_string().into_bytes()),
+                )
+                .await?;
+            println!("revoked {id}");
+        }
+        Command::RevokeVendor { key, reason } => {
+            let body = serde_json::json!({ "reason": reason });
+            let b = client
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/vendors/{key}/revoke"),
+                    Some(body.to_string().into_bytes()),
+                )
+                .await?;
+            let v: serde_json::Value = serde_json::from_slice(&b)?;
+            let ids: Vec<&str> = v["gateways"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+                .unwrap_or_default();
+            println!(
+                "revoked vendor {key}; gateways revoked with it: {}",
+                if ids.is_empty() {
+                    "none".into()
+                } else {
+                    ids.join(", ")
+                }
+            );
         }
         Command::TrustVendor { key, name } => {
             let body = serde_json::json!({ "key": key, "name": name });

@@ -56,6 +56,21 @@ pub enum Backend {
     Postgres,
 }
 
+/// A vendor key as the operator API lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VendorRow {
+    /// Ed25519 public key (hex).
+    pub key: String,
+    /// Operator's name for the vendor.
+    pub name: String,
+    /// When it was added (ms).
+    pub added_at: i64,
+    /// When its endorsements were revoked (ms), if they were.
+    pub revoked_at: Option<i64>,
+    /// Why.
+    pub revoked_reason: Option<String>,
+}
+
 /// A gateway as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GatewayRow {
@@ -65,8 +80,11 @@ pub struct GatewayRow {
     pub attestation_key: String,
     /// Agent public key (hex).
     pub agent_key: String,
-    /// `pending` or `accepted`.
+    /// `pending`, `accepted` or `revoked`.
     pub enrollment: String,
+    /// Why the operator revoked it (only when `enrollment` is `revoked`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_reason: Option<String>,
     /// Vendor key that endorsed it (hex), if any.
     pub endorsed_by: Option<String>,
     /// `hypervisor` or `insecure-software-monitor`.
@@ -230,6 +248,12 @@ fn migrator(backend: Backend) -> Migrator {
             include_str!("../migrations/sqlite/0003_ear_deflate.sql"),
             include_str!("../migrations/postgres/0003_ear_deflate.sql"),
         ),
+        (
+            4,
+            "revocation",
+            include_str!("../migrations/sqlite/0004_revocation.sql"),
+            include_str!("../migrations/postgres/0004_revocation.sql"),
+        ),
     ];
     Migrator::with_migrations(
         MIGRATIONS
@@ -264,6 +288,7 @@ fn gateway_from(row: &AnyRow) -> StoreResult<GatewayRow> {
         attestation_key: hex_key(row.try_get("attestation_key")?),
         agent_key: hex_key(row.try_get("agent_key")?),
         enrollment: row.try_get("enrollment")?,
+        revoked_reason: row.try_get("revoked_reason")?,
         endorsed_by: row
             .try_get::<Option<Vec<u8>>, _>("endorsed_by")?
             .map(hex_key),
@@ -280,7 +305,7 @@ fn gateway_from(row: &AnyRow) -> StoreResult<GatewayRow> {
     })
 }
 
-const GATEWAY_COLUMNS: &str = "id, attestation_key, agent_key, enrollment, endorsed_by, monitor, status, status_since, last_result_at, last_boot, last_quote, agent_version, enrolled_at, manifests";
+const GATEWAY_COLUMNS: &str = "id, attestation_key, agent_key, enrollment, revoked_reason, endorsed_by, monitor, status, status_since, last_result_at, last_boot, last_quote, agent_version, enrolled_at, manifests";
 
 impl Store {
     /// Open (and migrate) the database at `url`: `sqlite://PATH` (created if missing) or
@@ -359,22 +384,113 @@ impl Store {
         self.backend
     }
 
-    /// Trust a vendor key for endorsements.
-    pub async fn add_vendor(&self, key: &[u8; 32], name: &str) -> StoreResult<()> {
-        sqlx::query("INSERT INTO vendors (key, name, added_at) VALUES ($1, $2, $3) ON CONFLICT (key) DO UPDATE SET name = excluded.name")
+    /// Trust a vendor key for endorsements. A revoked key stays revoked: returns false and
+    /// changes nothing.
+    pub async fn add_vendor(&self, key: &[u8; 32], name: &str) -> StoreResult<bool> {
+        let r = sqlx::query("INSERT INTO vendors (key, name, added_at) VALUES ($1, $2, $3) ON CONFLICT (key) DO UPDATE SET name = excluded.name WHERE vendors.revoked_at IS NULL")
             .bind(key.to_vec())
             .bind(name.to_owned())
             .bind(now_ms())
             .execute(&self.pool)
             .await?;
-        Ok(())
+        Ok(r.rows_affected() == 1)
     }
 
-    /// Trusted vendor keys with their names.
-    pub async fn vendors(&self) -> StoreResult<Vec<([u8; 32], String)>> {
-        let rows = sqlx::query("SELECT key, name FROM vendors ORDER BY name")
-            .fetch_all(&self.pool)
+    /// Every vendor key known, trusted or revoked.
+    pub async fn vendor_list(&self) -> StoreResult<Vec<VendorRow>> {
+        let rows = sqlx::query(
+            "SELECT key, name, added_at, revoked_at, revoked_reason FROM vendors ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(VendorRow {
+                    key: hex::encode(r.try_get::<Vec<u8>, _>("key")?),
+                    name: r.try_get("name")?,
+                    added_at: r.try_get("added_at")?,
+                    revoked_at: r.try_get("revoked_at")?,
+                    revoked_reason: r.try_get("revoked_reason")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Revoke every endorsement by vendor `key`: the key is no longer trusted, and every gateway
+    /// it endorsed is revoked with `reason`. Returns the gateways revoked now, or `None` if the
+    /// key is unknown.
+    pub async fn revoke_vendor(
+        &self,
+        key: &[u8; 32],
+        reason: &str,
+    ) -> StoreResult<Option<Vec<String>>> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let r = sqlx::query(
+            "UPDATE vendors SET revoked_at = COALESCE(revoked_at, $1), revoked_reason = COALESCE(revoked_reason, $2) WHERE key = $3",
+        )
+        .bind(now)
+        .bind(reason.to_owned())
+        .bind(key.to_vec())
+        .execute(&mut *tx)
+        .await?;
+        if r.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let why = format!("its vendor's endorsements were revoked: {reason}");
+        let rows = sqlx::query(
+            "UPDATE gateways SET enrollment = 'revoked', cert_fp = NULL, revoked_at = $1, revoked_reason = $2 WHERE endorsed_by = $3 AND enrollment <> 'revoked' RETURNING id",
+        )
+        .bind(now)
+        .bind(why)
+        .bind(key.to_vec())
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut ids: Vec<String> = rows
+            .iter()
+            .map(|r| r.try_get("id"))
+            .collect::<Result<_, _>>()?;
+        ids.sort();
+        Ok(Some(ids))
+    }
+
+    /// Revoke gateway `id` with `reason`: its client certificate is forgotten and it is never
+    /// accepted again under its keys. Returns false if there is no such gateway or it already
+    /// is revoked.
+    pub async fn revoke_gateway(&self, id: &str, reason: &str) -> StoreResult<bool> {
+        let r = sqlx::query("UPDATE gateways SET enrollment = 'revoked', cert_fp = NULL, revoked_at = $1, revoked_reason = $2 WHERE id = $3 AND enrollment <> 'revoked'")
+            .bind(now_ms())
+            .bind(reason.to_owned())
+            .bind(id.to_owned())
+            .execute(&self.pool)
             .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// The revocation reason of a vendor key, if it is revoked.
+    pub async fn vendor_revoked(&self, key: &[u8; 32]) -> StoreResult<Option<String>> {
+        let row = sqlx::query(
+            "SELECT revoked_reason FROM vendors WHERE key = $1 AND revoked_at IS NOT NULL",
+        )
+        .bind(key.to_vec())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            Some(r) => Some(
+                r.try_get::<Option<String>, _>("revoked_reason")?
+                    .unwrap_or_default(),
+            ),
+            None => None,
+        })
+    }
+
+    /// Trusted (not revoked) vendor keys with their names.
+    pub async fn vendors(&self) -> StoreResult<Vec<([u8; 32], String)>> {
+        let rows =
+            sqlx::query("SELECT key, name FROM vendors WHERE revoked_at IS NULL ORDER BY name")
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter()
             .map(|r| {
                 let k: Vec<u8> = r.try_get("key")?;

@@ -523,3 +523,176 @@ fn a_policy_set_on_one_replica_reaches_a_gateway_connected_to_another() {
         assert!(detail["policy"]["applied_at"].is_i64(), "{detail:#}");
     }
 }
+
+/// Wait until `g`'s agent has exited (the controller refused it); returns its status.
+fn wait_exit(g: &mut Gateway) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + gw_tests::fleet::WAIT;
+    loop {
+        if let Some(s) = g.agent_exited() {
+            return s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}: the agent kept running",
+            g.id
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+fn revoked_by_operator(r: &serde_json::Value, why: &str) -> bool {
+    status(r) == "contraindicated"
+        && reasons(r)
+            .iter()
+            .any(|x| x == &format!("identity: revoked by the operator: {why}"))
+}
+
+/// Revocation: every image built before the isolation fixes may have leaked its keys, so an
+/// operator revokes one gateway (CLI) and every endorsement of a vendor key (API). Revoked
+/// gateways lose their session, are named contraindicated with the reason, and are never served
+/// or enrolled again; a new enrollment endorsed by the revoked key is refused. Gateways not
+/// revoked (the same vendor's before its key is revoked, another vendor's after) keep being
+/// attested.
+fn revocation(db: Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = ControllerProc::start(dir.path(), &db, &vendor(), "1s");
+    import(&ctl, &host_manifest("1").sign(&vendor()));
+    let other = SigningKey::from_bytes(&[0x43; 32]);
+    let other_hex = hex::encode(other.verifying_key().as_bytes());
+    let out = ctl.cli(&["trust-vendor", &other_hex, "other-vendor"]);
+    assert!(out.status.success(), "{out:?}");
+
+    let mut a = Gateway::new("gw-a", &vendor(), &ctl.command_key());
+    let mut b = Gateway::new("gw-b", &vendor(), &ctl.command_key());
+    let mut c = Gateway::new("gw-c", &other, &ctl.command_key());
+    for g in [&mut a, &mut b, &mut c] {
+        g.start_agent(&ctl);
+    }
+    for g in ["gw-a", "gw-b", "gw-c"] {
+        ctl.wait_result(g, 0, "an honest result", only_monitor_warning);
+    }
+
+    // One gateway, by the CLI.
+    let why_a = "image built before the DMA isolation fix";
+    let out = ctl.cli(&["revoke", "gw-a", "--reason", why_a]);
+    assert!(out.status.success(), "{out:?}");
+    ctl.wait_result("gw-a", 0, "the revocation", |r| {
+        revoked_by_operator(r, why_a)
+    });
+    assert!(!wait_exit(&mut a).success());
+    let v = ctl.get("/api/v1/gateways/gw-a");
+    assert_eq!(v["gateway"]["enrollment"], "revoked", "{v:#}");
+    assert_eq!(v["gateway"]["revoked_reason"], why_a);
+    // Its agent comes back (a reboot): refused, and nothing is attested for it.
+    let last = ctl.last_result_id("gw-a");
+    a.start_agent(&ctl);
+    assert!(!wait_exit(&mut a).success());
+    assert_eq!(
+        ctl.last_result_id("gw-a"),
+        last,
+        "a revoked gateway was attested"
+    );
+    // The same vendor's other gateway is untouched.
+    let after = ctl.last_result_id("gw-b");
+    ctl.wait_result("gw-b", after, "gw-b still attested", only_monitor_warning);
+
+    // Every endorsement of the vendor key, by the API.
+    let key = hex::encode(vendor().verifying_key().as_bytes());
+    let why_v = "vendor signing key leaked";
+    let (code, body) = ctl.request(
+        hyper::Method::POST,
+        &format!("/api/v1/vendors/{key}/revoke"),
+        Some(&format!(r#"{{"reason": "{why_v}"}}"#)),
+    );
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v["gateways"],
+        serde_json::json!(["gw-b"]),
+        "gw-a was revoked already"
+    );
+    let why_b = format!("its vendor's endorsements were revoked: {why_v}");
+    ctl.wait_result("gw-b", 0, "the vendor revocation", |r| {
+        revoked_by_operator(r, &why_b)
+    });
+    assert!(!wait_exit(&mut b).success());
+    let vendors = ctl.get("/api/v1/vendors");
+    let revoked = vendors
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["key"] == key)
+        .unwrap();
+    assert!(revoked["revoked_at"].is_i64(), "{vendors:#}");
+    assert_eq!(revoked["revoked_reason"], why_v);
+    // Another vendor's gateway is untouched.
+    let after = ctl.last_result_id("gw-c");
+    ctl.wait_result("gw-c", after, "gw-c still attested", only_monitor_warning);
+
+    // A new gateway endorsed by the revoked key is refused at enrollment, never listed.
+    let mut d = Gateway::new("gw-d", &vendor(), &ctl.command_key());
+    d.start_agent(&ctl);
+    assert!(!wait_exit(&mut d).success());
+    let (code, _) = ctl.request(hyper::Method::GET, "/api/v1/gateways/gw-d", None);
+    assert_eq!(
+        code, 404,
+        "an enrollment endorsed by a revoked key was recorded"
+    );
+
+    // What the API refuses.
+    let post = |path: &str, body: &str| ctl.request(hyper::Method::POST, path, Some(body));
+    assert_eq!(
+        post("/api/v1/gateways/gw-a/revoke", r#"{"reason": "again"}"#).0,
+        409
+    );
+    assert_eq!(
+        post("/api/v1/gateways/nope/revoke", r#"{"reason": "x"}"#).0,
+        404
+    );
+    assert_eq!(
+        post("/api/v1/gateways/gw-c/revoke", r#"{"reason": "  "}"#).0,
+        400
+    );
+    assert_eq!(post("/api/v1/gateways/gw-c/revoke", "not json").0, 400);
+    assert_eq!(
+        post(
+            &format!("/api/v1/vendors/{}/revoke", "00".repeat(32)),
+            r#"{"reason": "x"}"#
+        )
+        .0,
+        400,
+        "not a valid key"
+    );
+    let stranger = hex::encode(
+        SigningKey::from_bytes(&[0x55; 32])
+            .verifying_key()
+            .as_bytes(),
+    );
+    assert_eq!(
+        post(
+            &format!("/api/v1/vendors/{stranger}/revoke"),
+            r#"{"reason": "x"}"#
+        )
+        .0,
+        404
+    );
+    // A revoked key cannot be trusted again.
+    let (code, body) = post(
+        "/api/v1/vendors",
+        &format!(r#"{{"key": "{key}", "name": "again"}}"#),
+    );
+    assert_eq!(code, 409, "{body}");
+    // gw-c was never touched by any of that.
+    let after = ctl.last_result_id("gw-c");
+    ctl.wait_result("gw-c", after, "gw-c still attested", only_monitor_warning);
+}
+
+#[test]
+fn revocation_on_sqlite() {
+    revocation(Db::Sqlite);
+}
+
+#[test]
+fn revocation_on_postgres() {
+    revocation(Db::Postgres(fresh_postgres("revocation")));
+}

@@ -46,6 +46,15 @@ fn chromedriver(port: u16) -> Driver {
     Driver(child)
 }
 
+/// The element with `id`, waiting up to 30 s for it to appear.
+async fn element(c: &fantoccini::Client, id: &str) -> fantoccini::elements::Element {
+    c.wait()
+        .at_most(Duration::from_secs(30))
+        .for_element(Locator::Id(id))
+        .await
+        .unwrap_or_else(|e| panic!("no #{id}: {e}"))
+}
+
 #[test]
 fn operator_click_path_in_chromium() {
     let vendor = SigningKey::from_bytes(&[0x42; 32]);
@@ -101,48 +110,16 @@ fn operator_click_path_in_chromium() {
         // Without the token, the dashboard sends us to sign in; a wrong token is refused.
         c.goto(&format!("{base}/")).await.unwrap();
         assert!(c.current_url().await.unwrap().path().ends_with("/signin"));
-        c.wait()
-            .at_most(Duration::from_secs(30))
-            .for_element(Locator::Id("token"))
-            .await
-            .unwrap()
-            .send_keys("wrong")
-            .await
-            .unwrap();
-        c.wait()
-            .at_most(Duration::from_secs(30))
-            .for_element(Locator::Id("signin"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-        let err = c
-            .wait()
-            .at_most(Duration::from_secs(30))
-            .for_element(Locator::Id("error"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        element(&c, "token").await.send_keys("wrong").await.unwrap();
+        element(&c, "signin").await.click().await.unwrap();
+        let err = element(&c, "error").await.text().await.unwrap();
         assert!(err.contains("not valid"), "{err}");
-        c.wait()
-            .at_most(Duration::from_secs(30))
-            .for_element(Locator::Id("token"))
+        element(&c, "token")
             .await
-            .unwrap()
             .send_keys(token.trim())
             .await
             .unwrap();
-        c.wait()
-            .at_most(Duration::from_secs(30))
-            .for_element(Locator::Id("signin"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        element(&c, "signin").await.click().await.unwrap();
 
         // Fleet overview: counts by state.
         // Poll (re-finding the element) until its text is `want`: pages change under us after
@@ -172,11 +149,8 @@ fn operator_click_path_in_chromium() {
         wait_text("count-warning", "1").await;
 
         // Approve the pending gateway; it enrolls and is attested.
-        c.wait()
-            .at_most(Duration::from_secs(30))
-            .for_element(Locator::Id("approve-gw-pending"))
+        element(&c, "approve-gw-pending")
             .await
-            .unwrap()
             .click()
             .await
             .unwrap();
@@ -188,52 +162,20 @@ fn operator_click_path_in_chromium() {
         });
 
         // A gateway's page: attestation history with reasons.
-        c.wait()
-            .at_most(Duration::from_secs(30))
-            .for_element(Locator::Id("gw-gw-a"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-        let history = c
-            .wait()
-            .at_most(Duration::from_secs(30))
-            .for_element(Locator::Id("history"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        element(&c, "gw-gw-a").await.click().await.unwrap();
+        let history = element(&c, "history").await.text().await.unwrap();
         assert!(history.contains("warning"), "{history}");
         assert!(history.contains("insecure software monitor"), "{history}");
 
         // Set a device policy from the page: signed, sent, applied and proven.
-        let mac = c
-            .wait()
-            .at_most(Duration::from_secs(30))
-            .for_element(Locator::Id("policy-mac"))
-            .await
-            .unwrap();
+        let mac = element(&c, "policy-mac").await;
         mac.send_keys("02:00:00:00:00:2a").await.unwrap();
-        let json = c
-            .wait()
-            .at_most(Duration::from_secs(30))
-            .for_element(Locator::Id("policy-json"))
-            .await
-            .unwrap();
+        let json = element(&c, "policy-json").await;
         json.clear().await.unwrap();
         json.send_keys(r#"{"name": "plug", "block": ["203.0.113.9"]}"#)
             .await
             .unwrap();
-        c.wait()
-            .at_most(Duration::from_secs(30))
-            .for_element(Locator::Id("policy-submit"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        element(&c, "policy-submit").await.click().await.unwrap();
         let Ok(state) = c
             .wait()
             .at_most(Duration::from_secs(30))
@@ -247,15 +189,7 @@ fn operator_click_path_in_chromium() {
         };
         let state = state.text().await.unwrap();
         assert!(state.contains("Policy v1"), "{state}");
-        let devices = c
-            .wait()
-            .at_most(Duration::from_secs(30))
-            .for_element(Locator::Id("devices"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let devices = element(&c, "devices").await.text().await.unwrap();
         assert!(
             devices.contains("02:00:00:00:00:2a") && devices.contains("203.0.113.9"),
             "{devices}"
@@ -266,16 +200,49 @@ fn operator_click_path_in_chromium() {
             })
         });
         c.refresh().await.unwrap();
-        let state = c
-            .wait()
-            .at_most(Duration::from_secs(30))
-            .for_element(Locator::Id("policy-state"))
+        let state = element(&c, "policy-state").await.text().await.unwrap();
+        assert!(state.contains("applied"), "{state}");
+
+        // Revoke the gateway from its page: the page says why, and so does its history.
+        element(&c, "revoke-reason")
             .await
-            .unwrap()
-            .text()
+            .send_keys("image may be compromised")
             .await
             .unwrap();
-        assert!(state.contains("applied"), "{state}");
+        element(&c, "revoke").await.click().await.unwrap();
+        let revoked = element(&c, "revoked").await.text().await.unwrap();
+        assert!(revoked.contains("image may be compromised"), "{revoked}");
+        tokio::task::block_in_place(|| {
+            ctl.wait_result("gw-a", 0, "the revocation", |r| {
+                r["status"] == "contraindicated"
+                    && gw_tests::fleet::reasons(r)
+                        .iter()
+                        .any(|x| x == "identity: revoked by the operator: image may be compromised")
+            })
+        });
+        // The fleet page lists it revoked, and the vendor's endorsements can be revoked there.
+        c.goto(&format!("{base}/")).await.unwrap();
+        let table = element(&c, "gateways").await.text().await.unwrap();
+        assert!(table.contains("revoked"), "{table}");
+        let key = hex::encode(vendor.verifying_key().as_bytes());
+        element(&c, &format!("revoke-reason-{key}"))
+            .await
+            .send_keys("vendor key leaked")
+            .await
+            .unwrap();
+        element(&c, &format!("revoke-{key}"))
+            .await
+            .click()
+            .await
+            .unwrap();
+        let vendors = element(&c, "vendors").await.text().await.unwrap();
+        assert!(
+            vendors.contains("revoked") && vendors.contains("vendor key leaked"),
+            "{vendors}"
+        );
+        // gw-pending was approved by the operator, not endorsed: it stays served.
+        let v = tokio::task::block_in_place(|| ctl.get("/api/v1/gateways/gw-pending"));
+        assert_eq!(v["gateway"]["enrollment"], "accepted", "{v:#}");
         c.close().await.unwrap();
     });
 }

@@ -2,7 +2,9 @@
 //! the management network and renders the same data the API returns.
 //!
 //! - `/`: fleet overview, counts by state, pending approvals.
-//! - `/ui/gateways/{id}`: attestation history with reasons, devices and their policies.
+//! - `/ui/gateways/{id}`: attestation history with reasons, devices and their policies, revoking
+//!   the gateway.
+//! - Vendors on the overview, each endorsement key revocable.
 
 use std::sync::Arc;
 
@@ -24,13 +26,15 @@ pub(super) fn routes() -> Router<Arc<Controller>> {
         .route("/", get(overview))
         .route("/ui/gateways/{id}", get(gateway_page))
         .route("/ui/gateways/{id}/approve", post(approve))
+        .route("/ui/gateways/{id}/revoke", post(revoke_gateway))
+        .route("/ui/vendors/{key}/revoke", post(revoke_vendor))
         .route("/ui/gateways/{id}/policy", post(set_policy))
 }
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2rem;color:#222}\
 table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}\
 .affirming{background:#d8f5d0}.warning{background:#fff2c2}.contraindicated{background:#ffd4d4}\
-.unreachable{background:#e0e0e0}.none{background:#f4f4f4}.cards{display:flex;gap:1rem}\
+.unreachable{background:#e0e0e0}.revoked{background:#ffd4d4}.none{background:#f4f4f4}.cards{display:flex;gap:1rem}\
 .card{border:1px solid #ccc;border-radius:6px;padding:.6rem 1rem;min-width:8rem}\
 .card b{font-size:1.6rem;display:block}textarea{width:40rem;height:10rem;font-family:monospace}\
 .error{color:#a00}";
@@ -112,7 +116,7 @@ async fn overview(State(ctl): Ctl) -> Response {
                 id = esc(&g.id)
             )
         } else {
-            "accepted".into()
+            esc(&g.enrollment).into_owned()
         };
         body.push_str(&format!(
             "<tr><td><a id=\"gw-{id}\" href=\"/ui/gateways/{id}\">{id}</a></td><td class=\"{st}\">{st}</td>\
@@ -123,6 +127,31 @@ async fn overview(State(ctl): Ctl) -> Response {
             last = time(g.last_result_at),
             mon = esc(&g.monitor),
             agent = esc(g.agent_version.as_deref().unwrap_or("—")),
+        ));
+    }
+    body.push_str("</table>");
+    let vendors = ctl.store.vendor_list().await.unwrap_or_default();
+    body.push_str(
+        "<h2>Vendors</h2><table id=\"vendors\"><tr><th>Vendor</th><th>Key</th><th>Endorsements</th></tr>",
+    );
+    for v in &vendors {
+        let state = match (&v.revoked_at, &v.revoked_reason) {
+            (Some(t), reason) => format!(
+                "revoked {}: {}",
+                time(Some(*t)),
+                esc(reason.as_deref().unwrap_or(""))
+            ),
+            (None, _) => format!(
+                "trusted <form method=\"post\" action=\"/ui/vendors/{key}/revoke\" style=\"display:inline\">\
+                 <input id=\"revoke-reason-{key}\" name=\"reason\" placeholder=\"reason\" required> \
+                 <button id=\"revoke-{key}\">Revoke every endorsement</button></form>",
+                key = esc(&v.key)
+            ),
+        };
+        body.push_str(&format!(
+            "<tr><td>{}</td><td><code>{}…</code></td><td>{state}</td></tr>",
+            esc(&v.name),
+            esc(&v.key[..16])
         ));
     }
     body.push_str("</table>");
@@ -149,6 +178,18 @@ async fn gateway_page(State(ctl): Ctl, Path(id): Path<String>) -> Response {
         ak = esc(&g.attestation_key[..16]),
         agent = esc(g.agent_version.as_deref().unwrap_or("—")),
     );
+    match &g.revoked_reason {
+        Some(why) if g.enrollment == "revoked" => body.push_str(&format!(
+            "<p id=\"revoked\" class=\"contraindicated\">Revoked: {}</p>",
+            esc(why)
+        )),
+        _ => body.push_str(&format!(
+            "<form method=\"post\" action=\"/ui/gateways/{id}/revoke\"><label>Revoke this gateway \
+             (its image may be compromised) because <input id=\"revoke-reason\" name=\"reason\" required></label> \
+             <button id=\"revoke\">Revoke</button></form>",
+            id = esc(&id)
+        )),
+    }
     if let Some(p) = &detail.policy {
         body.push_str(&format!(
             "<p id=\"policy-state\">Policy v{} — {}</p>",
@@ -214,6 +255,44 @@ async fn gateway_page(State(ctl): Ctl, Path(id): Path<String>) -> Response {
 
 async fn approve(State(ctl): Ctl, Path(id): Path<String>) -> Response {
     match ctl.store.approve(&id).await {
+        Ok(_) => Redirect::to("/").into_response(),
+        Err(e) => super::ApiError::from(e).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct RevokeForm {
+    reason: String,
+}
+
+async fn revoke_gateway(
+    State(ctl): Ctl,
+    Path(id): Path<String>,
+    Form(f): Form<RevokeForm>,
+) -> Response {
+    let reason = match super::valid_reason(&f.reason) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    match ctl.revoke_gateway(&id, &reason).await {
+        Ok(_) => Redirect::to(&format!("/ui/gateways/{id}")).into_response(),
+        Err(e) => super::ApiError::from(e).into_response(),
+    }
+}
+
+async fn revoke_vendor(
+    State(ctl): Ctl,
+    Path(key): Path<String>,
+    Form(f): Form<RevokeForm>,
+) -> Response {
+    let reason = match super::valid_reason(&f.reason) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let Some(key) = gw_proto::parse_public_key(&key) else {
+        return super::bad("not an ed25519 public key").into_response();
+    };
+    match ctl.revoke_vendor(key.as_bytes(), &reason).await {
         Ok(_) => Redirect::to("/").into_response(),
         Err(e) => super::ApiError::from(e).into_response(),
     }
