@@ -471,6 +471,10 @@ pub fn image(root: &Path, board: &str, opts: &ImageOptions) -> Result<Image> {
         .allow("initramfs", &d_initrd)
         .allow("cmdline", &vtpm::sha256(append.as_bytes()))
         .allow("agent", &crate::provision::el0_program_id(&agent_elf)?);
+    // The device tree as the hypervisor measures it, for each CPU count the board allows.
+    for d in dtb_references(root, board, &board_t, &qemu_args, &bundle)? {
+        reference.allow("dtb", &d);
+    }
     // The data path's programs, as HOP_KEY_REGISTER measures them (docs/datapath.md).
     for (component, bin) in [
         ("vswitch", "gw-vswitch"),
@@ -527,6 +531,63 @@ pub fn image(root: &Path, board: &str, opts: &ImageOptions) -> Result<Image> {
         bundle.len() >> 20
     );
     Ok(Image { qemu_args })
+}
+
+/// The digests the hypervisor measures into PCR 5 for this image's device tree under QEMU, one
+/// per CPU count from 1 to the board's `max_cpus`: QEMU's own tree for the image's command line
+/// (`dumpdtb`), prepared as the hypervisor prepares it (`/memory` and the initrd edited for the
+/// guest, the loader's seeds and the structure block's padding zeroed).
+fn dtb_references(
+    root: &Path,
+    board: &str,
+    board_t: &toml::Table,
+    qemu_args: &[String],
+    bundle: &[u8],
+) -> Result<Vec<[u8; 32]>> {
+    use gatewarden_hv::{dtb, layout};
+    let qemu = setup::qemu(board_qemu(root, board)?)?;
+    let int = |k: &str| -> Result<u64> {
+        board_t
+            .get(k)
+            .and_then(|v| v.as_integer())
+            .map(|v| v as u64)
+            .with_context(|| format!("boards/{board}/board.toml: {k} missing"))
+    };
+    let (ram_base, reserved, max_cpus) = (int("ram_base")?, int("hv_reserved")?, int("max_cpus")?);
+    let parts = gatewarden_hv::bundle::parse(bundle)
+        .map_err(|e| anyhow::anyhow!("the image's own bundle does not parse: {e:?}"))?;
+    let tmp = root
+        .join("target/gatewarden")
+        .join(board)
+        .join("dumpdtb.dtb");
+    let mut out = Vec::new();
+    for smp in 1..=max_cpus {
+        let _ = std::fs::remove_file(&tmp);
+        let status = Command::new(qemu)
+            .args(qemu_args)
+            .args(["-smp", &smp.to_string()])
+            .arg("-machine")
+            .arg(format!("dumpdtb={}", tmp.display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .with_context(|| format!("running {qemu} to dump its device tree"))?;
+        let mut blob = std::fs::read(&tmp)
+            .with_context(|| format!("{qemu} dumpdtb wrote no tree ({status})"))?;
+        let fail = |e: dtb::DtbError| anyhow::anyhow!("QEMU's device tree (-smp {smp}): {e:?}");
+        let info = dtb::inspect(&blob).map_err(fail)?;
+        let guest = layout::guest_ram(info.memory, ram_base, reserved, layout::MAX_RAM)
+            .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+        let kernel = &bundle[parts.kernel.clone()];
+        let plan = layout::plan(guest, info.initrd, &parts, kernel, blob.len())
+            .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+        dtb::edit_for_guest(&mut blob, guest, plan.initrd).map_err(fail)?;
+        dtb::take_seeds(&mut blob).map_err(fail)?;
+        dtb::zero_padding(&mut blob).map_err(fail)?;
+        out.push(vtpm::sha256(&blob));
+    }
+    let _ = std::fs::remove_file(&tmp);
+    Ok(out)
 }
 
 /// The QEMU command line for `image` with `smp` CPUs (arguments from `qemu.args`).

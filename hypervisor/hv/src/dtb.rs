@@ -4,7 +4,10 @@
 //! allocator is needed and the blob's structure stays what the loader built. The edited blob is
 //! what the guest boots with and what is measured (`docs/boot.md`).
 
-use fdt::Fdt;
+// dtoolkit validates the whole blob in `Fdt::new` and is fuzzed upstream: a hostile tree (on the
+// Raspberry Pis it sits on the SD card) gets an error, never a panic at EL2. (The `fdt` crate
+// used before panicked on bad name offsets and tokens: `hostile_trees_never_panic`.)
+use dtoolkit::{Node, Property, fdt::Fdt};
 
 /// Why the device tree was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,36 +57,43 @@ struct Places {
     initrd_end: (usize, usize),
 }
 
+/// Where property `name` of `node` sits in `blob`, if present.
+fn prop_place<'b, N: Node>(blob: &[u8], node: &'b N, name: &str) -> Option<(usize, usize)>
+where
+    N::Property<'b>: Property,
+{
+    node.property(name).map(|p| locate(blob, p.value()))
+}
+
 fn places(blob: &[u8]) -> Result<(BootInfo, Places), DtbError> {
     let fdt = Fdt::new(blob).map_err(|_| DtbError::Invalid)?;
+    let at = |(off, len): (usize, usize)| &blob[off..off + len];
     let mem = fdt
-        .all_nodes()
+        .root()
+        .children()
         .find(|n| {
-            n.name.starts_with("memory")
-                && n.property("device_type").and_then(|p| p.as_str()) == Some("memory")
+            n.name().starts_with("memory")
+                && prop_place(blob, n, "device_type").map(at) == Some(&b"memory\0"[..])
         })
         .ok_or(DtbError::NoMemory)?;
-    let reg = mem.property("reg").ok_or(DtbError::NoMemory)?;
-    if reg.value.len() < 16 {
+    let reg = prop_place(blob, &mem, "reg").ok_or(DtbError::NoMemory)?;
+    if reg.1 < 16 {
         return Err(DtbError::NoMemory);
     }
-    let memory = (be(&reg.value[0..8])?, be(&reg.value[8..16])?);
+    let r = at(reg);
+    let memory = (be(&r[0..8])?, be(&r[8..16])?);
     let chosen = fdt.find_node("/chosen").ok_or(DtbError::NoInitrd)?;
-    let start = chosen
-        .property("linux,initrd-start")
-        .ok_or(DtbError::NoInitrd)?;
-    let end = chosen
-        .property("linux,initrd-end")
-        .ok_or(DtbError::NoInitrd)?;
+    let start = prop_place(blob, &chosen, "linux,initrd-start").ok_or(DtbError::NoInitrd)?;
+    let end = prop_place(blob, &chosen, "linux,initrd-end").ok_or(DtbError::NoInitrd)?;
     let info = BootInfo {
         memory,
-        initrd: (be(start.value)?, be(end.value)?),
-        total_size: fdt.total_size(),
+        initrd: (be(at(start))?, be(at(end))?),
+        total_size: u32::from_be_bytes([blob[4], blob[5], blob[6], blob[7]]) as usize,
     };
     let places = Places {
-        memory_reg: locate(blob, &reg.value[..16]),
-        initrd_start: locate(blob, start.value),
-        initrd_end: locate(blob, end.value),
+        memory_reg: (reg.0, 16),
+        initrd_start: start,
+        initrd_end: end,
     };
     Ok((info, places))
 }
@@ -96,11 +106,14 @@ pub fn inspect(blob: &[u8]) -> Result<BootInfo, DtbError> {
 /// The kernel command line from `/chosen/bootargs` (empty if absent).
 pub fn bootargs(blob: &[u8]) -> Result<&[u8], DtbError> {
     let fdt = Fdt::new(blob).map_err(|_| DtbError::Invalid)?;
-    Ok(fdt
+    let Some((off, len)) = fdt
         .find_node("/chosen")
-        .and_then(|c| c.property("bootargs"))
-        .map(|p| p.value.strip_suffix(&[0]).unwrap_or(p.value))
-        .unwrap_or(&[]))
+        .and_then(|c| prop_place(blob, &c, "bootargs"))
+    else {
+        return Ok(&[]);
+    };
+    let v = &blob[off..off + len];
+    Ok(v.strip_suffix(&[0]).unwrap_or(v))
 }
 
 /// The loader's per-boot seeds in `/chosen`, which the guest must never see (the hypervisor's
@@ -113,10 +126,7 @@ pub fn seed_places(blob: &[u8]) -> Result<[Option<(usize, usize)>; 2], DtbError>
     let mut out = [None; 2];
     if let Some(chosen) = fdt.find_node("/chosen") {
         for (slot, name) in out.iter_mut().zip(SEED_PROPERTIES) {
-            *slot = chosen
-                .property(name)
-                .filter(|p| !p.value.is_empty())
-                .map(|p| locate(blob, p.value));
+            *slot = prop_place(blob, &chosen, name).filter(|&(_, len)| len > 0);
         }
     }
     Ok(out)
@@ -160,6 +170,64 @@ pub fn take_seeds(blob: &mut [u8]) -> Result<TakenSeeds, DtbError> {
         }
     }
     Ok(t)
+}
+
+/// Zero the alignment padding of the structure block (after each node name and property value,
+/// up to the next 4-byte boundary).
+///
+/// Loaders leave whatever was in memory there: QEMU's padding holds fragments of the seeds it
+/// generated before its reset, so two boots of one image differ in those bytes alone. Zeroed,
+/// the tree (seeds taken out) measures the same on every boot.
+pub fn zero_padding(blob: &mut [u8]) -> Result<(), DtbError> {
+    let be32 = |b: &[u8], at: usize| -> Result<usize, DtbError> {
+        let bytes: [u8; 4] = b
+            .get(at..at.checked_add(4).ok_or(DtbError::Invalid)?)
+            .and_then(|s| s.try_into().ok())
+            .ok_or(DtbError::Invalid)?;
+        Ok(u32::from_be_bytes(bytes) as usize)
+    };
+    let off = be32(blob, 8)?;
+    let size = be32(blob, 36)?;
+    let end = off.checked_add(size).ok_or(DtbError::Invalid)?;
+    if be32(blob, 20)? < 17 || end > blob.len() {
+        return Err(DtbError::Invalid);
+    }
+    let align = |x: usize| x.checked_next_multiple_of(4).ok_or(DtbError::Invalid);
+    let mut pos = off;
+    loop {
+        let token = be32(blob, pos)?;
+        let body = pos.checked_add(4).ok_or(DtbError::Invalid)?;
+        let (data_end, next) = match token {
+            // FDT_BEGIN_NODE: a NUL-terminated name.
+            1 => {
+                let nul = blob
+                    .get(body..end)
+                    .and_then(|s| s.iter().position(|b| *b == 0))
+                    .ok_or(DtbError::Invalid)?;
+                let data_end = body + nul + 1;
+                (data_end, align(data_end)?)
+            }
+            // FDT_END_NODE, FDT_NOP.
+            2 | 4 => (body, body),
+            // FDT_PROP: length, name offset, value.
+            3 => {
+                let len = be32(blob, body)?;
+                let data_end = body
+                    .checked_add(8)
+                    .and_then(|v| v.checked_add(len))
+                    .ok_or(DtbError::Invalid)?;
+                (data_end, align(data_end)?)
+            }
+            // FDT_END.
+            9 => return Ok(()),
+            _ => return Err(DtbError::Invalid),
+        };
+        if next > end {
+            return Err(DtbError::Invalid);
+        }
+        blob[data_end..next].fill(0);
+        pos = next;
+    }
 }
 
 fn put(blob: &mut [u8], (off, len): (usize, usize), v: u64) -> Result<(), DtbError> {
@@ -256,7 +324,14 @@ mod tests {
         let fdt = Fdt::new(&blob).unwrap();
         let chosen = fdt.find_node("/chosen").unwrap();
         for name in SEED_PROPERTIES {
-            assert!(chosen.property(name).unwrap().value.iter().all(|b| *b == 0));
+            assert!(
+                chosen
+                    .property(name)
+                    .unwrap()
+                    .value()
+                    .iter()
+                    .all(|b| *b == 0)
+            );
         }
         assert_eq!(inspect(&blob).unwrap(), inspect(QEMU).unwrap());
         // take_seeds gives the same tree and the values it zeroed.
@@ -278,6 +353,72 @@ mod tests {
             .unwrap();
         no_seeds[at] = b'x';
         assert_eq!(seed_places(&no_seeds).unwrap(), [None, None]);
+    }
+
+    #[test]
+    fn padding_is_zeroed_and_nothing_else_changes() {
+        // dtc wrote the fixture with zero padding: nothing to change.
+        let mut clean = QEMU.to_vec();
+        zero_padding(&mut clean).unwrap();
+        assert_eq!(clean, QEMU);
+        // Dirty the padding after a property value (bootargs, 29 bytes) and after a node name
+        // or value ending in "pl011@9000000\0", as a loader leaves it.
+        let mut dirty = QEMU.to_vec();
+        let fdt = Fdt::new(QEMU).unwrap();
+        let args = fdt
+            .find_node("/chosen")
+            .unwrap()
+            .property("bootargs")
+            .unwrap();
+        let (off, len) = locate(QEMU, args.value());
+        let mut pads = (off + len..(off + len).next_multiple_of(4)).collect::<Vec<_>>();
+        let name = QEMU
+            .windows(14)
+            .position(|w| w == b"pl011@9000000\0")
+            .unwrap()
+            + 14;
+        pads.extend(name..name.next_multiple_of(4));
+        assert!(pads.len() >= 4, "{pads:?}");
+        for &i in &pads {
+            dirty[i] = 0xa5;
+        }
+        assert_ne!(dirty, QEMU);
+        zero_padding(&mut dirty).unwrap();
+        assert_eq!(dirty, QEMU);
+        // A truncated or corrupt structure block is refused, not walked past its end.
+        let mut cut = QEMU.to_vec();
+        cut.truncate(cut.len() / 2);
+        assert_eq!(zero_padding(&mut cut), Err(DtbError::Invalid));
+        let mut bad = QEMU.to_vec();
+        let off = u32::from_be_bytes(bad[8..12].try_into().unwrap()) as usize;
+        bad[off..off + 4].copy_from_slice(&7u32.to_be_bytes());
+        assert_eq!(zero_padding(&mut bad), Err(DtbError::Invalid));
+    }
+
+    proptest::proptest! {
+        /// A loader's (or an SD card's) tree with any bytes changed: every reader and editor
+        /// answers, none panics or writes outside the blob.
+        #[test]
+        fn hostile_trees_never_panic(
+            flips in proptest::collection::vec((0usize..8192, proptest::num::u8::ANY), 1..64),
+            cut in 0usize..8192,
+        ) {
+            let mut blob = QEMU.to_vec();
+            for (at, v) in flips {
+                if let Some(b) = blob.get_mut(at) {
+                    *b = v;
+                }
+            }
+            blob.truncate(cut.max(40).min(blob.len()));
+            let len = blob.len();
+            let _ = inspect(&blob);
+            let _ = bootargs(&blob);
+            let _ = seed_places(&blob);
+            let _ = take_seeds(&mut blob);
+            let _ = zero_padding(&mut blob);
+            let _ = edit_for_guest(&mut blob, (0x4100_0000, 0x3f00_0000), (0x4810_0000, 0x4820_0000));
+            proptest::prop_assert_eq!(blob.len(), len);
+        }
     }
 
     #[test]

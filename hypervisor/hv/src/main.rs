@@ -173,6 +173,7 @@ extern "C" fn hv_primary_main(dtb_pa: u64) -> ! {
     // CPU's RNDR where present, and the counter. The guest gets seeds derived for it instead.
     let mut seeds =
         dtb::take_seeds(blob).unwrap_or_else(|_| fail("cannot read the device tree's seeds"));
+    dtb::zero_padding(blob).unwrap_or_else(|_| fail("malformed device tree structure block"));
     let digest_dtb = vtpm::sha256(blob);
     let digest_cmdline = vtpm::sha256(dtb::bootargs(blob).unwrap_or(&[]));
     let (rndr, counter) = (cpu::rndr(), cpu::counter().to_le_bytes());
@@ -293,7 +294,8 @@ extern "C" fn hv_secondary_main(idx: u64) -> ! {
     );
     cpu::tlbi_guest();
     let (entry, ctx) = trap::secondary_guest_entry(idx as usize);
-    enter_guest(entry, ctx, secondary_stack_top(idx + 1))
+    // CPU `idx` runs, and takes its traps, on its own stack: the one secondary_entry chose.
+    enter_guest(entry, ctx, secondary_stack_top(idx))
 }
 
 #[panic_handler]
