@@ -28,6 +28,99 @@ pub fn image_dir(board: &str) -> PathBuf {
     dir
 }
 
+/// The qemu-virt image's own QEMU arguments (from boards/qemu-virt/board.toml via `cargo xtask
+/// image`), one per element.
+pub fn image_args() -> Vec<String> {
+    let dir = image_dir("qemu-virt");
+    std::fs::read_to_string(dir.join("qemu.args"))
+        .expect("qemu.args next to the image")
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `args` with the value after `-initrd` (the guest bundle) replaced by `bundle`.
+pub fn with_bundle(args: &[String], bundle: &std::path::Path) -> Vec<String> {
+    let mut out = args.to_vec();
+    let at = out
+        .iter()
+        .position(|a| a == "-initrd")
+        .expect("the image's arguments pass the bundle as -initrd");
+    out[at + 1] = bundle.display().to_string();
+    out
+}
+
+/// A QMP connection to a QEMU started with `-qmp unix:PATH,server=on,wait=off`.
+pub struct Qmp {
+    reader: std::io::BufReader<std::os::unix::net::UnixStream>,
+    writer: std::os::unix::net::UnixStream,
+}
+
+impl Qmp {
+    /// The `-qmp` argument for a socket at `path`.
+    pub fn arg(path: &std::path::Path) -> [String; 2] {
+        [
+            "-qmp".into(),
+            format!("unix:{},server=on,wait=off", path.display()),
+        ]
+    }
+
+    /// Connect (retrying while QEMU starts) and leave capabilities negotiation.
+    pub fn connect(path: &std::path::Path) -> Self {
+        let deadline = Instant::now() + TIMEOUT;
+        let stream = loop {
+            match std::os::unix::net::UnixStream::connect(path) {
+                Ok(s) => break s,
+                Err(e) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "QMP socket {}: {e}",
+                        path.display()
+                    );
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        };
+        let mut q = Self {
+            reader: std::io::BufReader::new(stream.try_clone().unwrap()),
+            writer: stream,
+        };
+        q.execute("qmp_capabilities", serde_json::json!({}));
+        q
+    }
+
+    /// Run a QMP command and return its `return` value (events in between are skipped); a QMP
+    /// error fails the test.
+    pub fn execute(&mut self, command: &str, arguments: serde_json::Value) -> serde_json::Value {
+        use std::io::BufRead;
+        let msg = serde_json::json!({ "execute": command, "arguments": arguments });
+        writeln!(self.writer, "{msg}").unwrap();
+        loop {
+            let mut line = String::new();
+            assert!(
+                self.reader.read_line(&mut line).unwrap() > 0,
+                "QMP closed during {command}"
+            );
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if let Some(r) = v.get("return") {
+                return r.clone();
+            }
+            assert!(v.get("error").is_none(), "QMP {command}: {v}");
+        }
+    }
+
+    /// `len` bytes of guest-physical memory at `addr` (QMP `pmemsave` into a temporary file).
+    pub fn read_physical(&mut self, addr: u64, len: usize) -> Vec<u8> {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        self.execute(
+            "pmemsave",
+            serde_json::json!({ "val": addr, "size": len, "filename": file.path() }),
+        );
+        std::fs::read(file.path()).unwrap()
+    }
+}
+
 /// A user-network `-netdev` value with the guest's controller address forwarded to `addr`.
 pub fn forward_to(netdev: &str, addr: std::net::SocketAddr) -> String {
     format!(
@@ -64,20 +157,20 @@ impl Qemu {
     }
 
     fn boot(smp: u32, controller: Option<std::net::SocketAddr>, extra: &[String]) -> Self {
-        let dir = image_dir("qemu-virt");
-        // The image's own QEMU arguments (from boards/qemu-virt/board.toml via cargo xtask image).
-        let args =
-            std::fs::read_to_string(dir.join("qemu.args")).expect("qemu.args next to the image");
-        let args: Vec<String> = args
-            .lines()
-            .filter(|l| !l.is_empty())
+        let args: Vec<String> = image_args()
+            .into_iter()
             .map(|l| match controller {
-                Some(addr) if l.starts_with("user,") => forward_to(l, addr),
-                _ => l.to_owned(),
+                Some(addr) if l.starts_with("user,") => forward_to(&l, addr),
+                _ => l,
             })
             .collect();
+        Self::boot_with_args(smp, &args, extra)
+    }
+
+    /// Boot QEMU with exactly `args` (an image's, edited by the caller), `-smp` and `extra`.
+    pub fn boot_with_args(smp: u32, args: &[String], extra: &[String]) -> Self {
         let mut child = Command::new("qemu-system-aarch64")
-            .args(&args)
+            .args(args)
             .args(["-smp", &smp.to_string()])
             .args(extra)
             .stdin(Stdio::piped())

@@ -107,6 +107,57 @@ fn guest_access_to_hypervisor_memory_faults_and_the_hypervisor_keeps_running() {
     assert_eq!(q.run("cat /sys/devices/system/cpu/online").trim(), "0-1");
 }
 
+/// Four CPUs, taken offline and brought back by the guest (PSCI CPU_OFF and CPU_ON through the
+/// hypervisor), each then making hypercalls pinned to it: every trap must run on the trapping
+/// CPU's own hypervisor stack, which the hypervisor checks on every trap (secondary CPU `k` once
+/// entered the guest on CPU `k+1`'s boot stack, so its traps corrupted a CPU coming up).
+#[test]
+fn four_cpus_hot_plugged_take_their_traps_on_their_own_stacks() {
+    let mut q = Qemu::boot_virt(4);
+    q.expect("gatewarden-hv: entering the guest kernel");
+    q.expect("gatewarden-guest: up, 4 CPUs online");
+    q.expect("# ");
+    for round in 0..3 {
+        for cpu in 1..4 {
+            q.run(&format!("echo 0 > /sys/devices/system/cpu/cpu{cpu}/online"));
+        }
+        assert_eq!(
+            q.run("cat /sys/devices/system/cpu/online").trim(),
+            "0",
+            "round {round}: CPUs 1-3 did not go offline"
+        );
+        for cpu in 1..4 {
+            q.run(&format!("echo 1 > /sys/devices/system/cpu/cpu{cpu}/online"));
+        }
+        assert_eq!(
+            q.run("cat /sys/devices/system/cpu/online").trim(),
+            "0-3",
+            "round {round}: CPUs 1-3 did not come back"
+        );
+        for cpu in 0..4 {
+            let v = json_line(&q.run(&format!(
+                "taskset -c {cpu} gwctl --json --transport hypervisor version"
+            )));
+            assert_eq!(v["kind"], "Hypervisor", "round {round}, CPU {cpu}");
+        }
+    }
+    // All four at once, while the others call too.
+    let out = q.run(
+        "for c in 0 1 2 3; do taskset -c $c gw-hcall-fuzz --count 300 --seed $c >/tmp/fuzz$c 2>&1 & done; wait; cat /tmp/fuzz0 /tmp/fuzz1 /tmp/fuzz2 /tmp/fuzz3",
+    );
+    let summaries: Vec<serde_json::Value> = out
+        .lines()
+        .filter(|l| l.trim_start().starts_with('{'))
+        .filter_map(|l| serde_json::from_str(l.trim()).ok())
+        .collect();
+    assert_eq!(summaries.len(), 4, "one summary per CPU:\n{out}");
+    for s in &summaries {
+        assert_eq!(s["calls"], 300, "{s}");
+        assert_eq!(s["unexpected"], 0, "{s}");
+    }
+    assert_still_serving(&mut q);
+}
+
 #[test]
 fn psci_system_off_ends_qemu_cleanly() {
     let mut q = booted();
