@@ -606,17 +606,15 @@ async fn revoke_gateway(
     body: axum::body::Bytes,
 ) -> ApiResult<StatusCode> {
     let reason = revocation_reason(&body)?;
-    let g = ctl.store.gateway(&id).await?.ok_or(not_found("gateway"))?;
-    if g.enrollment == "revoked" {
-        return Err(ApiError(
+    ctl.store.gateway(&id).await?.ok_or(not_found("gateway"))?;
+    if ctl.revoke_gateway(&id, &reason).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError(
             StatusCode::CONFLICT,
             format!("{id} is already revoked"),
-        ));
+        ))
     }
-    ctl.revoke_gateway(&id, &reason)
-        .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Serialize)]
@@ -635,8 +633,7 @@ async fn revoke_vendor(
     let reason = revocation_reason(&body)?;
     let gateways = ctl
         .revoke_vendor(key.as_bytes(), &reason)
-        .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .await?
         .ok_or(not_found("vendor"))?;
     Ok(Json(VendorRevoked { gateways }))
 }

@@ -264,8 +264,10 @@ where
             row
         }
         None => {
-            if let Ok(vendor) = req.endorsement.verify()
-                && let Some(why) = ctl.store.vendor_revoked(vendor.as_bytes()).await?
+            // The vendor key whose signature the endorsement carries, if it verifies.
+            let vendor = req.endorsement.verify().ok().map(|v| *v.as_bytes());
+            if let Some(v) = &vendor
+                && let Some(why) = ctl.store.vendor_revoked(v).await?
             {
                 ctl.metrics.enrollment("refused");
                 let reason = format!(
@@ -274,13 +276,7 @@ where
                 return refuse(w, reason).await;
             }
             let vendors = ctl.store.vendors().await?;
-            let endorsed = match req.endorsement.verify() {
-                Ok(vendor) => vendors
-                    .iter()
-                    .any(|(k, _)| k == vendor.as_bytes())
-                    .then_some(*vendor.as_bytes()),
-                Err(_) => None,
-            };
+            let endorsed = vendor.filter(|v| vendors.iter().any(|(k, _)| k == v));
             let inserted = ctl
                 .store
                 .insert_gateway(

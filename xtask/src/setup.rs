@@ -234,12 +234,11 @@ impl Toolchain {
         let tgts: Vec<&str> = targets.lines().map(str::trim).collect();
         let mut m = Vec::new();
         for c in &self.components {
+            // `<name>-<host triple>`, or an older `<name>-preview-<host triple>`.
             let have = comps.iter().any(|l| {
                 *l == c
                     || l.strip_prefix(c.as_str())
                         .is_some_and(|rest| rest.starts_with('-') && rest[1..].contains('-'))
-                    // rustup may list llvm-tools under its older name.
-                    || (c == "llvm-tools" && l.starts_with("llvm-tools-preview"))
             });
             if !have {
                 m.push(format!("component {c}"));
@@ -358,10 +357,7 @@ pub fn ensure(needs: &[Need]) -> Result<()> {
 pub fn qemu(system: QemuSystem) -> Result<&'static str> {
     let cmd = system.command();
     let installed = qemu_version(cmd);
-    if let Some((major, minor, patch)) = installed
-        && major >= QEMU_MIN_MAJOR
-    {
-        let _ = (minor, patch);
+    if installed.is_some_and(|(major, _, _)| major >= QEMU_MIN_MAJOR) {
         return Ok(cmd);
     }
     let why = match installed {

@@ -123,6 +123,20 @@ pub fn arm64_header(kernel: &[u8]) -> Result<(u64, u64), LoadError> {
     Ok((text_offset, image_size.max(kernel.len() as u64)))
 }
 
+/// Check that the loader's bundle range `[start, end)` is non-empty and inside guest RAM, before
+/// anything reads it; returns the end of guest RAM.
+pub fn bundle_in_guest(guest: (u64, u64), bundle: (u64, u64)) -> Result<u64, LoadError> {
+    let guest_end = guest
+        .0
+        .checked_add(guest.1)
+        .ok_or(LoadError::BundleOutsideGuest)?;
+    let (b_start, b_end) = bundle;
+    if b_start < guest.0 || b_end > guest_end || b_end <= b_start {
+        return Err(LoadError::BundleOutsideGuest);
+    }
+    Ok(guest_end)
+}
+
 /// Place the guest: `guest` is guest RAM, `bundle` the loader's initrd range (physical), `parts`
 /// the bundle's parsed layout, `kernel` the bundle's kernel bytes and `dtb_len` the device
 /// tree's size.
@@ -137,14 +151,8 @@ pub fn plan(
     kernel: &[u8],
     dtb_len: usize,
 ) -> Result<Plan, LoadError> {
-    let guest_end = guest
-        .0
-        .checked_add(guest.1)
-        .ok_or(LoadError::BundleOutsideGuest)?;
+    let guest_end = bundle_in_guest(guest, bundle)?;
     let (b_start, b_end) = bundle;
-    if b_start < guest.0 || b_end > guest_end || b_end <= b_start {
-        return Err(LoadError::BundleOutsideGuest);
-    }
     let b_len = b_end - b_start;
     if parts.kernel.end as u64 > b_len || parts.initrd.end as u64 > b_len {
         return Err(LoadError::BundleOutsideGuest);

@@ -130,9 +130,7 @@ extern "C" fn hv_primary_main(dtb_pa: u64) -> ! {
     // The bundle must lie in guest RAM (the loader placed it there); `layout::plan` checks
     // that and every placement rule without overflow before anything is read or copied.
     let (b_start, b_end) = info.initrd;
-    if b_start < guest.0 || b_end > guest_end || b_end <= b_start {
-        fail(layout::LoadError::BundleOutsideGuest.message());
-    }
+    layout::bundle_in_guest(guest, info.initrd).unwrap_or_else(|e| fail(e.message()));
     // SAFETY: [b_start, b_end) is inside guest RAM (checked just above), identity-mapped at EL2.
     let bundle_bytes =
         unsafe { core::slice::from_raw_parts(b_start as *const u8, (b_end - b_start) as usize) };
