@@ -218,7 +218,7 @@ impl DatapathVm {
                 "-netdev".to_string(),
                 format!("tap,id={name},ifname={tap},script=no,downscript=no,vnet_hdr=off"),
                 "-device".to_string(),
-                format!("virtio-net-device,netdev={name},mac={mac}"),
+                crate::qemu::net_device(name, mac),
             ]);
         }
         let mut q = Qemu::boot_virt_with(2, controller, &extra);

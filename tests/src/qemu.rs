@@ -40,6 +40,18 @@ pub fn image_args() -> Vec<String> {
         .collect()
 }
 
+/// A `-device` value for one more guest network port like the image's uplink (the same virtio
+/// PCI device and options: behind the SMMU), on `netdev` with `mac`.
+pub fn net_device(netdev: &str, mac: &str) -> String {
+    let uplink = image_args()
+        .into_iter()
+        .find(|a| a.contains("netdev=net0,"))
+        .expect("the image's arguments have the uplink's -device");
+    uplink
+        .replace("netdev=net0", &format!("netdev={netdev}"))
+        .replace("mac=52:54:00:12:34:56", &format!("mac={mac}"))
+}
+
 /// `args` with the value after `-initrd` (the guest bundle) replaced by `bundle`.
 pub fn with_bundle(args: &[String], bundle: &std::path::Path) -> Vec<String> {
     let mut out = args.to_vec();

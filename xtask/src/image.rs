@@ -29,7 +29,7 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 for m in $(cat /lib/modules/order); do insmod /lib/modules/$m || echo "gatewarden-guest: cannot load $m"; done
 echo "gatewarden-guest: up, $(grep -c ^processor /proc/cpuinfo) CPUs online"
-# Network ports by MAC address (virtio-mmio probe order does not follow the command line):
+# Network ports by MAC address (probe order need not follow the command line):
 # the uplink 52:54:00:12:34:56, the data path's LAN 52:54:00:77:00:01 and WAN 52:54:00:77:00:02.
 port() { for d in /sys/class/net/*; do [ "$(cat $d/address)" = "$1" ] && echo ${d##*/}; done; }
 UPLINK=$(port 52:54:00:12:34:56)
@@ -310,10 +310,11 @@ fn qemu_args(board: &toml::Table, dir: &Path) -> Result<Vec<String>> {
         path("bundle.bin"),
     ]);
     args.extend(["-append".into(), s("append")?]);
+    let pci = q.get("pci_options").and_then(|v| v.as_str()).unwrap_or("");
     args.extend(
         strings(q, "devices")
             .into_iter()
-            .map(|a| a.replace("{disk}", &path("disk.img"))),
+            .map(|a| a.replace("{disk}", &path("disk.img")).replace("{pci}", pci)),
     );
     Ok(args)
 }
@@ -536,7 +537,8 @@ pub fn image(root: &Path, board: &str, opts: &ImageOptions) -> Result<Image> {
 /// The digests the hypervisor measures into PCR 5 for this image's device tree under QEMU, one
 /// per CPU count from 1 to the board's `max_cpus`: QEMU's own tree for the image's command line
 /// (`dumpdtb`), prepared as the hypervisor prepares it (`/memory` and the initrd edited for the
-/// guest, the loader's seeds and the structure block's padding zeroed).
+/// guest, the devices it is not given removed, the loader's seeds and the structure block's
+/// padding zeroed).
 fn dtb_references(
     root: &Path,
     board: &str,
@@ -554,6 +556,19 @@ fn dtb_references(
             .with_context(|| format!("boards/{board}/board.toml: {k} missing"))
     };
     let (ram_base, reserved, max_cpus) = (int("ram_base")?, int("hv_reserved")?, int("max_cpus")?);
+    let devices: Vec<(u64, u64)> = board_t
+        .get("guest_device")
+        .and_then(|v| v.as_array())
+        .map(|a| a.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|d| {
+            let field = |k: &str| d.get(k).and_then(|v| v.as_integer()).map(|v| v as u64);
+            field("base").zip(field("size")).with_context(|| {
+                format!("boards/{board}/board.toml: a guest_device without base and size")
+            })
+        })
+        .collect::<Result<_>>()?;
     let parts = gatewarden_hv::bundle::parse(bundle)
         .map_err(|e| anyhow::anyhow!("the image's own bundle does not parse: {e:?}"))?;
     let tmp = root
@@ -582,6 +597,7 @@ fn dtb_references(
         let plan = layout::plan(guest, info.initrd, &parts, kernel, blob.len())
             .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
         dtb::edit_for_guest(&mut blob, guest, plan.initrd).map_err(fail)?;
+        dtb::prune_for_guest(&mut blob, &devices).map_err(fail)?;
         dtb::take_seeds(&mut blob).map_err(fail)?;
         dtb::zero_padding(&mut blob).map_err(fail)?;
         out.push(vtpm::sha256(&blob));

@@ -172,32 +172,48 @@ pub fn take_seeds(blob: &mut [u8]) -> Result<TakenSeeds, DtbError> {
     Ok(t)
 }
 
-/// Zero the alignment padding of the structure block (after each node name and property value,
-/// up to the next 4-byte boundary).
-///
-/// Loaders leave whatever was in memory there: QEMU's padding holds fragments of the seeds it
-/// generated before its reset, so two boots of one image differ in those bytes alone. Zeroed,
-/// the tree (seeds taken out) measures the same on every boot.
-pub fn zero_padding(blob: &mut [u8]) -> Result<(), DtbError> {
-    let be32 = |b: &[u8], at: usize| -> Result<usize, DtbError> {
-        let bytes: [u8; 4] = b
-            .get(at..at.checked_add(4).ok_or(DtbError::Invalid)?)
-            .and_then(|s| s.try_into().ok())
-            .ok_or(DtbError::Invalid)?;
-        Ok(u32::from_be_bytes(bytes) as usize)
-    };
-    let off = be32(blob, 8)?;
-    let size = be32(blob, 36)?;
-    let end = off.checked_add(size).ok_or(DtbError::Invalid)?;
-    if be32(blob, 20)? < 17 || end > blob.len() {
-        return Err(DtbError::Invalid);
+/// One token of the structure block: its kind (FDT_BEGIN_NODE 1, FDT_END_NODE 2, FDT_PROP 3,
+/// FDT_NOP 4), where it starts, where its data ends and where the next token starts.
+#[derive(Debug, Clone, Copy)]
+struct Token {
+    kind: usize,
+    pos: usize,
+    data_end: usize,
+    next: usize,
+}
+
+fn be32_at(b: &[u8], at: usize) -> Result<usize, DtbError> {
+    let bytes: [u8; 4] = b
+        .get(at..at.checked_add(4).ok_or(DtbError::Invalid)?)
+        .and_then(|s| s.try_into().ok())
+        .ok_or(DtbError::Invalid)?;
+    Ok(u32::from_be_bytes(bytes) as usize)
+}
+
+/// A cursor over the structure block's tokens; every bound is checked.
+struct Tokens {
+    pos: usize,
+    end: usize,
+}
+
+impl Tokens {
+    fn new(blob: &[u8]) -> Result<Self, DtbError> {
+        let off = be32_at(blob, 8)?;
+        let size = be32_at(blob, 36)?;
+        let end = off.checked_add(size).ok_or(DtbError::Invalid)?;
+        if be32_at(blob, 20)? < 17 || end > blob.len() {
+            return Err(DtbError::Invalid);
+        }
+        Ok(Self { pos: off, end })
     }
-    let align = |x: usize| x.checked_next_multiple_of(4).ok_or(DtbError::Invalid);
-    let mut pos = off;
-    loop {
-        let token = be32(blob, pos)?;
+
+    /// The next token, or `None` at FDT_END.
+    fn next(&mut self, blob: &[u8]) -> Result<Option<Token>, DtbError> {
+        let align = |x: usize| x.checked_next_multiple_of(4).ok_or(DtbError::Invalid);
+        let (pos, end) = (self.pos, self.end);
+        let kind = be32_at(blob, pos)?;
         let body = pos.checked_add(4).ok_or(DtbError::Invalid)?;
-        let (data_end, next) = match token {
+        let (data_end, next) = match kind {
             // FDT_BEGIN_NODE: a NUL-terminated name.
             1 => {
                 let nul = blob
@@ -211,7 +227,7 @@ pub fn zero_padding(blob: &mut [u8]) -> Result<(), DtbError> {
             2 | 4 => (body, body),
             // FDT_PROP: length, name offset, value.
             3 => {
-                let len = be32(blob, body)?;
+                let len = be32_at(blob, body)?;
                 let data_end = body
                     .checked_add(8)
                     .and_then(|v| v.checked_add(len))
@@ -219,15 +235,121 @@ pub fn zero_padding(blob: &mut [u8]) -> Result<(), DtbError> {
                 (data_end, align(data_end)?)
             }
             // FDT_END.
-            9 => return Ok(()),
+            9 => return Ok(None),
             _ => return Err(DtbError::Invalid),
         };
         if next > end {
             return Err(DtbError::Invalid);
         }
-        blob[data_end..next].fill(0);
-        pos = next;
+        self.pos = next;
+        Ok(Some(Token {
+            kind,
+            pos,
+            data_end,
+            next,
+        }))
     }
+}
+
+/// Zero the alignment padding of the structure block (after each node name and property value,
+/// up to the next 4-byte boundary).
+///
+/// Loaders leave whatever was in memory there: QEMU's padding holds fragments of the seeds it
+/// generated before its reset, so two boots of one image differ in those bytes alone. Zeroed,
+/// the tree (seeds taken out) measures the same on every boot.
+pub fn zero_padding(blob: &mut [u8]) -> Result<(), DtbError> {
+    let mut tokens = Tokens::new(blob)?;
+    while let Some(t) = tokens.next(blob)? {
+        blob[t.data_end..t.next].fill(0);
+    }
+    Ok(())
+}
+
+/// Properties that point the guest at the SMMU, which it is not given.
+pub const IOMMU_PROPERTIES: [&str; 2] = ["iommu-map", "iommu-map-mask"];
+
+/// Remove from the guest's tree every device it is not given: each child of the root with a
+/// `reg` whose base lies in none of `devices` (base, size) and that is not RAM, and the
+/// [`IOMMU_PROPERTIES`]. Removal is in place: the node's or property's tokens become FDT_NOP,
+/// which every reader skips, so nothing moves. Returns how many nodes were removed.
+pub fn prune_for_guest(blob: &mut [u8], devices: &[(u64, u64)]) -> Result<usize, DtbError> {
+    // Offsets of the `reg` values of nodes to remove, and of property values to remove.
+    let mut drop_regs: heapless::Vec<usize, 128> = heapless::Vec::new();
+    let mut drop_props: heapless::Vec<usize, 16> = heapless::Vec::new();
+    {
+        let fdt = Fdt::new(blob).map_err(|_| DtbError::Invalid)?;
+        let root = fdt.root();
+        let cells = |name: &str, default: usize| {
+            prop_place(blob, &root, name)
+                .map(|(o, l)| be(&blob[o..o + l]).map(|v| v as usize))
+                .unwrap_or(Ok(default))
+        };
+        let addr_cells = cells("#address-cells", 2)?;
+        if !(1..=2).contains(&addr_cells) {
+            return Err(DtbError::BadProperty);
+        }
+        for n in root.children() {
+            for name in IOMMU_PROPERTIES {
+                if let Some((off, _)) = prop_place(blob, &n, name) {
+                    drop_props.push(off).map_err(|_| DtbError::Invalid)?;
+                }
+            }
+            let Some((off, len)) = prop_place(blob, &n, "reg") else {
+                continue;
+            };
+            let memory = prop_place(blob, &n, "device_type")
+                .is_some_and(|(o, l)| &blob[o..o + l] == b"memory\0");
+            if memory {
+                continue;
+            }
+            if len < addr_cells * 4 {
+                return Err(DtbError::BadProperty);
+            }
+            let base = be(&blob[off..off + addr_cells * 4])?;
+            let given = devices
+                .iter()
+                .any(|&(b, size)| base >= b && base - b < size);
+            if !given {
+                drop_regs.push(off).map_err(|_| DtbError::Invalid)?;
+            }
+        }
+    }
+    // Spans to turn into FDT_NOP: whole depth-1 nodes holding a dropped `reg`, and properties.
+    let nop = |blob: &mut [u8], (a, b): (usize, usize)| {
+        for w in blob[a..b].chunks_exact_mut(4) {
+            w.copy_from_slice(&4u32.to_be_bytes());
+        }
+    };
+    let (mut depth, mut start, mut doomed) = (0usize, 0usize, false);
+    let mut tokens = Tokens::new(blob)?;
+    while let Some(t) = tokens.next(blob)? {
+        match t.kind {
+            1 => {
+                depth += 1;
+                if depth == 2 {
+                    (start, doomed) = (t.pos, false);
+                }
+            }
+            2 => {
+                // A node's tokens all lie before its END_NODE: it is NOPed once it is whole.
+                if depth == 2 && doomed {
+                    nop(blob, (start, t.next));
+                }
+                depth = depth.saturating_sub(1);
+            }
+            3 => {
+                let value = t.pos + 12;
+                if depth == 2 && drop_regs.contains(&value) {
+                    doomed = true;
+                }
+                if drop_props.contains(&value) {
+                    nop(blob, (t.pos, t.next));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(drop_regs.len())
 }
 
 fn put(blob: &mut [u8], (off, len): (usize, usize), v: u64) -> Result<(), DtbError> {
@@ -416,9 +538,86 @@ mod tests {
             let _ = seed_places(&blob);
             let _ = take_seeds(&mut blob);
             let _ = zero_padding(&mut blob);
+            let _ = prune_for_guest(&mut blob, &GIVEN);
             let _ = edit_for_guest(&mut blob, (0x4100_0000, 0x3f00_0000), (0x4810_0000, 0x4820_0000));
             proptest::prop_assert_eq!(blob.len(), len);
         }
+    }
+
+    /// The guest devices of boards/qemu-virt/board.toml.
+    const GIVEN: [(u64, u64); 8] = {
+        let d = crate::board::GUEST_DEVICES;
+        let mut out = [(0, 0); 8];
+        let mut i = 0;
+        while i < 8 {
+            out[i] = (d[i].1, d[i].2);
+            i += 1;
+        }
+        out
+    };
+
+    fn root_children(blob: &[u8]) -> Vec<String> {
+        let fdt = Fdt::new(blob).unwrap();
+        fdt.root()
+            .children()
+            .map(|n| n.name().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn the_guest_sees_only_its_devices() {
+        assert_eq!(crate::board::GUEST_DEVICES.len(), GIVEN.len());
+        let before = root_children(QEMU);
+        for present in [
+            "fw-cfg@9020000",
+            "smmuv3@9050000",
+            "virtio_mmio@a000000",
+            "flash@0",
+        ] {
+            assert!(before.iter().any(|n| n == present), "fixture has {present}");
+        }
+        let mut blob = QEMU.to_vec();
+        let removed = prune_for_guest(&mut blob, &GIVEN).unwrap();
+        let after = root_children(&blob);
+        // fw_cfg, the SMMU, 32 virtio-mmio transports and the flash. (The empty platform bus
+        // has no `reg` and no children: it stays, describing nothing.)
+        assert_eq!(removed, 1 + 1 + 32 + 1, "{after:?}");
+        for gone in ["fw-cfg", "smmuv3", "virtio_mmio", "flash"] {
+            assert!(
+                !after.iter().any(|n| n.starts_with(gone)),
+                "{gone} left: {after:?}"
+            );
+        }
+        for kept in [
+            "pcie@10000000",
+            "pl011@9000000",
+            "pl031@9010000",
+            "pl061@9030000",
+            "intc@8000000",
+            "memory@40000000",
+            "chosen",
+            "cpus",
+            "psci",
+            "timer",
+            "gpio-keys",
+        ] {
+            assert!(after.iter().any(|n| n == kept), "{kept} removed: {after:?}");
+        }
+        let fdt = Fdt::new(&blob).unwrap();
+        let pcie = fdt.find_node("/pcie@10000000").unwrap();
+        assert!(pcie.property("iommu-map").is_none());
+        assert!(pcie.property("iommu-map-mask").is_none());
+        assert!(pcie.property("reg").is_some(), "the rest of the node stays");
+        // Still a tree the other edits read, of the same size; pruning twice removes nothing.
+        assert_eq!(blob.len(), QEMU.len());
+        assert_eq!(inspect(&blob).unwrap(), inspect(QEMU).unwrap());
+        assert_eq!(prune_for_guest(&mut blob, &GIVEN).unwrap(), 0);
+        // Given nothing, every device node goes; RAM stays.
+        let mut bare = QEMU.to_vec();
+        prune_for_guest(&mut bare, &[]).unwrap();
+        let left = root_children(&bare);
+        assert!(left.iter().any(|n| n == "memory@40000000"));
+        assert!(!left.iter().any(|n| n.starts_with("pl011")), "{left:?}");
     }
 
     #[test]

@@ -7,8 +7,10 @@
 
 pub mod bundle;
 pub mod dtb;
+pub mod gicr;
 pub mod layout;
 pub mod pagetable;
+pub mod smmu;
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod arch;

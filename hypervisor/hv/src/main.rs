@@ -10,7 +10,7 @@ use gatewarden_hv::{
         boot,
         cpu::{self, enter_guest},
         hypercall::{self, MONITOR},
-        mmu, trap,
+        mmu, smmu, trap,
     },
     board, bundle, dtb, layout, println,
 };
@@ -72,6 +72,11 @@ fn secondary_stack_top(idx: u64) -> u64 {
     // The linker symbol's address is the stack size (an absolute symbol).
     let size = core::ptr::addr_of!(__secondary_stack_size) as u64;
     primary_stack_top() + idx * size
+}
+
+/// The board's guest devices as (base, size).
+fn guest_devices() -> [(u64, u64); board::GUEST_DEVICES.len()] {
+    core::array::from_fn(|i| (board::GUEST_DEVICES[i].1, board::GUEST_DEVICES[i].2))
 }
 
 fn fail(what: &str) -> ! {
@@ -151,6 +156,10 @@ extern "C" fn hv_primary_main(dtb_pa: u64) -> ! {
     cpu::clean_for_guest(load, kernel.len() as u64);
     dtb::edit_for_guest(blob, guest, initrd)
         .unwrap_or_else(|_| fail("cannot edit the device tree"));
+    let removed = dtb::prune_for_guest(blob, &guest_devices()).unwrap_or_else(|_| {
+        fail("cannot take the devices the guest is not given out of the device tree")
+    });
+    println!("device tree: {removed} device nodes the guest is not given removed");
 
     // Volatile: the bytes are patched into the image after linking, so the compiler must not
     // fold the all-zero initialiser.
@@ -276,6 +285,12 @@ extern "C" fn hv_primary_main(dtb_pa: u64) -> ! {
 
     let vttbr = mmu::build_stage2(guest);
     VTTBR.store(vttbr, core::sync::atomic::Ordering::Release);
+    match board::SMMU {
+        Some((base, _, streams)) => smmu::enable(base, streams, vttbr, mmu::VTCR_VALUE),
+        None => println!(
+            "WARNING: no SMMU on this board: guest devices' DMA is not confined by the hypervisor"
+        ),
+    }
     cpu::init_el2_for_guest(vttbr, mmu::VTCR_VALUE);
     cpu::tlbi_guest();
     println!("entering the guest kernel at {load:#x} (EL1), device tree at {dtb_dst:#x}");

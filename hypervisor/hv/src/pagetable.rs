@@ -62,6 +62,203 @@ pub const fn output_address(desc: u64) -> u64 {
     desc & 0x0000_ffff_ffff_f000
 }
 
+/// Stage-2 level-3 page mapping guest RAM.
+pub const fn s2_ram_page(pa: u64) -> u64 {
+    pa | TABLE | AF | SH_INNER | S2_NORMAL | S2AP_RW
+}
+
+/// Stage-2 level-3 page mapping a device: device memory, read/write, never executable.
+pub const fn s2_device_page(pa: u64) -> u64 {
+    pa | TABLE | AF | S2_DEVICE | S2AP_RW | XN
+}
+
+/// Size of a level-3 page.
+pub const PAGE: u64 = 1 << 12;
+/// Input addresses stage 2 covers (VTCR_EL2.T0SZ = 24).
+pub const IPA_LIMIT: u64 = 1 << 40;
+
+/// What a stage-2 mapping holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum S2Kind {
+    /// Guest RAM: normal write-back memory, executable.
+    Ram,
+    /// A device the guest is given: device memory, never executable.
+    Device,
+}
+
+/// Why a stage-2 mapping was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapError {
+    /// Start or size is not a multiple of 4 KiB, or the size is zero.
+    Unaligned,
+    /// The range leaves the 40-bit input address space.
+    OutOfRange,
+    /// Part of the range is mapped already.
+    Overlap,
+    /// The table pool is used up.
+    NoTables,
+}
+
+/// One 4 KiB translation table.
+pub type TableWords = [u64; 512];
+
+/// Builds identity stage-2 tables (IPA = PA) from a list of ranges, with the largest blocks
+/// that fit each range (1 GiB, 2 MiB, 4 KiB) and nothing outside them.
+///
+/// The root is two concatenated level-1 tables (40-bit IPA, start level 1); lower tables come
+/// from `pool`, whose first table lies at physical address `pool_pa`. Pure code over plain
+/// arrays, so the hypervisor's tables are checked on the host ([`Stage2::translate`]).
+pub struct Stage2<'a> {
+    root: &'a mut [u64; 1024],
+    pool: &'a mut [TableWords],
+    pool_pa: u64,
+    used: usize,
+}
+
+impl<'a> Stage2<'a> {
+    /// Empty tables: nothing is mapped.
+    pub fn new(root: &'a mut [u64; 1024], pool: &'a mut [TableWords], pool_pa: u64) -> Self {
+        root.fill(0);
+        for t in pool.iter_mut() {
+            t.fill(0);
+        }
+        Self {
+            root,
+            pool,
+            pool_pa,
+            used: 0,
+        }
+    }
+
+    /// Tables taken from the pool so far.
+    pub fn tables_used(&self) -> usize {
+        self.used
+    }
+
+    /// The pool table a table descriptor points at.
+    fn table_index(&self, desc: u64) -> usize {
+        ((output_address(desc) - self.pool_pa) / PAGE) as usize
+    }
+
+    /// The next-level table under `desc` (creating it when `desc` is empty).
+    fn child(&mut self, desc: u64) -> Result<(usize, u64), MapError> {
+        match desc & 0b11 {
+            0 => {
+                let i = self.used;
+                if i >= self.pool.len() {
+                    return Err(MapError::NoTables);
+                }
+                self.used += 1;
+                Ok((i, table(self.pool_pa + i as u64 * PAGE)))
+            }
+            TABLE => Ok((self.table_index(desc), desc)),
+            _ => Err(MapError::Overlap),
+        }
+    }
+
+    /// Map `[base, base + size)` to itself as `kind`.
+    pub fn map(&mut self, base: u64, size: u64, kind: S2Kind) -> Result<(), MapError> {
+        if size == 0 || base % PAGE != 0 || size % PAGE != 0 {
+            return Err(MapError::Unaligned);
+        }
+        let end = base.checked_add(size).ok_or(MapError::OutOfRange)?;
+        if end > IPA_LIMIT {
+            return Err(MapError::OutOfRange);
+        }
+        let mut at = base;
+        while at < end {
+            let left = end - at;
+            let i1 = (at / L1_BLOCK) as usize;
+            if at % L1_BLOCK == 0 && left >= L1_BLOCK && self.root[i1] == 0 {
+                self.root[i1] = match kind {
+                    S2Kind::Ram => s2_ram_block(at),
+                    S2Kind::Device => s2_device_block(at),
+                };
+                at += L1_BLOCK;
+                continue;
+            }
+            let (t2, d1) = self.child(self.root[i1])?;
+            self.root[i1] = d1;
+            let i2 = ((at / L2_BLOCK) % 512) as usize;
+            let slot = self.pool[t2][i2];
+            if at % L2_BLOCK == 0 && left >= L2_BLOCK && slot == 0 {
+                self.pool[t2][i2] = match kind {
+                    S2Kind::Ram => s2_ram_block(at),
+                    S2Kind::Device => s2_device_block(at),
+                };
+                at += L2_BLOCK;
+                continue;
+            }
+            let (t3, d2) = self.child(slot)?;
+            self.pool[t2][i2] = d2;
+            let i3 = ((at / PAGE) % 512) as usize;
+            if self.pool[t3][i3] != 0 {
+                return Err(MapError::Overlap);
+            }
+            self.pool[t3][i3] = match kind {
+                S2Kind::Ram => s2_ram_page(at),
+                S2Kind::Device => s2_device_page(at),
+            };
+            at += PAGE;
+        }
+        Ok(())
+    }
+
+    /// Map `[base, base + size)` to itself as `kind`, except the `holes` (base, size), which
+    /// stay unmapped: each hole must be whole pages, sorted, and inside the range.
+    pub fn map_with_holes(
+        &mut self,
+        base: u64,
+        size: u64,
+        kind: S2Kind,
+        holes: impl IntoIterator<Item = (u64, u64)>,
+    ) -> Result<(), MapError> {
+        let end = base.checked_add(size).ok_or(MapError::OutOfRange)?;
+        let mut at = base;
+        for (h, len) in holes {
+            let h_end = h.checked_add(len).ok_or(MapError::OutOfRange)?;
+            if h < at || h_end > end {
+                return Err(MapError::Overlap);
+            }
+            if h > at {
+                self.map(at, h - at, kind)?;
+            }
+            at = h_end;
+        }
+        if end > at {
+            self.map(at, end - at, kind)?;
+        }
+        Ok(())
+    }
+
+    /// The descriptor that maps `ipa`, and the size of the block or page it maps: what the
+    /// MMU's walk (and the SMMU's, which shares these tables) finds.
+    pub fn translate(&self, ipa: u64) -> Option<(u64, u64)> {
+        if ipa >= IPA_LIMIT {
+            return None;
+        }
+        let d1 = self.root[(ipa / L1_BLOCK) as usize];
+        match d1 & 0b11 {
+            BLOCK => return Some((d1, L1_BLOCK)),
+            TABLE => {}
+            _ => return None,
+        }
+        let d2 = self.pool[self.table_index(d1)][((ipa / L2_BLOCK) % 512) as usize];
+        match d2 & 0b11 {
+            BLOCK => return Some((d2, L2_BLOCK)),
+            TABLE => {}
+            _ => return None,
+        }
+        let d3 = self.pool[self.table_index(d2)][((ipa / PAGE) % 512) as usize];
+        (d3 & 0b11 == TABLE).then_some((d3, PAGE))
+    }
+}
+
+/// Whether a stage-2 descriptor maps device memory (never executable).
+pub const fn is_device(desc: u64) -> bool {
+    (desc >> 2) & 0xf == 0b0001 && desc & XN != 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,5 +276,156 @@ mod tests {
         assert_ne!(dev & XN, 0, "devices never executable");
         assert_eq!(el2_normal(0x4000_0000) & (0b111 << 2), MAIR_NORMAL << 2);
         assert_eq!(table(0x1000) & 0b11, 0b11);
+        assert!(is_device(s2_device_page(0x900_0000)));
+        assert!(!is_device(s2_ram_page(0x4100_0000)));
+    }
+
+    const POOL_PA: u64 = 0x4080_0000;
+
+    /// QEMU virt's guest devices (boards/qemu-virt/board.toml) and 1 GiB of RAM above the
+    /// hypervisor's 16 MiB.
+    const VIRT: [(u64, u64, S2Kind); 9] = [
+        (0x0800_0000, 0x1_0000, S2Kind::Device),
+        (0x080a_0000, 0x8_0000, S2Kind::Device),
+        (0x0900_0000, 0x1000, S2Kind::Device),
+        (0x0901_0000, 0x1000, S2Kind::Device),
+        (0x0903_0000, 0x1000, S2Kind::Device),
+        (0x1000_0000, 0x2eff_0000, S2Kind::Device),
+        (0x3eff_0000, 0x1_0000, S2Kind::Device),
+        (0x3f00_0000, 0x100_0000, S2Kind::Device),
+        (0x4100_0000, 0x3f00_0000, S2Kind::Ram),
+    ];
+
+    #[test]
+    fn maps_exactly_the_listed_pages() {
+        let mut root = [0u64; 1024];
+        let mut pool = [[0u64; 512]; 8];
+        let mut s2 = Stage2::new(&mut root, &mut pool, POOL_PA);
+        for (base, size, kind) in VIRT {
+            s2.map(base, size, kind).unwrap();
+        }
+        assert!(s2.tables_used() <= 8);
+        for (base, size, kind) in VIRT {
+            for ipa in [base, base + size / 2 & !(PAGE - 1), base + size - PAGE] {
+                let (d, size) = s2.translate(ipa).unwrap();
+                assert_eq!(output_address(d), ipa & !(size - 1), "{ipa:#x}");
+                assert_eq!(is_device(d), kind == S2Kind::Device, "{ipa:#x}");
+            }
+        }
+        // Holes: fw_cfg, the SMMU, virtio-mmio, flash, the hypervisor and its tables, past RAM.
+        for ipa in [
+            0x0,
+            0x0902_0000,
+            0x0905_0000,
+            0x0a00_0000,
+            0x0801_0000,
+            0x0812_0000,
+            0x4000_0000,
+            POOL_PA,
+            0x40ff_f000,
+            0x8000_0000,
+        ] {
+            assert_eq!(s2.translate(ipa), None, "{ipa:#x} must be unmapped");
+        }
+    }
+
+    #[test]
+    fn holes_stay_unmapped() {
+        let mut root = [0u64; 1024];
+        let mut pool = [[0u64; 512]; 4];
+        let mut s2 = Stage2::new(&mut root, &mut pool, POOL_PA);
+        let holes = (0..4).map(|k| (0x080a_0000 + k * 0x2_0000, PAGE));
+        s2.map_with_holes(0x080a_0000, 0x8_0000, S2Kind::Device, holes)
+            .unwrap();
+        for k in 0..4u64 {
+            let frame = 0x080a_0000 + k * 0x2_0000;
+            assert_eq!(s2.translate(frame), None);
+            assert_eq!(s2.translate(frame + 0x78), None);
+            assert!(s2.translate(frame + PAGE).is_some());
+            assert!(s2.translate(frame + 0x1_0000).is_some(), "SGI_base frame");
+        }
+        assert_eq!(s2.translate(0x0812_0000), None);
+        let mut root = [0u64; 1024];
+        let mut pool = [[0u64; 512]; 4];
+        let mut s2 = Stage2::new(&mut root, &mut pool, POOL_PA);
+        assert_eq!(
+            s2.map_with_holes(0x1000_0000, 0x2000, S2Kind::Device, [(0x1000_2000, PAGE)]),
+            Err(MapError::Overlap),
+            "a hole outside the range"
+        );
+    }
+
+    #[test]
+    fn refuses_bad_ranges() {
+        let mut root = [0u64; 1024];
+        let mut pool = [[0u64; 512]; 2];
+        let mut s2 = Stage2::new(&mut root, &mut pool, POOL_PA);
+        assert_eq!(s2.map(0x1000, 0, S2Kind::Device), Err(MapError::Unaligned));
+        assert_eq!(
+            s2.map(0x1001, 0x1000, S2Kind::Device),
+            Err(MapError::Unaligned)
+        );
+        assert_eq!(
+            s2.map(IPA_LIMIT - PAGE, 2 * PAGE, S2Kind::Ram),
+            Err(MapError::OutOfRange)
+        );
+        assert_eq!(
+            s2.map(u64::MAX & !(PAGE - 1), PAGE, S2Kind::Ram),
+            Err(MapError::OutOfRange)
+        );
+        s2.map(0x0900_0000, 0x1000, S2Kind::Device).unwrap();
+        assert_eq!(
+            s2.map(0x0900_0000, 0x1000, S2Kind::Device),
+            Err(MapError::Overlap)
+        );
+        assert_eq!(
+            s2.map(0x0880_0000, 0x100_0000, S2Kind::Device),
+            Err(MapError::Overlap)
+        );
+        // A 1 GiB block, then a page inside it.
+        s2.map(0x8000_0000, L1_BLOCK, S2Kind::Ram).unwrap();
+        assert_eq!(
+            s2.map(0x8000_0000, PAGE, S2Kind::Ram),
+            Err(MapError::Overlap)
+        );
+        assert_eq!(
+            s2.map(0x1_0000_1000, PAGE, S2Kind::Ram),
+            Err(MapError::NoTables)
+        );
+    }
+
+    proptest::proptest! {
+        /// Random disjoint ranges: every page inside one is mapped as its kind, every other page
+        /// of the span is unmapped.
+        #[test]
+        fn translation_matches_the_ranges(
+            spans in proptest::collection::vec((0u64..64, 1u64..600, proptest::bool::ANY), 1..6)
+        ) {
+            let mut root = [0u64; 1024];
+            let mut pool = vec![[0u64; 512]; 64];
+            let mut s2 = Stage2::new(&mut root, &mut pool, POOL_PA);
+            let mut ranges = Vec::new();
+            let mut at = 0x3fe0_0000u64;
+            for (gap, pages, dev) in spans {
+                at += gap * 37 * PAGE;
+                let kind = if dev { S2Kind::Device } else { S2Kind::Ram };
+                s2.map(at, pages * 7 * PAGE, kind).unwrap();
+                ranges.push((at, at + pages * 7 * PAGE, kind));
+                at += pages * 7 * PAGE;
+            }
+            let mut ipa = 0x3fe0_0000u64 - 4 * PAGE;
+            while ipa < at + 4 * PAGE {
+                let want = ranges.iter().find(|(s, e, _)| (*s..*e).contains(&ipa));
+                match (s2.translate(ipa), want) {
+                    (None, None) => {}
+                    (Some((d, size)), Some((_, _, kind))) => {
+                        proptest::prop_assert_eq!(output_address(d), ipa & !(size - 1));
+                        proptest::prop_assert_eq!(is_device(d), *kind == S2Kind::Device);
+                    }
+                    (got, want) => proptest::prop_assert!(false, "{ipa:#x}: {got:?} vs {want:?}"),
+                }
+                ipa += PAGE;
+            }
+        }
     }
 }

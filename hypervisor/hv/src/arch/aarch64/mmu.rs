@@ -1,15 +1,17 @@
 //! EL2 translation (identity map for the hypervisor itself) and the guest's stage-2 tables.
 //!
-//! Stage 2 maps the board's device window and guest RAM, which starts above the hypervisor's
-//! reservation. Hypervisor code, data, keys, PCRs and these tables are never mapped, so any
-//! guest access to them takes a stage-2 fault to EL2 (`trap`).
+//! Stage 2 maps exactly the board's guest devices (`[[guest_device]]`, page by page) and guest
+//! RAM, which starts above the hypervisor's reservation. Hypervisor code, data, keys, PCRs,
+//! these tables, the SMMU and every device not given are never mapped, so any guest access to
+//! them takes a stage-2 fault to EL2 (`trap`). The SMMU walks the same tables for every DMA
+//! (`smmu`), so devices reach no more than the guest's CPUs do.
 
 use aarch64_cpu::{asm::barrier, registers::*};
 use core::cell::UnsafeCell;
 
 use crate::{
-    board::{DEVICE_BASE, DEVICE_SIZE, HV_RESERVED, RAM_BASE},
-    pagetable::{self, L1_BLOCK, L2_BLOCK},
+    board::{DEVICE_BASE, DEVICE_SIZE, GICR_FILTER, GUEST_DEVICES, MAX_CPUS, RAM_BASE},
+    pagetable::{self, L1_BLOCK, S2Kind, Stage2, TableWords},
 };
 
 #[repr(C, align(4096))]
@@ -22,10 +24,17 @@ struct Stage2Root([u64; 1024]);
 /// Most GiB of RAM the tables describe.
 const MAX_RAM_GIB: usize = (crate::layout::MAX_RAM >> 30) as usize;
 
+/// Lower-level stage-2 tables: QEMU virt's devices take 2 level-2 and 3 level-3 tables, guest
+/// RAM one level-2 table; the rest is headroom for other boards' lists.
+const S2_POOL: usize = 16;
+
+#[repr(C, align(4096))]
+struct Pool([TableWords; S2_POOL]);
+
 struct Tables {
     el2: Table,
     s2_root: Stage2Root,
-    s2_l2: Table,
+    s2_pool: Pool,
 }
 
 struct TablesCell(UnsafeCell<Tables>);
@@ -37,7 +46,7 @@ unsafe impl Sync for TablesCell {}
 static TABLES: TablesCell = TablesCell(UnsafeCell::new(Tables {
     el2: Table([0; 512]),
     s2_root: Stage2Root([0; 1024]),
-    s2_l2: Table([0; 512]),
+    s2_pool: Pool([[0; 512]; S2_POOL]),
 }));
 
 /// TCR_EL2: 39-bit VA, 4 KiB granule, write-back walks, inner shareable, 40-bit PA.
@@ -80,38 +89,37 @@ pub fn enable_el2_mmu() {
     barrier::isb(barrier::SY);
 }
 
-/// Guest RAM handed to the guest: from above the hypervisor's reservation to the end of RAM.
-pub fn guest_ram(ram: (u64, u64)) -> (u64, u64) {
-    let start = RAM_BASE + HV_RESERVED;
-    (start, ram.0 + ram.1 - start)
-}
-
-/// Build stage 2: the device window and guest RAM `[start, end)`; returns VTTBR_EL2.
+/// Build stage 2: the board's guest devices and guest RAM `(start, size)`; returns VTTBR_EL2
+/// (VMID 0), whose table address the SMMU's stream table entries take too.
 pub fn build_stage2(guest: (u64, u64)) -> u64 {
     // SAFETY: boot-time, single CPU (see `TablesCell`).
     let t = unsafe { &mut *TABLES.0.get() };
-    let mut gib = DEVICE_BASE / L1_BLOCK;
-    while gib * L1_BLOCK < DEVICE_BASE + DEVICE_SIZE {
-        t.s2_root.0[gib as usize] = pagetable::s2_device_block(gib * L1_BLOCK);
-        gib += 1;
-    }
-    let (start, size) = guest;
-    let end = start + size;
-    // The GiB holding the reservation is split into 2 MiB blocks; later GiBs are whole blocks.
-    let first_gib = start / L1_BLOCK;
-    let l2_base = first_gib * L1_BLOCK;
-    for (i, e) in t.s2_l2.0.iter_mut().enumerate() {
-        let pa = l2_base + i as u64 * L2_BLOCK;
-        if pa >= start && pa + L2_BLOCK <= end {
-            *e = pagetable::s2_ram_block(pa);
+    let root = core::ptr::addr_of!(t.s2_root) as u64;
+    let pool_pa = core::ptr::addr_of!(t.s2_pool) as u64;
+    let mut s2 = Stage2::new(&mut t.s2_root.0, &mut t.s2_pool.0, pool_pa);
+    // Each redistributor's control page stays unmapped: the trap handler filters it (gicr).
+    let holes = |base: u64, size: u64| {
+        GICR_FILTER
+            .filter(move |&(g, _)| g >= base && g < base + size)
+            .into_iter()
+            .flat_map(|(g, stride)| (0..MAX_CPUS as u64).map(move |k| (g + k * stride, 0x1000)))
+    };
+    for &(name, base, size) in GUEST_DEVICES {
+        if let Err(e) = s2.map_with_holes(base, size, S2Kind::Device, holes(base, size)) {
+            panic!("stage 2: cannot map guest device {name} at {base:#x}: {e:?}");
         }
     }
-    let l2 = core::ptr::addr_of!(t.s2_l2) as u64;
-    t.s2_root.0[first_gib as usize] = pagetable::table(l2);
-    let mut g = first_gib + 1;
-    while (g + 1) * L1_BLOCK <= end && (g as usize) < t.s2_root.0.len() {
-        t.s2_root.0[g as usize] = pagetable::s2_ram_block(g * L1_BLOCK);
-        g += 1;
+    if let Err(e) = s2.map(guest.0, guest.1, S2Kind::Ram) {
+        panic!(
+            "stage 2: cannot map guest RAM {:#x}+{:#x}: {e:?}",
+            guest.0, guest.1
+        );
     }
-    core::ptr::addr_of!(t.s2_root) as u64
+    crate::println!(
+        "stage 2: {} guest devices page by page, guest RAM, {} tables",
+        GUEST_DEVICES.len(),
+        s2.tables_used() + 2
+    );
+    barrier::dsb(barrier::ISH);
+    root
 }

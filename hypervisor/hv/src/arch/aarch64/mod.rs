@@ -7,4 +7,5 @@ pub mod cpu;
 pub mod hypercall;
 pub mod mmu;
 pub mod rtc;
+pub mod smmu;
 pub mod trap;

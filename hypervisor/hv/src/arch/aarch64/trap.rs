@@ -4,7 +4,11 @@
 use aarch64_cpu::registers::*;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::{arch::aarch64::cpu, board::MAX_CPUS, println};
+use crate::{
+    arch::aarch64::cpu,
+    board::{GICR_FILTER, MAX_CPUS},
+    gicr, println,
+};
 
 /// Guest registers saved on a trap: the general-purpose part the handlers read and write. The
 /// vectors also save q0-q31, FPSR and FPCR above it (at +272, 528 bytes) and restore them on the
@@ -276,6 +280,13 @@ extern "C" fn hv_lower_sync(f: &mut TrapFrame) {
                 }
                 return;
             }
+            if ec == EC_DABT_LOW
+                && let Some((page, off)) = GICR_FILTER
+                    .and_then(|(b, stride)| gicr::control_page(ipa, b, stride, MAX_CPUS as u64))
+            {
+                emulate_gicr(f, esr, page, off, far);
+                return;
+            }
             let n = FAULTS.fetch_add(1, Ordering::Relaxed);
             if n < 16 || n.is_multiple_of(1024) {
                 println!(
@@ -303,6 +314,59 @@ extern "C" fn hv_lower_sync(f: &mut TrapFrame) {
             inject_undef(f);
         }
     }
+}
+
+/// Do a guest's access to a redistributor control page as `gicr::filter` allows (LPIs off).
+fn emulate_gicr(f: &mut TrapFrame, esr: u64, page: u64, off: u64, far: u64) {
+    // Only single-register loads and stores carry a syndrome (ISV); the GIC's registers are
+    // never accessed otherwise.
+    if esr & (1 << 24) == 0 {
+        inject_abort(f, true, far);
+        return;
+    }
+    let size = 1u64 << ((esr >> 22) & 0b11);
+    let srt = ((esr >> 16) & 0x1f) as usize;
+    let value = if srt == 31 { 0 } else { f.x[srt] };
+    let write = esr & (1 << 6) != 0;
+    let addr = page + off;
+    let read = match gicr::filter(off, size, write.then_some(value)) {
+        gicr::Action::Refuse => {
+            inject_abort(f, true, far);
+            return;
+        }
+        gicr::Action::Ignore => None,
+        gicr::Action::ReadZero => Some(0),
+        gicr::Action::Write(v) => {
+            // SAFETY: `addr` is an aligned register of a redistributor control page inside the
+            // board's device window, which the EL2 map covers as device memory; the filter
+            // allowed this write.
+            unsafe {
+                if size == 8 {
+                    core::ptr::write_volatile(addr as *mut u64, v);
+                } else {
+                    core::ptr::write_volatile(addr as *mut u32, v as u32);
+                }
+            }
+            None
+        }
+        gicr::Action::Read { clear } => {
+            // SAFETY: as for the write above: an aligned register the EL2 map covers.
+            let v = unsafe {
+                if size == 8 {
+                    core::ptr::read_volatile(addr as *const u64)
+                } else {
+                    core::ptr::read_volatile(addr as *const u32) as u64
+                }
+            };
+            Some(v & !clear)
+        }
+    };
+    if let Some(v) = read
+        && srt != 31
+    {
+        f.x[srt] = v;
+    }
+    f.elr += 4;
 }
 
 #[unsafe(no_mangle)]
