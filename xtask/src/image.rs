@@ -108,10 +108,14 @@ fn llvm_objcopy() -> Result<PathBuf> {
     Ok(p)
 }
 
-/// Build the guest kernel module `guest-agents/kmod` (`gwhvc.ko`: hypercalls by HVC from EL1)
-/// against Debian's headers for the guest kernel, with debug info stripped. Kbuild writes its
-/// output next to the sources, so they are copied to `target/gatewarden/kmod/` first.
-pub fn build_kmod(root: &Path, guest: &fetch::GuestFiles) -> Result<PathBuf> {
+/// The guest kernel modules in `guest-agents/kmod`: `gwhvc.ko` (hypercalls by HVC from EL1)
+/// and `gwdma.ko` (DMA attacks from the guest kernel, for the isolation tests).
+pub const KMODS: [&str; 2] = ["gwhvc", "gwdma"];
+
+/// Build the guest kernel modules ([`KMODS`]) against Debian's headers for the guest kernel,
+/// with debug info stripped. Kbuild writes its output next to the sources, so they are copied to
+/// `target/gatewarden/kmod/` first. Returns each module's file name and stripped path.
+pub fn build_kmod(root: &Path, guest: &fetch::GuestFiles) -> Result<Vec<(String, PathBuf)>> {
     let headers = guest
         .headers
         .as_ref()
@@ -120,8 +124,9 @@ pub fn build_kmod(root: &Path, guest: &fetch::GuestFiles) -> Result<PathBuf> {
     let src = root.join("guest-agents/kmod");
     let out = root.join("target/gatewarden/kmod");
     std::fs::create_dir_all(&out)?;
-    for f in ["Kbuild", "gwhvc.c"] {
-        let (from, to) = (src.join(f), out.join(f));
+    let sources = KMODS.iter().map(|m| format!("{m}.c"));
+    for f in std::iter::once("Kbuild".to_string()).chain(sources) {
+        let (from, to) = (src.join(&f), out.join(&f));
         let data = std::fs::read(&from).with_context(|| format!("reading {}", from.display()))?;
         if std::fs::read(&to).ok().as_deref() != Some(&data[..]) {
             std::fs::write(&to, data)?;
@@ -135,20 +140,25 @@ pub fn build_kmod(root: &Path, guest: &fetch::GuestFiles) -> Result<PathBuf> {
         .args(["ARCH=arm64", "CROSS_COMPILE=aarch64-linux-gnu-", "modules"]);
     run(
         &format!(
-            "guest kernel module gwhvc.ko (Debian's {} headers)",
+            "guest kernel modules {} (Debian's {} headers)",
+            KMODS.map(|m| format!("{m}.ko")).join(", "),
             guest.release
         ),
         make,
     )?;
-    let stripped = out.join("gwhvc.stripped.ko");
-    let mut strip = Command::new("aarch64-linux-gnu-strip");
-    strip
-        .arg("--strip-debug")
-        .arg("-o")
-        .arg(&stripped)
-        .arg(out.join("gwhvc.ko"));
-    run("strip gwhvc.ko", strip)?;
-    Ok(stripped)
+    let mut built = Vec::new();
+    for m in KMODS {
+        let stripped = out.join(format!("{m}.stripped.ko"));
+        let mut strip = Command::new("aarch64-linux-gnu-strip");
+        strip
+            .arg("--strip-debug")
+            .arg("-o")
+            .arg(&stripped)
+            .arg(out.join(format!("{m}.ko")));
+        run(&format!("strip {m}.ko"), strip)?;
+        built.push((format!("{m}.ko"), stripped));
+    }
+    Ok(built)
 }
 
 /// A newc initramfs with busybox, the guest programs (into /bin), the kernel modules loaded at
@@ -427,12 +437,13 @@ pub fn image(root: &Path, board: &str, opts: &ImageOptions) -> Result<Image> {
         .iter()
         .map(|m| modules_dir.join(m))
         .collect();
-    let kmod = build_kmod(root, &guest)?;
+    let kmods = build_kmod(root, &guest)?;
+    let extra: Vec<(&str, PathBuf)> = kmods.iter().map(|(n, p)| (n.as_str(), p.clone())).collect();
     let initrd = initramfs(
         &guest.busybox,
         &programs,
         &modules,
-        &[("gwhvc.ko", kmod)],
+        &extra,
         &[
             ("controller-ca.pem", controller.ca_pem.clone()),
             ("endorsement.json", endorsement_json.clone()),

@@ -42,7 +42,7 @@ pub enum Action {
 /// The action for an access of `size` bytes at `offset` into the control page (`value` for a
 /// write).
 pub fn filter(offset: u64, size: u64, write: Option<u64>) -> Action {
-    if !matches!(size, 4 | 8) || offset % size != 0 || offset >= 0x1000 {
+    if !matches!(size, 4 | 8) || !offset.is_multiple_of(size) || offset >= 0x1000 {
         return Action::Refuse;
     }
     // The 8-byte register (or either half of it) the access touches.

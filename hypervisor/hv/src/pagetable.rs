@@ -158,7 +158,7 @@ impl<'a> Stage2<'a> {
 
     /// Map `[base, base + size)` to itself as `kind`.
     pub fn map(&mut self, base: u64, size: u64, kind: S2Kind) -> Result<(), MapError> {
-        if size == 0 || base % PAGE != 0 || size % PAGE != 0 {
+        if size == 0 || !base.is_multiple_of(PAGE) || !size.is_multiple_of(PAGE) {
             return Err(MapError::Unaligned);
         }
         let end = base.checked_add(size).ok_or(MapError::OutOfRange)?;
@@ -169,7 +169,7 @@ impl<'a> Stage2<'a> {
         while at < end {
             let left = end - at;
             let i1 = (at / L1_BLOCK) as usize;
-            if at % L1_BLOCK == 0 && left >= L1_BLOCK && self.root[i1] == 0 {
+            if at.is_multiple_of(L1_BLOCK) && left >= L1_BLOCK && self.root[i1] == 0 {
                 self.root[i1] = match kind {
                     S2Kind::Ram => s2_ram_block(at),
                     S2Kind::Device => s2_device_block(at),
@@ -181,7 +181,7 @@ impl<'a> Stage2<'a> {
             self.root[i1] = d1;
             let i2 = ((at / L2_BLOCK) % 512) as usize;
             let slot = self.pool[t2][i2];
-            if at % L2_BLOCK == 0 && left >= L2_BLOCK && slot == 0 {
+            if at.is_multiple_of(L2_BLOCK) && left >= L2_BLOCK && slot == 0 {
                 self.pool[t2][i2] = match kind {
                     S2Kind::Ram => s2_ram_block(at),
                     S2Kind::Device => s2_device_block(at),
@@ -306,7 +306,7 @@ mod tests {
         }
         assert!(s2.tables_used() <= 8);
         for (base, size, kind) in VIRT {
-            for ipa in [base, base + size / 2 & !(PAGE - 1), base + size - PAGE] {
+            for ipa in [base, (base + size / 2) & !(PAGE - 1), base + size - PAGE] {
                 let (d, size) = s2.translate(ipa).unwrap();
                 assert_eq!(output_address(d), ipa & !(size - 1), "{ipa:#x}");
                 assert_eq!(is_device(d), kind == S2Kind::Device, "{ipa:#x}");
@@ -370,7 +370,7 @@ mod tests {
             Err(MapError::OutOfRange)
         );
         assert_eq!(
-            s2.map(u64::MAX & !(PAGE - 1), PAGE, S2Kind::Ram),
+            s2.map(!(PAGE - 1), PAGE, S2Kind::Ram),
             Err(MapError::OutOfRange)
         );
         s2.map(0x0900_0000, 0x1000, S2Kind::Device).unwrap();
