@@ -8,7 +8,8 @@
  *   2. times `bench` register-only VERSION calls in counter ticks (the null-hypercall round
  *      trip that docs/benchmarks.md reports), and
  *   3. makes `malformed` calls that each break one rule of the ABI (unknown function, buffers
- *      unmapped, read-only, overlapping, oversized, wrapping, or in hypervisor memory) and
+ *      unmapped, read-only, overlapping, oversized, wrapping, in hypervisor memory, or behind
+ *      page tables that lead through a device address: `walk_at`) and
  *      checks that every one is refused with the error code its rule calls for, then that a good
  *      call still works.
  * It prints one line per step and fails to load (-EIO) if any step fails, so `insmod`'s exit
@@ -111,13 +112,47 @@ enum bad_kind {
 	BAD_OVERSIZED,		/* lengths over the ABI maximum */
 	BAD_WRAPPING,		/* address + length wraps around */
 	BAD_HYPERVISOR,		/* buffer mapped onto hypervisor physical memory */
+	BAD_DEVICE_WALK,	/* buffer whose page-table walk goes through a device address */
 	BAD_KINDS,
 };
 
 static const char *const bad_names[BAD_KINDS] = {
 	"unknown function", "null request", "guard-page crossing", "read-only response",
 	"overlapping buffers", "oversized", "wrapping", "hypervisor memory",
+	"page tables at a device",
 };
+
+static unsigned long walk_at[16];
+static int n_walk_at;
+module_param_array(walk_at, ulong, &n_walk_at, 0444);
+MODULE_PARM_DESC(walk_at, "guest-physical device addresses (holes and devices) to aim a page-table walk at (none: skip that kind)");
+
+/*
+ * Make a call while this CPU's TTBR0_EL1 is a level-0 table whose first entry points the next
+ * level at `dev` (a device address): the hypervisor's translation of a buffer at a low VA then
+ * walks through the device. Interrupts stay off meanwhile, so nothing else runs on the
+ * borrowed TTBR0; the TLB is flushed on both sides.
+ */
+static unsigned long call_through_device(u64 *l0, unsigned long dev, unsigned long fn,
+					 unsigned long a1, unsigned long a2, unsigned long a3,
+					 unsigned long a4, struct arm_smccc_res *res)
+{
+	unsigned long flags, saved, err;
+
+	l0[0] = (dev & PAGE_MASK) | 3;
+	dsb(ishst);
+	local_irq_save(flags);
+	saved = read_sysreg(ttbr0_el1);
+	write_sysreg(virt_to_phys(l0), ttbr0_el1);
+	isb();
+	asm volatile("tlbi vmalle1\n\tdsb nsh\n\tisb" ::: "memory");
+	err = gw_call(fn, a1, a2, a3, a4, res);
+	write_sysreg(saved, ttbr0_el1);
+	isb();
+	asm volatile("tlbi vmalle1\n\tdsb nsh\n\tisb" ::: "memory");
+	local_irq_restore(flags);
+	return err;
+}
 
 /*
  * The error each kind must get (hypervisor/abi/src/regs.rs `check_buffers`, then the copy-in
@@ -167,6 +202,7 @@ static int run_malformed(void)
 	struct arm_smccc_res res;
 	void __iomem *hv = NULL;
 	u8 *buf, *vbuf;
+	u64 *l0;
 	int kinds = BAD_KINDS;
 	int ret = 0;
 
@@ -174,17 +210,22 @@ static int run_malformed(void)
 		return 0;
 	buf = kzalloc(2 * PAGE_SIZE, GFP_KERNEL);
 	vbuf = vmalloc(PAGE_SIZE);
-	if (!buf || !vbuf) {
+	l0 = (u64 *)get_zeroed_page(GFP_KERNEL);
+	if (!buf || !vbuf || !l0) {
 		ret = -ENOMEM;
 		goto out;
 	}
 	if (hv_phys)
 		hv = ioremap(hv_phys & PAGE_MASK, PAGE_SIZE);
-	if (!hv)
-		kinds = BAD_HYPERVISOR; /* skip the last kind */
 
 	for (i = 0; i < malformed; i++) {
-		enum bad_kind kind = get_random_u32() % kinds;
+		enum bad_kind kind;
+		unsigned long dev = 0;
+
+		/* Kinds without their parameter (hv_phys, walk_at) are not made. */
+		do {
+			kind = get_random_u32() % kinds;
+		} while ((kind == BAD_HYPERVISOR && !hv) || (kind == BAD_DEVICE_WALK && !n_walk_at));
 		unsigned long len = 1 + get_random_u32() % 256, fn = any_function();
 		unsigned long a1, a2, a3 = (unsigned long)buf + PAGE_SIZE, a4 = PAGE_SIZE;
 		unsigned long err;
@@ -247,10 +288,23 @@ static int run_malformed(void)
 				a3 = (unsigned long)hv;
 			}
 			break;
+		case BAD_DEVICE_WALK:
+			dev = walk_at[get_random_u32() % n_walk_at];
+			/* The request or (with a good request) the response at a low VA. */
+			a1 = 0x1000 + get_random_u32() % 0x100000;
+			a2 = len;
+			if (get_random_u32() & 1) {
+				harmless_request(buf, &fn, &a1, &a2);
+				a3 = 0x1000 + get_random_u32() % 0x100000;
+			}
+			break;
 		default:
 			continue;
 		}
-		err = gw_call(fn, a1, a2, a3, a4, &res);
+		if (kind == BAD_DEVICE_WALK)
+			err = call_through_device(l0, dev, fn, a1, a2, a3, a4, &res);
+		else
+			err = gw_call(fn, a1, a2, a3, a4, &res);
 		if ((long)err == expected_error(kind)) {
 			refused++;
 			counts[kind]++;
@@ -266,11 +320,11 @@ static int run_malformed(void)
 		if ((i & 255) == 255)
 			cond_resched();
 	}
-	pr_info("gwhvc: malformed HVC x%u: %u refused, %u accepted, %u refused with another code (%s %u, %s %u, %s %u, %s %u, %s %u, %s %u, %s %u, %s %u)\n",
+	pr_info("gwhvc: malformed HVC x%u: %u refused, %u accepted, %u refused with another code (%s %u, %s %u, %s %u, %s %u, %s %u, %s %u, %s %u, %s %u, %s %u)\n",
 		malformed, refused, accepted, wrong_code,
 		bad_names[0], counts[0], bad_names[1], counts[1], bad_names[2], counts[2],
 		bad_names[3], counts[3], bad_names[4], counts[4], bad_names[5], counts[5],
-		bad_names[6], counts[6], bad_names[7], counts[7]);
+		bad_names[6], counts[6], bad_names[7], counts[7], bad_names[8], counts[8]);
 	if (accepted || wrong_code)
 		ret = -EIO;
 out:
@@ -278,6 +332,8 @@ out:
 		iounmap(hv);
 	vfree(vbuf);
 	kfree(buf);
+	if (l0)
+		free_page((unsigned long)l0);
 	return ret;
 }
 

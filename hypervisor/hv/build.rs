@@ -158,5 +158,10 @@ fn main() {
             b.load_address
         );
         println!("cargo:rustc-link-arg-bins=--defsym=MAX_CPUS={}", b.max_cpus);
+        // The end of the reservation: link.ld refuses an image that does not fit below it.
+        println!(
+            "cargo:rustc-link-arg-bins=--defsym=HV_RESERVED_END={:#x}",
+            b.ram_base + b.hv_reserved
+        );
     }
 }

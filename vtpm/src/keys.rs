@@ -62,16 +62,22 @@ impl<'a> BootEntropy<'a> {
     }
 }
 
-/// The per-boot keys: the hop master and the guest's replacement seeds.
+/// The per-boot keys: the hop master and the guest's replacement seeds. Holds the HKDF
+/// pseudorandom key alone (wiped on drop); each expansion starts from it.
+#[derive(ZeroizeOnDrop)]
 pub struct BootKeys {
-    hk: Hkdf<Sha256>,
+    prk: [u8; 32],
 }
 
 impl BootKeys {
+    fn hkdf(&self) -> Hkdf<Sha256> {
+        Hkdf::<Sha256>::from_prk(&self.prk).expect("a SHA-256 PRK is 32 bytes")
+    }
+
     /// The 32-byte hop master (the PRK every hop key is expanded from).
     pub fn hop_master(&self) -> [u8; 32] {
         let mut okm = [0u8; 32];
-        self.hk
+        self.hkdf()
             .expand(INFO_HOP_MASTER, &mut okm)
             .expect("HKDF output length is valid");
         okm
@@ -83,7 +89,7 @@ impl BootKeys {
     pub fn guest_seed(&self, name: &str, out: &mut [u8]) {
         let n = out.len().min(255 * 32);
         let (head, tail) = out.split_at_mut(n);
-        self.hk
+        self.hkdf()
             .expand_multi_info(&[INFO_GUEST_SEED, b"\0", name.as_bytes()], head)
             .expect("HKDF output length is valid");
         tail.fill(0);
@@ -148,8 +154,12 @@ impl KeyHierarchy {
     pub fn boot_keys(&self, entropy: &BootEntropy<'_>) -> BootKeys {
         let mut ex = hkdf::HkdfExtract::<Sha256>::new(Some(&self.boot_root));
         entropy.absorb(&mut ex);
-        let (_, hk) = ex.finalize();
-        BootKeys { hk }
+        let (mut prk, _) = ex.finalize();
+        let keys = BootKeys {
+            prk: prk.as_slice().try_into().expect("SHA-256 output"),
+        };
+        prk.as_mut_slice().zeroize();
+        keys
     }
 
     /// The ed25519 attestation key that signs quotes.

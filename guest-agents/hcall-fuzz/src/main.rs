@@ -55,6 +55,11 @@ mod fuzz {
     const ARENA: usize = 64 * 1024;
     /// Hypervisor memory on qemu-virt (boards/qemu-virt/board.toml).
     const HV_PHYS: u64 = 0x4008_0000;
+    /// qemu-virt device addresses (boards/qemu-virt/board.toml): holes stage 2 leaves unmapped
+    /// (fw_cfg, virtio-mmio, the platform bus) and a device it maps (an empty part of the PCIe
+    /// window; the UART and the other claimed devices cannot be mapped through /dev/mem). A
+    /// buffer there is never guest RAM.
+    const DEVICE_PAGES: [u64; 4] = [0x0902_0000, 0x0a00_0000, 0x0c00_0000, 0x1010_0000];
 
     fn ticks() -> u64 {
         let t: u64;
@@ -244,6 +249,13 @@ mod fuzz {
         let (_mem, hv) = unsafe { gw_hcall::window::map_phys_page(HV_PHYS) }
             .context("mapping hypervisor memory")?;
         let hv = hv as u64;
+        let mut devices = Vec::new();
+        for pa in DEVICE_PAGES {
+            // SAFETY: as above: only the address is passed, the page is never touched.
+            let (fd, p) = unsafe { gw_hcall::window::map_phys_page(pa) }
+                .with_context(|| format!("mapping device page {pa:#x}"))?;
+            devices.push((fd, p as u64));
+        }
 
         let known: Vec<u64> = AbiError::ALL
             .iter()
@@ -259,7 +271,7 @@ mod fuzz {
             let len = rng.random_range(1..512u64);
             let resp = base + ARENA as u64 / 2;
             let resp_cap = ARENA as u64 / 2;
-            let (case, call, expect): (&str, [u64; 5], Option<AbiError>) = match i % 9 {
+            let (case, call, expect): (&str, [u64; 5], Option<AbiError>) = match i % 10 {
                 0 => (
                     "bad id",
                     [
@@ -333,6 +345,22 @@ mod fuzz {
                     ],
                     Some(AbiError::BadAddress),
                 ),
+                8 => {
+                    let dev = devices[rng.random_range(0..devices.len())].1;
+                    if rng.random() {
+                        (
+                            "request on a device page",
+                            [fid, dev + rng.random_range(0..4000), len, resp, resp_cap],
+                            Some(AbiError::BadAddress),
+                        )
+                    } else {
+                        (
+                            "response on a device page",
+                            [version, base, 1, dev + rng.random_range(0..4000), 256],
+                            Some(AbiError::BadAddress),
+                        )
+                    }
+                }
                 _ => {
                     // Garbage body at a misaligned offset: any defined answer is fine.
                     rng.fill(&mut buf[off as usize..(off + len) as usize]);

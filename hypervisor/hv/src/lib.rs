@@ -7,6 +7,7 @@
 
 pub mod bundle;
 pub mod dtb;
+pub mod exception;
 pub mod gicr;
 pub mod layout;
 pub mod pagetable;

@@ -96,7 +96,7 @@ fn image_bytes() -> &'static [u8] {
 
 #[unsafe(no_mangle)]
 extern "C" fn hv_primary_main(dtb_pa: u64) -> ! {
-    mmu::build_el2_map(1);
+    mmu::build_el2_map();
     mmu::enable_el2_mmu();
     trap::install();
     println!("{VERSION} on {} at EL2, DTB at {dtb_pa:#x}", board::NAME);
@@ -126,7 +126,7 @@ extern "C" fn hv_primary_main(dtb_pa: u64) -> ! {
     )
     .unwrap_or_else(|e| fail(e.message()));
     let guest_end = guest.0 + guest.1;
-    mmu::build_el2_map(((guest_end - board::RAM_BASE).div_ceil(1 << 30)) as usize);
+    mmu::extend_el2_map(((guest_end - board::RAM_BASE).div_ceil(1 << 30)) as usize);
     println!(
         "RAM {:#x}+{:#x}; guest gets {:#x}..{guest_end:#x}",
         info.memory.0, info.memory.1, guest.0

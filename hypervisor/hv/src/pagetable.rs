@@ -25,16 +25,6 @@ pub const MAIR_NORMAL: u64 = 1;
 /// MAIR_EL2 value matching the indices above.
 pub const MAIR_EL2: u64 = 0x04 | (0xff << 8);
 
-/// EL2 stage-1 block: normal memory, read/write, executable.
-pub const fn el2_normal(pa: u64) -> u64 {
-    pa | BLOCK | AF | SH_INNER | (MAIR_NORMAL << 2)
-}
-
-/// EL2 stage-1 block: device memory, never executable.
-pub const fn el2_device(pa: u64) -> u64 {
-    pa | BLOCK | AF | XN | (MAIR_DEVICE << 2)
-}
-
 /// Stage-2 MemAttr for Device-nGnRE.
 const S2_DEVICE: u64 = 0b0001 << 2;
 /// Stage-2 MemAttr for Normal, inner and outer write-back.
@@ -109,7 +99,7 @@ pub type TableWords = [u64; 512];
 /// from `pool`, whose first table lies at physical address `pool_pa`. Pure code over plain
 /// arrays, so the hypervisor's tables are checked on the host ([`Stage2::translate`]).
 pub struct Stage2<'a> {
-    root: &'a mut [u64; 1024],
+    root: &'a mut [u64],
     pool: &'a mut [TableWords],
     pool_pa: u64,
     used: usize,
@@ -117,7 +107,7 @@ pub struct Stage2<'a> {
 
 impl<'a> Stage2<'a> {
     /// Empty tables: nothing is mapped.
-    pub fn new(root: &'a mut [u64; 1024], pool: &'a mut [TableWords], pool_pa: u64) -> Self {
+    pub fn new(root: &'a mut [u64], pool: &'a mut [TableWords], pool_pa: u64) -> Self {
         root.fill(0);
         for t in pool.iter_mut() {
             t.fill(0);
@@ -127,6 +117,22 @@ impl<'a> Stage2<'a> {
             pool,
             pool_pa,
             used: 0,
+        }
+    }
+
+    /// Go on adding to tables built earlier with `used` pool tables taken (nothing is cleared:
+    /// the tables may be live).
+    pub fn resume(
+        root: &'a mut [u64],
+        pool: &'a mut [TableWords],
+        pool_pa: u64,
+        used: usize,
+    ) -> Self {
+        Self {
+            root,
+            pool,
+            pool_pa,
+            used,
         }
     }
 
@@ -158,22 +164,58 @@ impl<'a> Stage2<'a> {
 
     /// Map `[base, base + size)` to itself as `kind`.
     pub fn map(&mut self, base: u64, size: u64, kind: S2Kind) -> Result<(), MapError> {
+        let block = |pa| match kind {
+            S2Kind::Ram => s2_ram_block(pa),
+            S2Kind::Device => s2_device_block(pa),
+        };
+        let page = |pa| match kind {
+            S2Kind::Ram => s2_ram_page(pa),
+            S2Kind::Device => s2_device_page(pa),
+        };
+        self.map_with(base, size, true, block, page)
+    }
+
+    /// Map `[base, base + size)` to itself in the EL2 stage-1 format as `kind` (these tables
+    /// are then the hypervisor's own translation, rooted at one level-1 table).
+    pub fn map_el2(&mut self, base: u64, size: u64, kind: El2Kind) -> Result<(), MapError> {
+        // Code is mapped page by page even where a block would fit: its bounds are the
+        // linker's, and a block would make the data beside it executable.
+        let blocks = kind != El2Kind::Code;
+        self.map_with(
+            base,
+            size,
+            blocks,
+            |pa| el2_desc(pa, kind, BLOCK),
+            |pa| el2_desc(pa, kind, TABLE),
+        )
+    }
+
+    /// The input address space the root covers (1 GiB per entry).
+    fn limit(&self) -> u64 {
+        self.root.len() as u64 * L1_BLOCK
+    }
+
+    fn map_with(
+        &mut self,
+        base: u64,
+        size: u64,
+        blocks: bool,
+        block: impl Fn(u64) -> u64,
+        page: impl Fn(u64) -> u64,
+    ) -> Result<(), MapError> {
         if size == 0 || !base.is_multiple_of(PAGE) || !size.is_multiple_of(PAGE) {
             return Err(MapError::Unaligned);
         }
         let end = base.checked_add(size).ok_or(MapError::OutOfRange)?;
-        if end > IPA_LIMIT {
+        if end > self.limit() {
             return Err(MapError::OutOfRange);
         }
         let mut at = base;
         while at < end {
             let left = end - at;
             let i1 = (at / L1_BLOCK) as usize;
-            if at.is_multiple_of(L1_BLOCK) && left >= L1_BLOCK && self.root[i1] == 0 {
-                self.root[i1] = match kind {
-                    S2Kind::Ram => s2_ram_block(at),
-                    S2Kind::Device => s2_device_block(at),
-                };
+            if blocks && at.is_multiple_of(L1_BLOCK) && left >= L1_BLOCK && self.root[i1] == 0 {
+                self.root[i1] = block(at);
                 at += L1_BLOCK;
                 continue;
             }
@@ -181,11 +223,8 @@ impl<'a> Stage2<'a> {
             self.root[i1] = d1;
             let i2 = ((at / L2_BLOCK) % 512) as usize;
             let slot = self.pool[t2][i2];
-            if at.is_multiple_of(L2_BLOCK) && left >= L2_BLOCK && slot == 0 {
-                self.pool[t2][i2] = match kind {
-                    S2Kind::Ram => s2_ram_block(at),
-                    S2Kind::Device => s2_device_block(at),
-                };
+            if blocks && at.is_multiple_of(L2_BLOCK) && left >= L2_BLOCK && slot == 0 {
+                self.pool[t2][i2] = block(at);
                 at += L2_BLOCK;
                 continue;
             }
@@ -195,10 +234,7 @@ impl<'a> Stage2<'a> {
             if self.pool[t3][i3] != 0 {
                 return Err(MapError::Overlap);
             }
-            self.pool[t3][i3] = match kind {
-                S2Kind::Ram => s2_ram_page(at),
-                S2Kind::Device => s2_device_page(at),
-            };
+            self.pool[t3][i3] = page(at);
             at += PAGE;
         }
         Ok(())
@@ -234,7 +270,7 @@ impl<'a> Stage2<'a> {
     /// The descriptor that maps `ipa`, and the size of the block or page it maps: what the
     /// MMU's walk (and the SMMU's, which shares these tables) finds.
     pub fn translate(&self, ipa: u64) -> Option<(u64, u64)> {
-        if ipa >= IPA_LIMIT {
+        if ipa >= self.limit() {
             return None;
         }
         let d1 = self.root[(ipa / L1_BLOCK) as usize];
@@ -251,6 +287,34 @@ impl<'a> Stage2<'a> {
         }
         let d3 = self.pool[self.table_index(d2)][((ipa / PAGE) % 512) as usize];
         (d3 & 0b11 == TABLE).then_some((d3, PAGE))
+    }
+}
+
+/// What the hypervisor's own (EL2 stage-1) mapping of a range allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum El2Kind {
+    /// The hypervisor's code: read-only, executable.
+    Code,
+    /// Read-only data: read-only, never executable.
+    ReadOnly,
+    /// Data, stacks, tables and guest RAM: read/write, never executable.
+    ReadWrite,
+    /// Device registers: device memory, read/write, never executable.
+    Device,
+}
+
+/// AP[2]: read-only (EL2 stage 1).
+pub const AP_RO: u64 = 1 << 7;
+
+/// An EL2 stage-1 descriptor of `kind` for `pa`; `valid` is BLOCK (levels 1, 2) or TABLE (a
+/// level-3 page). Only code is executable, and nothing executable is writable.
+pub const fn el2_desc(pa: u64, kind: El2Kind, valid: u64) -> u64 {
+    let normal = pa | valid | AF | SH_INNER | (MAIR_NORMAL << 2);
+    match kind {
+        El2Kind::Code => normal | AP_RO,
+        El2Kind::ReadOnly => normal | AP_RO | XN,
+        El2Kind::ReadWrite => normal | XN,
+        El2Kind::Device => pa | valid | AF | XN | (MAIR_DEVICE << 2),
     }
 }
 
@@ -274,7 +338,15 @@ mod tests {
         let dev = s2_device_block(0);
         assert_eq!((dev >> 2) & 0xf, 0b0001);
         assert_ne!(dev & XN, 0, "devices never executable");
-        assert_eq!(el2_normal(0x4000_0000) & (0b111 << 2), MAIR_NORMAL << 2);
+        let code = el2_desc(0x4008_0000, El2Kind::Code, TABLE);
+        assert_eq!(code & (0b111 << 2), MAIR_NORMAL << 2);
+        assert!(
+            code & AP_RO != 0 && code & XN == 0,
+            "code: read-only, executable"
+        );
+        let dev = el2_desc(0x900_0000, El2Kind::Device, BLOCK);
+        assert_eq!(dev & (0b111 << 2), MAIR_DEVICE << 2);
+        assert!(dev & XN != 0);
         assert_eq!(table(0x1000) & 0b11, 0b11);
         assert!(is_device(s2_device_page(0x900_0000)));
         assert!(!is_device(s2_ram_page(0x4100_0000)));
@@ -391,6 +463,49 @@ mod tests {
         assert_eq!(
             s2.map(0x1_0000_1000, PAGE, S2Kind::Ram),
             Err(MapError::NoTables)
+        );
+    }
+
+    #[test]
+    fn el2_map_is_write_xor_execute() {
+        // The hypervisor's own map: one level-1 root (39-bit VA), code page by page.
+        let mut root = [0u64; 512];
+        let mut pool = [[0u64; 512]; 8];
+        let mut m = Stage2::new(&mut root, &mut pool, POOL_PA);
+        m.map_el2(0x0, L1_BLOCK, El2Kind::Device).unwrap();
+        m.map_el2(0x4008_0000, 0x20_0000, El2Kind::Code).unwrap();
+        m.map_el2(0x4028_0000, 0x1_0000, El2Kind::ReadOnly).unwrap();
+        m.map_el2(0x4029_0000, 0x60_0000, El2Kind::ReadWrite)
+            .unwrap();
+        m.map_el2(0x4100_0000, 0x3f00_0000, El2Kind::ReadWrite)
+            .unwrap();
+        let mut ipa = 0;
+        while ipa < 2 * L1_BLOCK {
+            if let Some((d, size)) = m.translate(ipa) {
+                let writable = d & AP_RO == 0;
+                let executable = d & XN == 0;
+                assert!(
+                    !(writable && executable),
+                    "{ipa:#x} is writable and executable"
+                );
+                assert_eq!(
+                    executable,
+                    (0x4008_0000..0x4028_0000).contains(&ipa),
+                    "{ipa:#x}"
+                );
+                if executable {
+                    assert_eq!(size, PAGE, "code is mapped by pages");
+                }
+            }
+            ipa += PAGE;
+        }
+        // The hole below the image (reservation start) and past the image stay unmapped.
+        assert_eq!(m.translate(0x4000_0000), None);
+        assert_eq!(m.translate(0x4089_0000), None);
+        assert_eq!(m.translate(2 * L1_BLOCK), None);
+        assert_eq!(
+            m.map_el2(0x4008_0000, PAGE, El2Kind::ReadWrite),
+            Err(MapError::Overlap)
         );
     }
 

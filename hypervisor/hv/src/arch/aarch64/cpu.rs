@@ -3,9 +3,17 @@
 use aarch64_cpu::registers::*;
 
 /// HCR_EL2 for the guest: stage 2 on (VM), set/way invalidation as clean+invalidate (SWIO),
-/// guest SMCs trapped (TSC) so PSCI runs here, EL1 in AArch64 (RW). IRQ/FIQ are not routed to
+/// stage-1 walks through device memory fault at stage 2 (PTW: a guest cannot aim its page
+/// tables at a device, and the hypervisor's `AT` of a buffer then reports a fault rather than
+/// reading a device), guest SMCs trapped (TSC) so PSCI runs here, EL1 in AArch64 (RW). IRQ/FIQ are not routed to
 /// EL2 (IMO/FMO clear): interrupts pass straight through to the guest (`docs/boot.md`).
-pub const HCR_GUEST: u64 = (1 << 0) | (1 << 1) | (1 << 19) | (1 << 31);
+pub const HCR_GUEST: u64 = (1 << 0) | (1 << 1) | (1 << 2) | (1 << 19) | (1 << 31);
+
+/// MDCR_EL2 for the guest: PMU registers trapped (TPM, TPMCR) and debug registers trapped
+/// (TDA, TDOSA, TDRA). The hypervisor answers them read-as-zero, write-ignored (`trap`): on
+/// ARMv8.0 (no MDCR_EL2.HPMD) a guest with the PMU could count events at EL2, and a guest with
+/// the debug registers could aim breakpoints and watchpoints at the hypervisor's work.
+pub const MDCR_GUEST: u64 = (1 << 5) | (1 << 6) | (1 << 9) | (1 << 10) | (1 << 11);
 
 /// SPSR for entering the guest: EL1h with D, A, I, F masked (arm64 boot protocol).
 pub const SPSR_EL1H_MASKED: u64 = 0x3c5;
@@ -13,6 +21,7 @@ pub const SPSR_EL1H_MASKED: u64 = 0x3c5;
 /// Configure this CPU's EL2 for running the guest (everything except the MMU, see `mmu`).
 pub fn init_el2_for_guest(vttbr: u64, vtcr: u64) {
     HCR_EL2.set(HCR_GUEST);
+    MDCR_EL2.set(MDCR_GUEST);
     VTCR_EL2.set(vtcr);
     VTTBR_EL2.set(vttbr);
     // The guest uses the physical counter and timer directly; no virtual offset.

@@ -55,21 +55,75 @@ enum From {
     El0,
 }
 
+// The guest's stage-1 walk for a buffer is done by `AT S12E*` (`gw_at`). HCR_EL2.PTW turns a
+// walk through device memory into a stage-2 fault, and the device holes are unmapped, so a walk
+// the guest aimed at a device reports a fault in PAR_EL1. Should an access of the walk still
+// abort (an external abort from the memory system), the EL2 sync handler sees the abort inside
+// [gw_at_start, gw_at_end) and resumes at gw_at_aborted, which answers "fault": the hypercall
+// gets BAD_ADDRESS instead of the hypervisor stopping (`trap::hv_el2_sync`).
+core::arch::global_asm!(
+    r#"
+    .section .text.gw_at, "ax"
+    .balign 4
+    .global gw_at
+// x0: VA; x1: 0 s12e1r, 1 s12e1w, 2 s12e0r, 3 s12e0w. Returns PAR_EL1, or 1 (F) if aborted.
+gw_at:
+    cmp     x1, #1
+    b.eq    2f
+    cmp     x1, #2
+    b.eq    3f
+    cmp     x1, #3
+    b.eq    4f
+    .global gw_at_start
+gw_at_start:
+    at      s12e1r, x0
+    b       5f
+2:  at      s12e1w, x0
+    b       5f
+3:  at      s12e0r, x0
+    b       5f
+4:  at      s12e0w, x0
+    .global gw_at_end
+gw_at_end:
+5:  isb
+    mrs     x0, par_el1
+    ret
+    .global gw_at_aborted
+gw_at_aborted:
+    mov     x0, #1
+    ret
+"#
+);
+
+unsafe extern "C" {
+    fn gw_at(va: u64, op: u64) -> u64;
+    static gw_at_start: u8;
+    static gw_at_end: u8;
+    static gw_at_aborted: u8;
+}
+
+/// Where an abort taken at EL2 resumes, if it was taken by the walk of an `AT` in `gw_at`.
+pub fn at_fixup(elr: u64) -> Option<u64> {
+    let start = core::ptr::addr_of!(gw_at_start) as u64;
+    let end = core::ptr::addr_of!(gw_at_end) as u64;
+    let resume = core::ptr::addr_of!(gw_at_aborted) as u64;
+    (start..end).contains(&elr).then_some(resume)
+}
+
 /// Translate a guest VA for reading or writing with `from`'s permissions; `None` unless it
 /// maps to guest RAM.
 fn translate(va: u64, write: bool, from: From) -> Option<u64> {
     let saved = PAR_EL1.get();
-    // SAFETY: address translation instructions only update PAR_EL1, which is saved above and
-    // restored below so the guest never sees the change.
-    unsafe {
-        match (from, write) {
-            (From::El1, true) => core::arch::asm!("at s12e1w, {}", "isb", in(reg) va),
-            (From::El1, false) => core::arch::asm!("at s12e1r, {}", "isb", in(reg) va),
-            (From::El0, true) => core::arch::asm!("at s12e0w, {}", "isb", in(reg) va),
-            (From::El0, false) => core::arch::asm!("at s12e0r, {}", "isb", in(reg) va),
-        }
-    }
-    let par = PAR_EL1.get();
+    let op = match (from, write) {
+        (From::El1, false) => 0,
+        (From::El1, true) => 1,
+        (From::El0, false) => 2,
+        (From::El0, true) => 3,
+    };
+    // SAFETY: gw_at only executes one address translation instruction and reads PAR_EL1, which
+    // is saved above and restored below so the guest never sees the change; an abort during
+    // its walk resumes at gw_at_aborted (`at_fixup`).
+    let par = unsafe { gw_at(va, op) };
     PAR_EL1.set(saved);
     if par & 1 != 0 {
         return None;

@@ -10,8 +10,10 @@ use aarch64_cpu::{asm::barrier, registers::*};
 use core::cell::UnsafeCell;
 
 use crate::{
-    board::{DEVICE_BASE, DEVICE_SIZE, GICR_FILTER, GUEST_DEVICES, MAX_CPUS, RAM_BASE},
-    pagetable::{self, L1_BLOCK, S2Kind, Stage2, TableWords},
+    board::{
+        DEVICE_BASE, DEVICE_SIZE, GICR_FILTER, GUEST_DEVICES, HV_RESERVED, MAX_CPUS, RAM_BASE,
+    },
+    pagetable::{self, El2Kind, L1_BLOCK, S2Kind, Stage2, TableWords},
 };
 
 #[repr(C, align(4096))]
@@ -31,8 +33,18 @@ const S2_POOL: usize = 16;
 #[repr(C, align(4096))]
 struct Pool([TableWords; S2_POOL]);
 
+/// Lower-level tables of the hypervisor's own map: a level-2 table for the first GiB of RAM
+/// and level-3 tables for the 2 MiB regions the image spans (pages: code, read-only data,
+/// data and stacks each with their own permissions, guard pages unmapped).
+const EL2_POOL: usize = 8;
+
+#[repr(C, align(4096))]
+struct El2Pool([TableWords; EL2_POOL]);
+
 struct Tables {
     el2: Table,
+    el2_pool: El2Pool,
+    el2_used: usize,
     s2_root: Stage2Root,
     s2_pool: Pool,
 }
@@ -45,6 +57,8 @@ unsafe impl Sync for TablesCell {}
 
 static TABLES: TablesCell = TablesCell(UnsafeCell::new(Tables {
     el2: Table([0; 512]),
+    el2_pool: El2Pool([[0; 512]; EL2_POOL]),
+    el2_used: 0,
     s2_root: Stage2Root([0; 1024]),
     s2_pool: Pool([[0; 512]; S2_POOL]),
 }));
@@ -52,26 +66,126 @@ static TABLES: TablesCell = TablesCell(UnsafeCell::new(Tables {
 /// TCR_EL2: 39-bit VA, 4 KiB granule, write-back walks, inner shareable, 40-bit PA.
 const TCR_EL2_VALUE: u64 =
     25 | (1 << 8) | (1 << 10) | (3 << 12) | (2 << 16) | (1 << 23) | (1 << 31);
-/// SCTLR_EL2: RES1 bits, MMU, data and instruction caches on, alignment checks off.
-const SCTLR_EL2_VALUE: u64 = 0x30c5_0830 | (1 << 0) | (1 << 2) | (1 << 12);
+/// SCTLR_EL2: RES1 bits, MMU, data and instruction caches on, alignment checks off, and WXN:
+/// whatever is writable is never executable, whatever the tables say.
+const SCTLR_EL2_VALUE: u64 = 0x30c5_0830 | (1 << 0) | (1 << 2) | (1 << 12) | (1 << 19);
 /// VTCR_EL2: 40-bit IPA, start at level 1, 4 KiB granule, write-back walks, 40-bit PA.
 pub const VTCR_VALUE: u64 =
     24 | (1 << 6) | (1 << 8) | (1 << 10) | (3 << 12) | (2 << 16) | (1 << 31);
 
-/// Build the EL2 identity map for the device window and `ram_gib` GiB of RAM from RAM_BASE.
-/// Primary CPU only, before the MMU is on.
-pub fn build_el2_map(ram_gib: usize) {
+unsafe extern "C" {
+    static __image_start: u8;
+    static __text_end: u8;
+    static __measured_end: u8;
+    static __data_start: u8;
+    static __stacks_start: u8;
+    static __primary_stack_top: u8;
+    static __secondary_stack_size: u8;
+    static __guard_size: u8;
+}
+
+/// The address of a linker symbol.
+macro_rules! sym {
+    ($s:ident) => {
+        core::ptr::addr_of!($s) as u64
+    };
+}
+
+fn el2_map(m: &mut Stage2<'_>, base: u64, end: u64, kind: El2Kind, what: &str) {
+    if let Err(e) = m.map_el2(base, end - base, kind) {
+        panic!("EL2 map: cannot map {what} {base:#x}..{end:#x}: {e:?}");
+    }
+}
+
+/// Build the hypervisor's own identity map: the device window (device memory), its code
+/// (read-only, executable, page by page), read-only data (read-only), data, bss and each CPU's
+/// stack (read/write) with an unmapped guard page below every stack, and the first GiB of
+/// guest RAM (read/write); nothing executable is writable (also SCTLR_EL2.WXN). The rest of the
+/// reservation is unmapped. Primary CPU only, before the MMU is on.
+pub fn build_el2_map() {
     // SAFETY: boot-time, single CPU (see `TablesCell`).
     let t = unsafe { &mut *TABLES.0.get() };
-    let mut gib = DEVICE_BASE / L1_BLOCK;
-    while gib * L1_BLOCK < DEVICE_BASE + DEVICE_SIZE {
-        t.el2.0[gib as usize] = pagetable::el2_device(gib * L1_BLOCK);
-        gib += 1;
+    let pool_pa = core::ptr::addr_of!(t.el2_pool) as u64;
+    let mut m = Stage2::new(&mut t.el2.0, &mut t.el2_pool.0, pool_pa);
+    el2_map(
+        &mut m,
+        DEVICE_BASE,
+        DEVICE_BASE + DEVICE_SIZE,
+        El2Kind::Device,
+        "the device window",
+    );
+    el2_map(
+        &mut m,
+        sym!(__image_start),
+        sym!(__text_end),
+        El2Kind::Code,
+        "code",
+    );
+    el2_map(
+        &mut m,
+        sym!(__text_end),
+        sym!(__measured_end),
+        El2Kind::ReadOnly,
+        "read-only data",
+    );
+    // Up to the stacks: .bss ends inside the page before them.
+    el2_map(
+        &mut m,
+        sym!(__data_start),
+        sym!(__stacks_start),
+        El2Kind::ReadWrite,
+        "data and bss",
+    );
+    // The linker symbols' addresses are the sizes (absolute symbols).
+    let (guard, stride) = (sym!(__guard_size), sym!(__secondary_stack_size));
+    el2_map(
+        &mut m,
+        sym!(__stacks_start) + guard,
+        sym!(__primary_stack_top),
+        El2Kind::ReadWrite,
+        "the primary stack",
+    );
+    for k in 1..MAX_CPUS as u64 {
+        let low = sym!(__primary_stack_top) + (k - 1) * stride;
+        el2_map(
+            &mut m,
+            low + guard,
+            low + stride,
+            El2Kind::ReadWrite,
+            "a secondary stack",
+        );
     }
-    let first = (RAM_BASE / L1_BLOCK) as usize;
-    for g in first..first + ram_gib.clamp(1, MAX_RAM_GIB) {
-        t.el2.0[g] = pagetable::el2_normal(g as u64 * L1_BLOCK);
+    let guest = RAM_BASE + HV_RESERVED;
+    el2_map(
+        &mut m,
+        guest,
+        RAM_BASE + L1_BLOCK,
+        El2Kind::ReadWrite,
+        "guest RAM",
+    );
+    t.el2_used = m.tables_used();
+}
+
+/// Add guest RAM past the first GiB, up to `ram_gib` GiB from RAM_BASE, to the live EL2 map.
+pub fn extend_el2_map(ram_gib: usize) {
+    // SAFETY: boot-time, single CPU (see `TablesCell`); only invalid entries become valid, so
+    // the live map needs no break-before-make.
+    let t = unsafe { &mut *TABLES.0.get() };
+    let pool_pa = core::ptr::addr_of!(t.el2_pool) as u64;
+    let mut m = Stage2::resume(&mut t.el2.0, &mut t.el2_pool.0, pool_pa, t.el2_used);
+    let gib = ram_gib.clamp(1, MAX_RAM_GIB) as u64;
+    if gib > 1 {
+        el2_map(
+            &mut m,
+            RAM_BASE + L1_BLOCK,
+            RAM_BASE + gib * L1_BLOCK,
+            El2Kind::ReadWrite,
+            "guest RAM",
+        );
     }
+    t.el2_used = m.tables_used();
+    barrier::dsb(barrier::ISH);
+    barrier::isb(barrier::SY);
 }
 
 /// Turn on the EL2 MMU with the identity map (every CPU).

@@ -7,6 +7,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use crate::{
     arch::aarch64::cpu,
     board::{GICR_FILTER, MAX_CPUS},
+    exception::Mode,
     gicr, println,
 };
 
@@ -135,7 +136,7 @@ hv_vectors:
     .balign 0x80
     b       hv_vec_unexpected
     .balign 0x80
-    b       hv_vec_unexpected       // current EL, SPx: sync (a hypervisor fault)
+    b       hv_vec_el2_sync         // current EL, SPx: sync (a hypervisor fault)
     .balign 0x80
     b       hv_vec_unexpected
     .balign 0x80
@@ -151,7 +152,7 @@ hv_vectors:
     .balign 0x80
     b       hv_vec_unexpected
     .balign 0x80
-    b       hv_vec_unexpected       // lower EL, AArch32
+    b       hv_vec_lower_sync       // lower EL, AArch32: sync (an AArch32 process's trap)
     .balign 0x80
     b       hv_vec_unexpected
     .balign 0x80
@@ -163,6 +164,13 @@ hv_vec_lower_sync:
     SAVE_FRAME
     mov     x0, sp
     bl      hv_lower_sync
+    RESTORE_FRAME
+    eret
+
+hv_vec_el2_sync:
+    SAVE_FRAME
+    mov     x0, sp
+    bl      hv_el2_sync
     RESTORE_FRAME
     eret
 
@@ -191,6 +199,8 @@ const EC_HVC64: u64 = 0x16;
 const EC_SMC64: u64 = 0x17;
 const EC_IABT_LOW: u64 = 0x20;
 const EC_DABT_LOW: u64 = 0x24;
+const EC_DABT_CUR: u64 = 0x25;
+const EC_SYSREG: u64 = 0x18;
 
 /// SMCCC "not supported".
 const NOT_SUPPORTED: u64 = -1i64 as u64;
@@ -212,6 +222,7 @@ unsafe extern "C" {
     static __stacks_start: u8;
     static __primary_stack_top: u8;
     static __secondary_stack_size: u8;
+    static __guard_size: u8;
 }
 
 /// CPU `idx`'s hypervisor stack, `[low, top)`: the primary's for CPU 0, else the `idx`-th
@@ -219,11 +230,16 @@ unsafe extern "C" {
 fn own_stack(idx: u64) -> (u64, u64) {
     let start = core::ptr::addr_of!(__stacks_start) as u64;
     let primary_top = core::ptr::addr_of!(__primary_stack_top) as u64;
-    // The linker symbol's address is the stack size (an absolute symbol).
-    let size = core::ptr::addr_of!(__secondary_stack_size) as u64;
+    // The linker symbols' addresses are the stride and the guard page's size (absolute
+    // symbols); each stack starts above its guard page.
+    let stride = core::ptr::addr_of!(__secondary_stack_size) as u64;
+    let guard = core::ptr::addr_of!(__guard_size) as u64;
     match idx {
-        0 => (start, primary_top),
-        k => (primary_top + (k - 1) * size, primary_top + k * size),
+        0 => (start + guard, primary_top),
+        k => (
+            primary_top + (k - 1) * stride + guard,
+            primary_top + k * stride,
+        ),
     }
 }
 
@@ -269,7 +285,7 @@ extern "C" fn hv_lower_sync(f: &mut TrapFrame) {
             let sas = (esr >> 22) & 0b11;
             if ec == EC_DABT_LOW
                 && ipa & !0xfff == gw_abi::regs::aarch64::EL0_WINDOW
-                && f.spsr & 0xf == 0
+                && Mode::from_spsr(f.spsr).may_use_call_window()
             {
                 if isv && wnr && sas == 0b11 {
                     f.elr += 4;
@@ -305,6 +321,16 @@ extern "C" fn hv_lower_sync(f: &mut TrapFrame) {
                 );
             }
             inject_abort(f, ec == EC_DABT_LOW, far);
+        }
+        EC_SYSREG if crate::exception::debug_or_pmu_sysreg(esr) => {
+            // MDCR_EL2 traps the guest's PMU and debug registers (`cpu::MDCR_GUEST`): they read
+            // as zero and ignore writes, so the guest neither counts the hypervisor's work nor
+            // sets breakpoints and watchpoints on it.
+            let rt = ((esr >> 5) & 0x1f) as usize;
+            if esr & 1 != 0 && rt != 31 {
+                f.x[rt] = 0;
+            }
+            f.elr += 4;
         }
         ec => {
             println!(
@@ -366,11 +392,37 @@ fn emulate_gicr(f: &mut TrapFrame, esr: u64, page: u64, off: u64, far: u64) {
     {
         f.x[srt] = v;
     }
-    f.elr += 4;
+    // Past the access: 4 bytes, or 2 for a 16-bit Thumb instruction (IL clear).
+    f.elr += if esr & (1 << 25) != 0 { 4 } else { 2 };
+}
+
+/// Aborts the hypervisor took while translating a guest buffer (and answered BAD_ADDRESS).
+static WALK_ABORTS: AtomicU64 = AtomicU64::new(0);
+
+/// A synchronous exception at EL2. The only one expected is an abort during the walk of a
+/// guest buffer's translation (`hypercall::at_fixup`): it resumes where the translation answers
+/// "fault". Anything else is a hypervisor bug and stops the machine.
+#[unsafe(no_mangle)]
+extern "C" fn hv_el2_sync(f: &mut TrapFrame) {
+    let esr = ESR_EL2.get();
+    if (esr >> 26) & 0x3f == EC_DABT_CUR
+        && let Some(resume) = super::hypercall::at_fixup(f.elr)
+    {
+        let n = WALK_ABORTS.fetch_add(1, Ordering::Relaxed);
+        if n < 16 || n.is_multiple_of(1024) {
+            println!(
+                "abort #{n} walking a guest buffer's page tables (FAR {:#x}, ESR {esr:#x}); answered BAD_ADDRESS",
+                FAR_EL2.get()
+            );
+        }
+        f.elr = resume;
+        return;
+    }
+    hv_unexpected(f)
 }
 
 #[unsafe(no_mangle)]
-extern "C" fn hv_unexpected(f: &mut TrapFrame) {
+extern "C" fn hv_unexpected(f: &mut TrapFrame) -> ! {
     panic!(
         "unexpected exception at EL2: ESR {:#x} ELR {:#x} FAR {:#x} SPSR {:#x}",
         ESR_EL2.get(),
@@ -438,36 +490,29 @@ fn psci(fid: u64, f: &mut TrapFrame) -> u64 {
     }
 }
 
-/// Vector offset in the guest's VBAR_EL1 for a synchronous exception taken from `spsr`'s mode.
-fn el1_vector(spsr: u64) -> u64 {
-    match spsr & 0xf {
-        0b0000 => 0x400, // from EL0 (lower EL, AArch64)
-        0b0101 => 0x200, // EL1h
-        _ => 0x000,      // EL1t
-    }
-}
-
 /// Make the guest take a synchronous exception with syndrome `esr` at EL1.
 fn inject(f: &mut TrapFrame, esr: u64, far: u64) {
     ESR_EL1.set(esr);
     FAR_EL1.set(far);
     ELR_EL1.set(f.elr);
     SPSR_EL1.set(f.spsr);
-    f.elr = VBAR_EL1.get() + el1_vector(f.spsr);
+    f.elr = VBAR_EL1.get() + Mode::from_spsr(f.spsr).el1_sync_vector();
     f.spsr = cpu::SPSR_EL1H_MASKED;
 }
 
 fn inject_abort(f: &mut TrapFrame, data: bool, far: u64) {
-    let from_el0 = f.spsr & 0xf == 0;
+    let from_el0 = Mode::from_spsr(f.spsr).is_el0();
     let ec = match (data, from_el0) {
         (true, true) => 0x24,
         (true, false) => 0x25,
         (false, true) => 0x20,
         (false, false) => 0x21,
     };
-    // IL=1; FSC 0x10: synchronous external abort; for data, keep WnR.
-    let wnr = if data { ESR_EL2.get() & (1 << 6) } else { 0 };
-    inject(f, (ec << 26) | (1 << 25) | wnr | 0x10, far);
+    // FSC 0x10: synchronous external abort; the trapped instruction's length (IL: a 16-bit
+    // Thumb instruction from AArch32 has IL clear); for data, keep WnR.
+    let esr = ESR_EL2.get();
+    let wnr = if data { esr & (1 << 6) } else { 0 };
+    inject(f, (ec << 26) | (esr & (1 << 25)) | wnr | 0x10, far);
 }
 
 fn inject_undef(f: &mut TrapFrame) {

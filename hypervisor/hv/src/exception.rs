@@ -1,0 +1,124 @@
+//! Where a guest exception the hypervisor injects goes, from the trapped context's SPSR.
+//!
+//! Pure code, checked on the host; `arch::aarch64::trap` injects. The guest's EL1 is AArch64
+//! (HCR_EL2.RW), so an AArch32 context is always EL0.
+
+/// The guest context a trap came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// EL0, AArch64.
+    El0A64,
+    /// EL0, AArch32 (SPSR.M[4] set).
+    El0A32,
+    /// EL1 with SP_EL0.
+    El1t,
+    /// EL1 with SP_EL1.
+    El1h,
+}
+
+impl Mode {
+    /// Decode SPSR_EL2.M.
+    pub const fn from_spsr(spsr: u64) -> Self {
+        if spsr & 0x10 != 0 {
+            return Mode::El0A32;
+        }
+        match spsr & 0xf {
+            0b0000 => Mode::El0A64,
+            0b0101 => Mode::El1h,
+            _ => Mode::El1t,
+        }
+    }
+
+    /// Whether the context is EL0 (either state).
+    pub const fn is_el0(self) -> bool {
+        matches!(self, Mode::El0A64 | Mode::El0A32)
+    }
+
+    /// The synchronous-exception offset into VBAR_EL1 for an exception taken from this mode.
+    pub const fn el1_sync_vector(self) -> u64 {
+        match self {
+            Mode::El1t => 0x000,
+            Mode::El1h => 0x200,
+            Mode::El0A64 => 0x400,
+            Mode::El0A32 => 0x600,
+        }
+    }
+
+    /// Whether this context may use the EL0 call window: AArch64 user space only (the ABI's
+    /// register convention is AArch64's; an AArch32 caller gets an abort, as on any other
+    /// unmapped page).
+    pub const fn may_use_call_window(self) -> bool {
+        matches!(self, Mode::El0A64)
+    }
+}
+
+/// Whether a trapped MSR/MRS (EC 0x18, syndrome `esr`) is a debug register (Op0 = 2) or a PMU
+/// register (Op0 = 3 with CRn = 9, CRm = 12..=14, or CRn = 14, CRm = 8..=15), the ones MDCR_EL2
+/// traps and the hypervisor answers read-as-zero, write-ignored.
+pub const fn debug_or_pmu_sysreg(esr: u64) -> bool {
+    let op0 = (esr >> 20) & 0b11;
+    let crn = (esr >> 10) & 0xf;
+    let crm = (esr >> 1) & 0xf;
+    op0 == 2 || (op0 == 3 && ((crn == 9 && matches!(crm, 12..=14)) || (crn == 14 && crm >= 8)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_and_vectors() {
+        // AArch64 EL0t, EL1t, EL1h; AArch32 usr (0x10) and a Thumb usr (0x30).
+        assert_eq!(Mode::from_spsr(0x0), Mode::El0A64);
+        assert_eq!(Mode::from_spsr(0x3c4), Mode::El1t);
+        assert_eq!(Mode::from_spsr(0x3c5), Mode::El1h);
+        assert_eq!(Mode::from_spsr(0x10), Mode::El0A32);
+        assert_eq!(Mode::from_spsr(0x30), Mode::El0A32);
+        assert_eq!(Mode::El0A32.el1_sync_vector(), 0x600);
+        assert_eq!(Mode::El0A64.el1_sync_vector(), 0x400);
+        assert!(Mode::El0A32.is_el0() && Mode::El0A64.is_el0() && !Mode::El1h.is_el0());
+        assert!(Mode::El0A64.may_use_call_window());
+        assert!(
+            !Mode::El0A32.may_use_call_window(),
+            "AArch32 usr has M[3:0] = 0 too"
+        );
+        assert!(!Mode::El1h.may_use_call_window());
+    }
+
+    /// An EC 0x18 syndrome for MSR/MRS `op0, op1, crn, crm, op2`, register 3.
+    fn sysreg(op0: u64, op1: u64, crn: u64, crm: u64, op2: u64, read: bool) -> u64 {
+        (0x18 << 26)
+            | (1 << 25)
+            | (op0 << 20)
+            | (op2 << 17)
+            | (op1 << 14)
+            | (crn << 10)
+            | (3 << 5)
+            | (crm << 1)
+            | read as u64
+    }
+
+    #[test]
+    fn pmu_and_debug_registers_are_recognised() {
+        // PMCR_EL0 (3,3,9,12,0), PMCCNTR_EL0 (3,3,9,13,0), PMUSERENR_EL0 (3,3,9,14,0),
+        // PMINTENSET_EL1 (3,0,9,14,1), PMEVCNTR0_EL0 (3,3,14,8,0), PMCCFILTR_EL0 (3,3,14,15,7).
+        for (op0, op1, crn, crm, op2) in [
+            (3, 3, 9, 12, 0),
+            (3, 3, 9, 13, 0),
+            (3, 3, 9, 14, 0),
+            (3, 0, 9, 14, 1),
+            (3, 3, 14, 8, 0),
+            (3, 3, 14, 15, 7),
+            // MDSCR_EL1 (2,0,0,2,2), OSLAR_EL1 (2,0,1,0,4), DBGBCR0_EL1 (2,0,0,0,5).
+            (2, 0, 0, 2, 2),
+            (2, 0, 1, 0, 4),
+            (2, 0, 0, 0, 5),
+        ] {
+            assert!(debug_or_pmu_sysreg(sysreg(op0, op1, crn, crm, op2, true)));
+        }
+        // Not theirs: SCTLR_EL1 (3,0,1,0,0), CNTV_CTL_EL0 (3,3,14,3,1), ICC_SRE_EL1 (3,0,12,12,5).
+        for (op0, op1, crn, crm, op2) in [(3, 0, 1, 0, 0), (3, 3, 14, 3, 1), (3, 0, 12, 12, 5)] {
+            assert!(!debug_or_pmu_sysreg(sysreg(op0, op1, crn, crm, op2, false)));
+        }
+    }
+}
