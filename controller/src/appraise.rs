@@ -214,6 +214,10 @@ pub struct Reference {
     /// `manifest:<id> <name> <version>`, the appraisal policy id it gives.
     pub label: String,
     allowed: HashMap<String, std::collections::HashSet<Digest>>,
+    /// PCRs a quote from this image must cover (`ReferenceManifest::quoted_pcrs`).
+    pub quoted_pcrs: Vec<u16>,
+    /// Whether format-1 quotes are accepted from this image (migration).
+    pub accept_format1: bool,
 }
 
 impl Reference {
@@ -233,6 +237,8 @@ impl Reference {
             id,
             label: format!("manifest:{id} {} {}", m.name, m.version),
             allowed,
+            quoted_pcrs: m.quoted_pcrs.clone(),
+            accept_format1: m.accept_quote_format_1,
         }
     }
 
@@ -314,8 +320,55 @@ pub fn appraise(
         ear.put(&name, appraise_binary(&name, &event.digest, references));
     }
 
+    appraise_quoted_pcrs(&mut ear, body, log, references);
     appraise_policy(&mut ear, &last_config, policy);
     ear
+}
+
+/// The manifests whose hypervisor the log names decide which PCRs the quote must cover: a log
+/// (and so a quote selection) without one of them hides a measurement the image always makes.
+fn appraise_quoted_pcrs(
+    ear: &mut Ear,
+    body: &QuoteBody,
+    log: &[Event],
+    references: References<'_>,
+) {
+    let hv: Vec<&Digest> = log
+        .iter()
+        .filter(|e| e.kind == vtpm::ComponentKind::Hypervisor)
+        .map(|e| &e.digest)
+        .collect();
+    let mut required: Vec<u16> = references
+        .iter()
+        .filter(|r| hv.iter().any(|d| r.allows("hypervisor", d)))
+        .flat_map(|r| r.quoted_pcrs.iter().copied())
+        .collect();
+    // No hypervisor measurement at all: every manifest's boot chain is missing.
+    if hv.is_empty() {
+        required.extend(
+            references
+                .iter()
+                .flat_map(|r| r.quoted_pcrs.iter().copied()),
+        );
+    }
+    required.sort_unstable();
+    required.dedup();
+    for pcr in required {
+        let quoted = vtpm::PcrIndex::new(pcr).is_some_and(|i| body.selection.contains(i));
+        if !quoted {
+            ear.put(
+                &format!("pcr:{pcr}"),
+                sub(
+                    Tier::Contraindicated,
+                    "instance-identity",
+                    96,
+                    Some(format!(
+                        "PCR {pcr} is not quoted: the reference manifest requires it, so the log hides a measurement"
+                    )),
+                ),
+            );
+        }
+    }
 }
 
 fn appraise_binary(name: &str, digest: &Digest, references: References<'_>) -> Submod {
@@ -516,6 +569,7 @@ mod tests {
             counters: Counters { boot: 1, quote: 5 },
             event_count: 0,
             log_overflowed: false,
+            log_digest: Some([0; 32]),
         }
     }
 
@@ -537,6 +591,56 @@ mod tests {
             version,
             configs,
         }
+    }
+
+    #[test]
+    fn the_manifest_not_the_log_decides_which_pcrs_are_quoted() {
+        let mut m = ReferenceManifest::new("img", "1", "qemu-virt");
+        m.allow("hypervisor", &[1; 32]).allow("kernel", &[2; 32]);
+        m.quoted_pcrs = vec![1, 3];
+        let refs = vec![Reference::new(1, &m)];
+        let log = [
+            ev(1, ComponentKind::Hypervisor, "hv", [1; 32]),
+            ev(3, ComponentKind::GuestKernel, "k", [2; 32]),
+        ];
+        let with = |pcrs: &[u16]| {
+            let mut b = body(MonitorKind::Hypervisor);
+            b.selection = PcrSelection::from_indices(pcrs.iter().copied()).unwrap();
+            b
+        };
+        // The benign twin: both required PCRs quoted, nothing named.
+        let ear = appraise(
+            &with(&[1, 3]),
+            &log,
+            &refs,
+            &PolicyExpectation::default(),
+            0,
+        );
+        assert!(
+            !ear.submods.keys().any(|k| k.starts_with("pcr:")),
+            "{:?}",
+            ear.submods
+        );
+        assert_eq!(ear.status, Tier::Affirming);
+        // A log (and so a selection) without the kernel's PCR hides a measurement.
+        let ear = appraise(
+            &with(&[1]),
+            &log[..1],
+            &refs,
+            &PolicyExpectation::default(),
+            0,
+        );
+        assert_eq!(ear.submods["pcr:3"].status, Tier::Contraindicated);
+        assert_eq!(ear.status, Tier::Contraindicated);
+        // No hypervisor measurement at all: every manifest's boot chain is required.
+        let ear = appraise(
+            &with(&[3]),
+            &log[1..],
+            &refs,
+            &PolicyExpectation::default(),
+            0,
+        );
+        assert_eq!(ear.submods["pcr:1"].status, Tier::Contraindicated);
     }
 
     #[test]

@@ -56,6 +56,7 @@ struct VerifyJob {
     nonce: [u8; 32],
     selection: PcrSelection,
     last: Option<Counters>,
+    accept_format1: bool,
     reply: oneshot::Sender<Result<Verified, VerifyError>>,
 }
 
@@ -86,6 +87,7 @@ pub(crate) fn spawn_verifier() -> VerifierHandle {
                                 nonce: &j.nonce,
                                 selection: &j.selection,
                                 last: j.last,
+                                accept_format1: j.accept_format1,
                             },
                         )
                     })
@@ -705,6 +707,9 @@ async fn evidence(
     let selection = PcrSelection::from_indices(ev.log.iter().map(|e| e.pcr.get()))
         .unwrap_or_else(PcrSelection::none);
     let quote = ev.quote.clone();
+    // Format-1 quotes (which do not bind the log) only where a manifest still allows them.
+    let refs = ctl.references(st.pins.as_deref()).await?;
+    let accept_format1 = refs.iter().any(|r| r.accept_format1);
     let outcome = ctl
         .verifier
         .verify(VerifyJob {
@@ -715,6 +720,7 @@ async fn evidence(
             nonce,
             selection,
             last: st.last.map(|(boot, quote)| Counters { boot, quote }),
+            accept_format1,
             reply: oneshot::channel().0,
         })
         .await
@@ -722,7 +728,6 @@ async fn evidence(
     let now_s = now_ms() / 1000;
     let (ear, counters) = match outcome {
         Ok(verified) => {
-            let refs = ctl.references(st.pins.as_deref()).await?;
             if st.policy.is_none() {
                 st.policy = Some(ctl.policy_expectation(&st.id).await?);
             }

@@ -70,6 +70,7 @@ fn extend_read_quote_and_verify_on_the_host() {
             nonce: &nonce_b,
             selection: &sel,
             last: None,
+            accept_format1: false,
         },
     )
     .unwrap();
@@ -86,7 +87,8 @@ fn extend_read_quote_and_verify_on_the_host() {
                 key: &key,
                 nonce: &[0; 32],
                 selection: &sel,
-                last: None
+                last: None,
+                accept_format1: false,
             },
         ),
         Err(vtpm::VerifyError::NonceMismatch)

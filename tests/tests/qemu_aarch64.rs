@@ -271,6 +271,7 @@ fn a_quote_taken_in_the_guest_verifies_on_the_host_against_the_manifest() {
             nonce: &nonce,
             selection: &sel,
             last: None,
+            accept_format1: false,
         },
     )
     .expect("quote from the guest verifies on the host");

@@ -82,6 +82,7 @@ fn benches(c: &mut Criterion) {
                     nonce: &t.nonce,
                     selection: &sel,
                     last: None,
+                    accept_format1: false,
                 },
             )
         })

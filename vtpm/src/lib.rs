@@ -132,6 +132,7 @@ impl<const N: usize> Vtpm<N> {
             selection,
             self.log.len() as u32,
             self.log.overflowed(),
+            self.log.digest(),
         )?)
     }
 

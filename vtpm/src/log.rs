@@ -108,6 +108,7 @@ impl Event {
 pub struct EventLog<const N: usize> {
     entries: heapless::Vec<Event, N>,
     overflowed: bool,
+    digest: Digest,
 }
 
 impl<const N: usize> Default for EventLog<N> {
@@ -122,15 +123,25 @@ impl<const N: usize> EventLog<N> {
         Self {
             entries: heapless::Vec::new(),
             overflowed: false,
+            digest: [0; 32],
         }
     }
 
     /// Append `event`, or record the overflow and fail.
     pub fn push(&mut self, event: Event) -> Result<(), VtpmError> {
+        let next = chain(&self.digest, &event);
         self.entries.push(event).map_err(|_| {
             self.overflowed = true;
             VtpmError::LogFull
-        })
+        })?;
+        self.digest = next;
+        Ok(())
+    }
+
+    /// The running digest over every entry ([`log_digest`] of [`EventLog::entries`]), which
+    /// format-2 quotes sign.
+    pub fn digest(&self) -> Digest {
+        self.digest
     }
 
     /// Entries in extend order.
@@ -152,6 +163,31 @@ impl<const N: usize> EventLog<N> {
     pub fn overflowed(&self) -> bool {
         self.overflowed
     }
+}
+
+/// Domain separation of the event log's running digest.
+pub const LOG_CHAIN_CONTEXT: &[u8] = b"gatewarden/log/v2\0";
+
+/// Upper bound of an encoded [`Event`] (postcard: PCR, digest, kind, name, version).
+pub const EVENT_ENCODED_MAX: usize = 3 + 32 + 1 + 1 + NAME_MAX + 1 + VERSION_MAX;
+
+/// One step of the running digest: SHA-256(LOG_CHAIN_CONTEXT || `prev` || postcard(`event`)).
+/// Every field of the event (PCR, digest, kind, name, version) is bound, in order.
+pub fn chain(prev: &Digest, event: &Event) -> Digest {
+    use sha2::Digest as _;
+    let mut buf = [0u8; EVENT_ENCODED_MAX];
+    let encoded = postcard::to_slice(event, &mut buf).expect("an event fits its bound");
+    let mut h = sha2::Sha256::new();
+    h.update(LOG_CHAIN_CONTEXT);
+    h.update(prev);
+    h.update(&*encoded);
+    h.finalize().into()
+}
+
+/// The running digest over `events`, from all zeros: what a format-2 quote's `log_digest` must
+/// equal for the log a verifier received.
+pub fn log_digest(events: &[Event]) -> Digest {
+    events.iter().fold([0; 32], |d, e| chain(&d, e))
 }
 
 /// Replay `events` from all-zero PCRs and return the value of `pcr` (resets included).

@@ -18,8 +18,12 @@ pub const BODY_MAX: usize = 512;
 pub const SIGNED_QUOTE_MAX: usize = BODY_MAX + 80;
 /// Domain separation prefix of the signed message.
 pub const QUOTE_CONTEXT: &[u8] = b"gatewarden/quote/v1\0";
-/// Version of the [`QuoteBody`] layout.
-pub const QUOTE_FORMAT_VERSION: u16 = 1;
+/// Version of the [`QuoteBody`] layout the vTPM signs: 2 binds the whole event log
+/// (`log_digest`). Format 1 (no log digest) is still decoded, and verified only where the
+/// verifier is told to accept it (`docs/quote-format.md`, migration).
+pub const QUOTE_FORMAT_VERSION: u16 = 2;
+/// The format before the whole log was bound.
+pub const QUOTE_FORMAT_1: u16 = 1;
 
 /// What kind of monitor made the quote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -62,10 +66,10 @@ pub struct Counters {
     pub quote: u64,
 }
 
-/// The signed content of a quote.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The signed content of a quote (either format; see [`QuoteBody::encode`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuoteBody {
-    /// [`QUOTE_FORMAT_VERSION`].
+    /// [`QUOTE_FORMAT_VERSION`] or [`QUOTE_FORMAT_1`].
     pub format: u16,
     /// Who made the quote.
     pub identity: MonitorIdentity,
@@ -81,6 +85,110 @@ pub struct QuoteBody {
     pub event_count: u32,
     /// Whether an extend was refused because the event log was full.
     pub log_overflowed: bool,
+    /// Format 2: the event log's running digest at quote time (`log::log_digest`), binding every
+    /// entry's PCR, digest, kind, name and version. `None` in format 1.
+    pub log_digest: Option<Digest>,
+}
+
+/// Format 1 on the wire: the fields in order, no log digest.
+#[derive(Serialize, Deserialize)]
+struct WireV1 {
+    format: u16,
+    identity: MonitorIdentity,
+    nonce: [u8; NONCE_LEN],
+    selection: PcrSelection,
+    pcr_digest: Digest,
+    counters: Counters,
+    event_count: u32,
+    log_overflowed: bool,
+}
+
+/// Format 2 on the wire: format 1's fields, then the log digest.
+#[derive(Serialize, Deserialize)]
+struct WireV2 {
+    format: u16,
+    identity: MonitorIdentity,
+    nonce: [u8; NONCE_LEN],
+    selection: PcrSelection,
+    pcr_digest: Digest,
+    counters: Counters,
+    event_count: u32,
+    log_overflowed: bool,
+    log_digest: Digest,
+}
+
+impl QuoteBody {
+    /// Postcard encoding of the body in its format (2 needs `log_digest`).
+    pub fn encode<'b>(&self, buf: &'b mut [u8]) -> Result<&'b mut [u8], QuoteError> {
+        let r = match (self.format, self.log_digest) {
+            (QUOTE_FORMAT_VERSION, Some(log_digest)) => postcard::to_slice(
+                &WireV2 {
+                    format: self.format,
+                    identity: self.identity.clone(),
+                    nonce: self.nonce,
+                    selection: self.selection,
+                    pcr_digest: self.pcr_digest,
+                    counters: self.counters,
+                    event_count: self.event_count,
+                    log_overflowed: self.log_overflowed,
+                    log_digest,
+                },
+                buf,
+            ),
+            (QUOTE_FORMAT_1, None) => postcard::to_slice(
+                &WireV1 {
+                    format: self.format,
+                    identity: self.identity.clone(),
+                    nonce: self.nonce,
+                    selection: self.selection,
+                    pcr_digest: self.pcr_digest,
+                    counters: self.counters,
+                    event_count: self.event_count,
+                    log_overflowed: self.log_overflowed,
+                },
+                buf,
+            ),
+            _ => return Err(QuoteError::Malformed),
+        };
+        r.map_err(|_| QuoteError::TooLarge)
+    }
+
+    /// Decode a body of either format; trailing bytes and unknown formats are refused.
+    pub fn decode(bytes: &[u8]) -> Result<Self, QuoteError> {
+        let (format, _) =
+            postcard::take_from_bytes::<u16>(bytes).map_err(|_| QuoteError::Malformed)?;
+        match format {
+            QUOTE_FORMAT_VERSION => match postcard::take_from_bytes::<WireV2>(bytes) {
+                Ok((w, [])) => Ok(Self {
+                    format: w.format,
+                    identity: w.identity,
+                    nonce: w.nonce,
+                    selection: w.selection,
+                    pcr_digest: w.pcr_digest,
+                    counters: w.counters,
+                    event_count: w.event_count,
+                    log_overflowed: w.log_overflowed,
+                    log_digest: Some(w.log_digest),
+                }),
+                _ => Err(QuoteError::Malformed),
+            },
+            QUOTE_FORMAT_1 => match postcard::take_from_bytes::<WireV1>(bytes) {
+                Ok((w, [])) => Ok(Self {
+                    format: w.format,
+                    identity: w.identity,
+                    nonce: w.nonce,
+                    selection: w.selection,
+                    pcr_digest: w.pcr_digest,
+                    counters: w.counters,
+                    event_count: w.event_count,
+                    log_overflowed: w.log_overflowed,
+                    log_digest: None,
+                }),
+                _ => Err(QuoteError::Malformed),
+            },
+            _ => Err(QuoteError::Malformed),
+        }
+    }
 }
 
 /// A quote as sent to a verifier: the exact signed body bytes and the signature.
@@ -131,12 +239,10 @@ impl SignedQuote {
         key.verify_strict(&msg[..n], &self.signature).is_ok()
     }
 
-    /// Decode the body. Only meaningful after [`SignedQuote::verify_signature`].
+    /// Decode the body (either format). Only meaningful after
+    /// [`SignedQuote::verify_signature`].
     pub fn body(&self) -> Result<QuoteBody, QuoteError> {
-        match postcard::take_from_bytes::<QuoteBody>(&self.body) {
-            Ok((b, [])) if b.format == QUOTE_FORMAT_VERSION => Ok(b),
-            _ => Err(QuoteError::Malformed),
-        }
+        QuoteBody::decode(&self.body)
     }
 }
 
@@ -167,6 +273,7 @@ impl Attestor {
         selection: &PcrSelection,
         event_count: u32,
         log_overflowed: bool,
+        log_digest: Digest,
     ) -> Result<SignedQuote, QuoteError> {
         self.counters.quote = self
             .counters
@@ -182,9 +289,10 @@ impl Attestor {
             counters: self.counters,
             event_count,
             log_overflowed,
+            log_digest: Some(log_digest),
         };
         let mut raw = [0u8; BODY_MAX];
-        let used = postcard::to_slice(&body, &mut raw).map_err(|_| QuoteError::TooLarge)?;
+        let used = body.encode(&mut raw)?;
         let body_bytes = heapless::Vec::from_slice(used).map_err(|_| QuoteError::TooLarge)?;
         let mut msg = [0u8; QUOTE_CONTEXT.len() + BODY_MAX];
         let n = signed_message(&body_bytes, &mut msg);

@@ -1,8 +1,10 @@
 //! The quote verifier (controller side).
 //!
 //! Checks run in a fixed order and stop at the first failure, each with its own error:
-//! 1. decode the signed quote, 2. signature, 3. nonce, 4. PCR selection and composite digest,
-//! 5. counters moving forward, 6. event-log replay to the quoted PCR values.
+//! decode the signed quote; signature; nonce; PCR selection and composite digest; counters
+//! moving forward; then the event log: its length, its running digest (format 2; a format-1
+//! quote only where accepted), no reset of a PCR that cannot be reset, and its replay to the
+//! quoted PCR values.
 
 use alloc::{collections::BTreeMap, vec::Vec};
 
@@ -47,6 +49,16 @@ pub enum VerifyError {
     /// The event log does not replay to the quoted value of this PCR.
     #[error("event log does not replay to PCR {0}")]
     EventLogMismatch(u16),
+    /// The event log is not the one the quote signed (format 2: an entry was added, dropped,
+    /// reordered, relabelled or changed).
+    #[error("event log does not match the quoted log digest")]
+    EventLogDigestMismatch,
+    /// The log resets a PCR that cannot be reset (a measurement hidden behind a Reset).
+    #[error("event log resets PCR {0}, which cannot be reset")]
+    ResetOfNonResettablePcr(u16),
+    /// A format-1 quote (no log digest), and the verifier was not told to accept that format.
+    #[error("quote format 1 does not bind the event log and is not accepted here")]
+    Format1NotAccepted,
     /// The event log has a different number of entries than the quote says.
     #[error("event log has {got} entries, quote says {quoted}")]
     EventLogLength {
@@ -68,6 +80,9 @@ pub struct Expectation<'a> {
     pub selection: &'a PcrSelection,
     /// Counters of the last accepted quote, if any.
     pub last: Option<Counters>,
+    /// Whether a format-1 quote (which does not bind the event log) is acceptable: only for
+    /// gateways whose reference manifest says so, during migration (`docs/quote-format.md`).
+    pub accept_format1: bool,
 }
 
 /// What the gateway sent back.
@@ -182,6 +197,19 @@ fn after_signature(
             got: evidence.log.len(),
             quoted: body.event_count,
         });
+    }
+    match body.log_digest {
+        Some(d) if d == crate::log::log_digest(evidence.log) => {}
+        Some(_) => return Err(VerifyError::EventLogDigestMismatch),
+        None if expect.accept_format1 => {}
+        None => return Err(VerifyError::Format1NotAccepted),
+    }
+    if let Some(e) = evidence
+        .log
+        .iter()
+        .find(|e| e.kind == ComponentKind::Reset && !e.pcr.is_resettable())
+    {
+        return Err(VerifyError::ResetOfNonResettablePcr(e.pcr.get()));
     }
     let replayed = replay_all(evidence.log);
     let mut pcrs = Vec::with_capacity(evidence.pcrs.len());

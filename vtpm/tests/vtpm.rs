@@ -4,7 +4,7 @@
 use ed25519_dalek::{Signer, SigningKey};
 use proptest::prelude::*;
 use vtpm::{
-    ComponentKind, Counters, DeviceSecret, Evidence, Expectation, KeyHierarchy, Locality,
+    ComponentKind, Counters, DeviceSecret, Event, Evidence, Expectation, KeyHierarchy, Locality,
     MonitorIdentity, MonitorKind, PCR_COUNT, PcrIndex, PcrSelection, SignedQuote, VerifyError,
     Vtpm, VtpmError, pcr, sha256, verify, verify_batch,
 };
@@ -116,6 +116,7 @@ fn check(
             nonce,
             selection: &sel,
             last,
+            accept_format1: false,
         },
     )
 }
@@ -203,6 +204,7 @@ fn all_1024_pcrs_are_independent_and_quotable() {
             nonce: &nonce,
             selection: &all,
             last: None,
+            accept_format1: false,
         },
     )
     .unwrap();
@@ -367,6 +369,7 @@ fn software_monitor_identity_is_reported() {
             nonce: &nonce,
             selection: &selection(),
             last: None,
+            accept_format1: false,
         },
     )
     .unwrap();
@@ -515,12 +518,13 @@ fn tampered_event_log_is_rejected() {
     let mut v = booted();
     let key = v.attestation_public_key();
     let nonce = [1; 32];
+    // Format 2 signs the whole log: any change is a digest mismatch, found before the replay.
     // An entry's digest changed (e.g. hiding a modified middlebox).
     let mut t = take(&mut v, &nonce, &selection());
     t.log[3].digest[0] ^= 1;
     assert_eq!(
         check(&t, &key, &nonce, None).unwrap_err(),
-        VerifyError::EventLogMismatch(32)
+        VerifyError::EventLogDigestMismatch
     );
     // Entry dropped.
     let mut t = take(&mut v, &nonce, &selection());
@@ -534,7 +538,7 @@ fn tampered_event_log_is_rejected() {
     t.log[2].pcr = pcr(5);
     assert_eq!(
         check(&t, &key, &nonce, None).unwrap_err(),
-        VerifyError::EventLogMismatch(4)
+        VerifyError::EventLogDigestMismatch
     );
     // Order swapped inside one PCR.
     v.extend(
@@ -550,7 +554,160 @@ fn tampered_event_log_is_rejected() {
     t.log.swap(3, 5);
     assert_eq!(
         check(&t, &key, &nonce, None).unwrap_err(),
-        VerifyError::EventLogMismatch(32)
+        VerifyError::EventLogDigestMismatch
+    );
+    // The benign twin: the untouched log verifies.
+    let t = take(&mut v, &nonce, &selection());
+    check(&t, &key, &nonce, None).unwrap();
+}
+
+fn enc(e: &Event) -> Vec<u8> {
+    let mut buf = [0u8; vtpm::log::EVENT_ENCODED_MAX];
+    postcard::to_slice(e, &mut buf).unwrap().to_vec()
+}
+
+#[test]
+fn log_digest_known_answer() {
+    // Independent computation (Python hashlib over the postcard bytes written out by hand):
+    // L1 = sha256("gatewarden/log/v2\0" || 0^32 || e1), L2 = sha256(ctx || L1 || e2).
+    let e1 = Event::new(
+        pcr(1),
+        [0x11; 32],
+        ComponentKind::Hypervisor,
+        "gatewarden-hv",
+        "0.1.0",
+    );
+    let e2 = Event::new(
+        pcr(700),
+        [0x22; 32],
+        ComponentKind::MiddleboxBinary,
+        "firewall",
+        "",
+    );
+    let mut wire1 = vec![0x01];
+    wire1.extend([0x11; 32]);
+    wire1.extend([0x01, 13]);
+    wire1.extend(b"gatewarden-hv");
+    wire1.extend([5]);
+    wire1.extend(b"0.1.0");
+    assert_eq!(enc(&e1), wire1, "the event's encoding");
+    let mut wire2 = vec![0xbc, 0x05];
+    wire2.extend([0x22; 32]);
+    wire2.extend([0x0a, 8]);
+    wire2.extend(b"firewall");
+    wire2.extend([0]);
+    assert_eq!(enc(&e2), wire2);
+    assert_eq!(
+        vtpm::log::log_digest(std::slice::from_ref(&e1)),
+        hex32("08c530afe6a40ee87148d1e97df73c2e2df35b25797a0e6b5db7d3facde0416e")
+    );
+    assert_eq!(
+        vtpm::log::log_digest(&[e1.clone(), e2.clone()]),
+        hex32("3d4eb84b6e9a34d73845ed95a3d07e1bee11601dd4ac89e2a81fc067a4296003")
+    );
+    // The log keeps the same digest as it appends.
+    let mut log = vtpm::EventLog::<4>::new();
+    log.push(e1).unwrap();
+    log.push(e2).unwrap();
+    assert_eq!(log.digest(), vtpm::log::log_digest(log.entries()));
+}
+
+/// The attacks an independent review made on format 1, each against format 2 (refused) and
+/// against a format-1 quote a verifier was told to accept (the migration path).
+#[test]
+fn a_hidden_or_relabelled_measurement_is_refused() {
+    let mut v = booted();
+    let key = v.attestation_public_key();
+    let nonce = [3; 32];
+    // A foreign program's HOP_KEY_REGISTER measurement on PCR 700.
+    v.extend(
+        Locality::Monitor,
+        pcr(700),
+        &sha256(b"rogue"),
+        ComponentKind::MiddleboxBinary,
+        "firewall",
+        "",
+    )
+    .unwrap();
+    let at = v.log().len() - 1;
+    let honest = v.log().entries().to_vec();
+    // Hidden: the event becomes a Reset on an untouched PCR, and the (compromised) agent asks for
+    // a quote over the PCRs the doctored log touches.
+    let mut hidden = honest.clone();
+    hidden[at] = Event::reset(pcr(701));
+    let sel = PcrSelection::from_indices(hidden.iter().map(|e| e.pcr.get())).unwrap();
+    let bundle = v.quote(&nonce, &sel).unwrap();
+    let mut qbuf = [0u8; vtpm::quote::SIGNED_QUOTE_MAX];
+    let quote = bundle.encode(&mut qbuf).unwrap().to_vec();
+    let pcrs: Vec<_> = sel.iter().map(|p| v.read(p)).collect();
+    let run = |log: &[Event], quote: &[u8], accept_format1| {
+        verify(
+            &Evidence {
+                quote,
+                pcrs: &pcrs,
+                log,
+            },
+            &Expectation {
+                key: &key,
+                nonce: &nonce,
+                selection: &sel,
+                last: None,
+                accept_format1,
+            },
+        )
+    };
+    assert_eq!(
+        run(&hidden, &quote, false).unwrap_err(),
+        VerifyError::EventLogDigestMismatch
+    );
+    // Relabelled: the modified middlebox as `Other`, which would read "no reference value".
+    let mut relabelled = honest.clone();
+    relabelled[at].kind = ComponentKind::Other;
+    assert_eq!(
+        run(&relabelled, &quote, false).unwrap_err(),
+        VerifyError::EventLogDigestMismatch
+    );
+    // The benign twin: the honest log, over the PCRs it touches, verifies.
+    let sel_honest = PcrSelection::from_indices(honest.iter().map(|e| e.pcr.get())).unwrap();
+    let t = take(&mut v, &nonce, &sel_honest);
+    verify(
+        &Evidence {
+            quote: &t.quote,
+            pcrs: &t.pcrs,
+            log: &t.log,
+        },
+        &Expectation {
+            key: &key,
+            nonce: &nonce,
+            selection: &sel_honest,
+            last: None,
+            accept_format1: false,
+        },
+    )
+    .unwrap();
+
+    // Format 1, as images before 2026-12-02 signed it: the same body without a log digest.
+    let mut body = vtpm::SignedQuote::decode(&quote).unwrap().body().unwrap();
+    body.format = vtpm::quote::QUOTE_FORMAT_1;
+    body.log_digest = None;
+    let mut raw = [0u8; vtpm::quote::BODY_MAX];
+    let body_bytes = body.encode(&mut raw).unwrap().to_vec();
+    let mut msg = [0u8; vtpm::quote::QUOTE_CONTEXT.len() + vtpm::quote::BODY_MAX];
+    let n = vtpm::quote::signed_message(&body_bytes, &mut msg);
+    let v1 = vtpm::SignedQuote {
+        body: heapless::Vec::from_slice(&body_bytes).unwrap(),
+        signature: keys(1).attestation_key().sign(&msg[..n]),
+    };
+    let v1 = v1.encode(&mut qbuf).unwrap().to_vec();
+    assert_eq!(
+        run(&hidden, &v1, false).unwrap_err(),
+        VerifyError::Format1NotAccepted,
+        "format 1 only where a manifest allows it"
+    );
+    // Accepted for migration, the Reset on a PCR that cannot be reset is still refused.
+    assert_eq!(
+        run(&hidden, &v1, true).unwrap_err(),
+        VerifyError::ResetOfNonResettablePcr(701)
     );
 }
 
@@ -596,6 +753,7 @@ fn batch_verification_matches_single() {
                         nonce: n,
                         selection: &sel,
                         last: None,
+                        accept_format1: false,
                     },
                 )
             })
@@ -700,4 +858,20 @@ mod boot_keys {
         e.add("rndr", &[5; 32]);
         assert!(e.has_unpredictable("cntpct"));
     }
+}
+
+/// The signed quote's wire format, pinned: the signature's length prefix comes from the
+/// `ed25519` crate's serde (a byte string), so a dependency update must not change it.
+#[test]
+fn signed_quote_encoding_known_answer() {
+    let q = SignedQuote {
+        body: heapless::Vec::from_slice(&[1, 2, 3]).unwrap(),
+        signature: ed25519_dalek::Signature::from_bytes(&[0x5a; 64]),
+    };
+    let mut buf = [0u8; vtpm::quote::SIGNED_QUOTE_MAX];
+    let bytes = q.encode(&mut buf).unwrap().to_vec();
+    let mut want = vec![3, 1, 2, 3, 0x40];
+    want.extend([0x5a; 64]);
+    assert_eq!(bytes, want);
+    assert_eq!(SignedQuote::decode(&want).unwrap(), q);
 }

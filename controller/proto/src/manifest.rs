@@ -48,6 +48,16 @@ pub struct ReferenceManifest {
     pub board: String,
     /// Allowed digests (hex) per component name.
     pub components: BTreeMap<String, Vec<String>>,
+    /// PCRs every quote from a gateway running this image must cover, whatever its event log
+    /// touches: the measurements the image always makes (the hypervisor's boot chain). A log
+    /// that hides one of them is named, not trusted. Absent in manifests signed before
+    /// 2026-12-02.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quoted_pcrs: Vec<u16>,
+    /// Accept format-1 quotes, which do not bind the event log, from gateways running this
+    /// image: for images built before format 2, during migration only (docs/quote-format.md).
+    #[serde(default, skip_serializing_if = "core::ops::Not::not")]
+    pub accept_quote_format_1: bool,
 }
 
 impl ReferenceManifest {
@@ -59,6 +69,8 @@ impl ReferenceManifest {
             version: version.into(),
             board: board.into(),
             components: BTreeMap::new(),
+            quoted_pcrs: Vec::new(),
+            accept_quote_format_1: false,
         }
     }
 

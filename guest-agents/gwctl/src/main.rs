@@ -270,6 +270,8 @@ fn main() -> Result<()> {
                     nonce: &nonce,
                     selection: &selection,
                     last: None,
+                    // Our own monitor signs format 2.
+                    accept_format1: false,
                 },
             )
             .map_err(|e| anyhow::anyhow!("the monitor's own quote does not verify: {e}"))?;

@@ -234,6 +234,7 @@ fn quote_and_event_log_verify() {
             nonce: &nonce,
             selection: &sel,
             last: None,
+            accept_format1: false,
         },
     )
     .unwrap();

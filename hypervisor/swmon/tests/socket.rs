@@ -87,6 +87,7 @@ fn quotes_verify_and_say_insecure_and_state_persists() {
                 nonce: &nonce,
                 selection: &sel,
                 last,
+                accept_format1: false,
             },
         )
         .unwrap();
