@@ -164,16 +164,17 @@ extern "C" fn hv_primary_main(dtb_pa: u64) -> ! {
     // Volatile: the bytes are patched into the image after linking, so the compiler must not
     // fold the all-zero initialiser.
     // SAFETY: reading a static of plain bytes.
-    let stored: [u8; 40] =
+    let mut stored: [u8; 40] =
         unsafe { core::ptr::read_volatile(core::ptr::addr_of!(GW_DEVICE_SECRET)) };
     let mut secret: [u8; 32] = stored[8..].try_into().unwrap_or([0; 32]);
+    zeroize::Zeroize::zeroize(&mut stored);
     if secret == [0; 32] {
         println!(
             "WARNING: unprovisioned image (all-zero device secret); provision it with cargo xtask image"
         );
     }
     let keys = KeyHierarchy::derive(&DeviceSecret::new(secret));
-    secret.fill(0);
+    zeroize::Zeroize::zeroize(&mut secret);
 
     // Per-boot keys from the device secret and every per-boot source the board has: the
     // loader's seeds (taken out of the tree, which then measures the same on every boot), the
@@ -294,6 +295,10 @@ extern "C" fn hv_primary_main(dtb_pa: u64) -> ! {
     cpu::init_el2_for_guest(vttbr, mmu::VTCR_VALUE);
     cpu::tlbi_guest();
     println!("entering the guest kernel at {load:#x} (EL1), device tree at {dtb_dst:#x}");
+    // The monitor holds what it needs: this frame's key hierarchy and boot keys are wiped (their
+    // Drop zeroizes), since this function never returns and its frame would keep them.
+    drop(boot_keys);
+    drop(keys);
     enter_guest(load, dtb_dst, primary_stack_top())
 }
 
