@@ -90,7 +90,9 @@ pub struct QuoteBody {
     pub log_digest: Option<Digest>,
 }
 
-/// Format 1 on the wire: the fields in order, no log digest.
+/// Format 1 on the wire: the fields in order, no log digest. Format 2 is this followed by the
+/// log digest (encoded as the tuple `(WireV1, Digest)`: postcard writes a tuple's elements in
+/// order, so the bytes are those of one struct with a last field).
 #[derive(Serialize, Deserialize)]
 struct WireV1 {
     format: u16,
@@ -103,51 +105,39 @@ struct WireV1 {
     log_overflowed: bool,
 }
 
-/// Format 2 on the wire: format 1's fields, then the log digest.
-#[derive(Serialize, Deserialize)]
-struct WireV2 {
-    format: u16,
-    identity: MonitorIdentity,
-    nonce: [u8; NONCE_LEN],
-    selection: PcrSelection,
-    pcr_digest: Digest,
-    counters: Counters,
-    event_count: u32,
-    log_overflowed: bool,
-    log_digest: Digest,
-}
-
 impl QuoteBody {
-    /// Postcard encoding of the body in its format (2 needs `log_digest`).
+    fn wire(&self) -> WireV1 {
+        WireV1 {
+            format: self.format,
+            identity: self.identity.clone(),
+            nonce: self.nonce,
+            selection: self.selection,
+            pcr_digest: self.pcr_digest,
+            counters: self.counters,
+            event_count: self.event_count,
+            log_overflowed: self.log_overflowed,
+        }
+    }
+
+    fn from_wire(w: WireV1, log_digest: Option<Digest>) -> Self {
+        Self {
+            format: w.format,
+            identity: w.identity,
+            nonce: w.nonce,
+            selection: w.selection,
+            pcr_digest: w.pcr_digest,
+            counters: w.counters,
+            event_count: w.event_count,
+            log_overflowed: w.log_overflowed,
+            log_digest,
+        }
+    }
+
+    /// Postcard encoding of the body in its format (2 needs `log_digest`, 1 must have none).
     pub fn encode<'b>(&self, buf: &'b mut [u8]) -> Result<&'b mut [u8], QuoteError> {
         let r = match (self.format, self.log_digest) {
-            (QUOTE_FORMAT_VERSION, Some(log_digest)) => postcard::to_slice(
-                &WireV2 {
-                    format: self.format,
-                    identity: self.identity.clone(),
-                    nonce: self.nonce,
-                    selection: self.selection,
-                    pcr_digest: self.pcr_digest,
-                    counters: self.counters,
-                    event_count: self.event_count,
-                    log_overflowed: self.log_overflowed,
-                    log_digest,
-                },
-                buf,
-            ),
-            (QUOTE_FORMAT_1, None) => postcard::to_slice(
-                &WireV1 {
-                    format: self.format,
-                    identity: self.identity.clone(),
-                    nonce: self.nonce,
-                    selection: self.selection,
-                    pcr_digest: self.pcr_digest,
-                    counters: self.counters,
-                    event_count: self.event_count,
-                    log_overflowed: self.log_overflowed,
-                },
-                buf,
-            ),
+            (QUOTE_FORMAT_VERSION, Some(d)) => postcard::to_slice(&(self.wire(), d), buf),
+            (QUOTE_FORMAT_1, None) => postcard::to_slice(&self.wire(), buf),
             _ => return Err(QuoteError::Malformed),
         };
         r.map_err(|_| QuoteError::TooLarge)
@@ -158,32 +148,12 @@ impl QuoteBody {
         let (format, _) =
             postcard::take_from_bytes::<u16>(bytes).map_err(|_| QuoteError::Malformed)?;
         match format {
-            QUOTE_FORMAT_VERSION => match postcard::take_from_bytes::<WireV2>(bytes) {
-                Ok((w, [])) => Ok(Self {
-                    format: w.format,
-                    identity: w.identity,
-                    nonce: w.nonce,
-                    selection: w.selection,
-                    pcr_digest: w.pcr_digest,
-                    counters: w.counters,
-                    event_count: w.event_count,
-                    log_overflowed: w.log_overflowed,
-                    log_digest: Some(w.log_digest),
-                }),
+            QUOTE_FORMAT_VERSION => match postcard::take_from_bytes::<(WireV1, Digest)>(bytes) {
+                Ok(((w, d), [])) => Ok(Self::from_wire(w, Some(d))),
                 _ => Err(QuoteError::Malformed),
             },
             QUOTE_FORMAT_1 => match postcard::take_from_bytes::<WireV1>(bytes) {
-                Ok((w, [])) => Ok(Self {
-                    format: w.format,
-                    identity: w.identity,
-                    nonce: w.nonce,
-                    selection: w.selection,
-                    pcr_digest: w.pcr_digest,
-                    counters: w.counters,
-                    event_count: w.event_count,
-                    log_overflowed: w.log_overflowed,
-                    log_digest: None,
-                }),
+                Ok((w, [])) => Ok(Self::from_wire(w, None)),
                 _ => Err(QuoteError::Malformed),
             },
             _ => Err(QuoteError::Malformed),

@@ -875,3 +875,44 @@ fn signed_quote_encoding_known_answer() {
     assert_eq!(bytes, want);
     assert_eq!(SignedQuote::decode(&want).unwrap(), q);
 }
+
+/// The format-2 body's wire format, pinned field by field (docs/quote-format.md): format 1's
+/// fields, then the 32-byte log digest; format 1 is the same bytes without it.
+#[test]
+fn quote_body_format_2_known_answer() {
+    let body = vtpm::QuoteBody {
+        format: 2,
+        identity: MonitorIdentity::new(MonitorKind::Hypervisor, "hv", [0xbb; 32]),
+        nonce: [0x01; 32],
+        selection: PcrSelection::from_indices([1, 65]).unwrap(),
+        pcr_digest: [0x02; 32],
+        counters: Counters { boot: 300, quote: 1 },
+        event_count: 5,
+        log_overflowed: false,
+        log_digest: Some([0x03; 32]),
+    };
+    let mut want = vec![2, 0, 2, b'h', b'v'];
+    want.extend([0xbb; 32]);
+    want.extend([0x01; 32]);
+    // Selection: 16 u64 varints; PCR 1 is bit 1 of word 0, PCR 65 bit 1 of word 1.
+    want.extend([2, 2]);
+    want.extend([0; 14]);
+    want.extend([0x02; 32]);
+    want.extend([0xac, 0x02, 1, 5, 0]);
+    let v1 = want.clone();
+    want.extend([0x03; 32]);
+    let mut buf = [0u8; vtpm::quote::BODY_MAX];
+    assert_eq!(body.encode(&mut buf).unwrap(), &want[..]);
+    assert_eq!(vtpm::QuoteBody::decode(&want).unwrap(), body);
+    let mut old = body.clone();
+    old.format = 1;
+    old.log_digest = None;
+    let mut v1_bytes = v1;
+    v1_bytes[0] = 1;
+    assert_eq!(old.encode(&mut buf).unwrap(), &v1_bytes[..]);
+    assert_eq!(vtpm::QuoteBody::decode(&v1_bytes).unwrap(), old);
+    // A format-2 body without its digest, or with trailing bytes, is refused.
+    assert!(vtpm::QuoteBody::decode(&want[..want.len() - 1]).is_err());
+    want.push(0);
+    assert!(vtpm::QuoteBody::decode(&want).is_err());
+}
