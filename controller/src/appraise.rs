@@ -321,8 +321,69 @@ pub fn appraise(
     }
 
     appraise_quoted_pcrs(&mut ear, body, log, references);
+    appraise_stages(&mut ear, log, policy);
     appraise_policy(&mut ear, &last_config, policy);
     ear
+}
+
+/// Each data-path program must hold the stage the policy's chains give it: HOP_KEY_REGISTER
+/// records `(chain, stage, hops)` in the event (`gw_abi::stage_assignment`), and the policy's
+/// `datapath` entry lists every chain's middleboxes in order after the vSwitch at stage 0. A
+/// genuine firewall registered at the IDS's stage (so packets skip one of them) is named.
+/// Events without an assignment (images before 2026-12-02) are not judged here.
+fn appraise_stages(ear: &mut Ear, log: &[Event], policy: &PolicyExpectation) {
+    let Some((_, _, doc)) = &policy.latest else {
+        return;
+    };
+    let dp = doc
+        .configs
+        .get("datapath")
+        .and_then(|t| serde_json::from_str::<gw_proto::wire::DatapathConfig>(t).ok())
+        .unwrap_or_default();
+    let hops = dp.middleboxes.len() + 1;
+    for e in log {
+        let holder = match e.kind {
+            vtpm::ComponentKind::VSwitch => "vswitch",
+            vtpm::ComponentKind::MiddleboxBinary => e.name.as_str(),
+            _ => continue,
+        };
+        let Some((chain, stage, h)) = gw_abi::parse_stage_assignment(&e.version) else {
+            continue;
+        };
+        let expected = match stage {
+            0 => Some("vswitch"),
+            s => dp.middleboxes.get(s as usize - 1).map(String::as_str),
+        };
+        let key = format!("stage:c{chain:08x}s{stage}");
+        if usize::from(h) != hops {
+            // No unregister: a chain of an earlier layout stays in the log until reboot, so a
+            // hop count the policy does not use is a warning, never affirmed.
+            ear.put(
+                &key,
+                sub(
+                    Tier::Warning,
+                    "executables",
+                    32,
+                    Some(format!(
+                        "{holder} holds stage {stage}/{h} of chain {chain:08x}, but the policy's chains have {hops} hops: an earlier layout, or a chain that skips middleboxes"
+                    )),
+                ),
+            );
+        } else if expected != Some(holder) {
+            ear.put(
+                &key,
+                sub(
+                    Tier::Contraindicated,
+                    "executables",
+                    96,
+                    Some(format!(
+                        "{holder} holds stage {stage} of chain {chain:08x}; the policy puts {} there",
+                        expected.unwrap_or("nothing")
+                    )),
+                ),
+            );
+        }
+    }
 }
 
 /// The manifests whose hypervisor the log names decide which PCRs the quote must cover: a log
@@ -591,6 +652,59 @@ mod tests {
             version,
             configs,
         }
+    }
+
+    #[test]
+    fn stage_assignments_must_follow_the_policys_chains() {
+        let mut configs = BTreeMap::new();
+        configs.insert(
+            "datapath".to_string(),
+            r#"{"signing":true,"middleboxes":["firewall","ids"]}"#.to_string(),
+        );
+        let policy = PolicyExpectation {
+            latest: Some((
+                1,
+                [0; 32],
+                PolicyDocument {
+                    gateway_id: "gw".into(),
+                    version: 1,
+                    configs,
+                },
+            )),
+            ..Default::default()
+        };
+        let at = |kind, name: &str, chain, stage, hops| {
+            let mut e = ev(32, kind, name, [4; 32]);
+            e.version =
+                vtpm::EventVersion::try_from(gw_abi::stage_assignment(chain, stage, hops).as_str())
+                    .unwrap();
+            e
+        };
+        let honest = [
+            at(ComponentKind::VSwitch, "vswitch", 7, 0, 3),
+            at(ComponentKind::MiddleboxBinary, "firewall", 7, 1, 3),
+            at(ComponentKind::MiddleboxBinary, "ids", 7, 2, 3),
+        ];
+        let ear = appraise(&body(MonitorKind::Hypervisor), &honest, &[], &policy, 0);
+        assert!(
+            !ear.submods.keys().any(|k| k.starts_with("stage:")),
+            "{:?}",
+            ear.submods
+        );
+        // The firewall at the IDS's stage: packets would skip the IDS.
+        let swapped = [
+            at(ComponentKind::VSwitch, "vswitch", 7, 0, 3),
+            at(ComponentKind::MiddleboxBinary, "firewall", 7, 2, 3),
+        ];
+        let ear = appraise(&body(MonitorKind::Hypervisor), &swapped, &[], &policy, 0);
+        assert_eq!(
+            ear.submods["stage:c00000007s2"].status,
+            Tier::Contraindicated
+        );
+        // A chain of another layout (an earlier policy's, or one that skips a middlebox).
+        let short = [at(ComponentKind::MiddleboxBinary, "firewall", 7, 1, 2)];
+        let ear = appraise(&body(MonitorKind::Hypervisor), &short, &[], &policy, 0);
+        assert_eq!(ear.submods["stage:c00000007s1"].status, Tier::Warning);
     }
 
     #[test]

@@ -886,7 +886,10 @@ fn quote_body_format_2_known_answer() {
         nonce: [0x01; 32],
         selection: PcrSelection::from_indices([1, 65]).unwrap(),
         pcr_digest: [0x02; 32],
-        counters: Counters { boot: 300, quote: 1 },
+        counters: Counters {
+            boot: 300,
+            quote: 1,
+        },
         event_count: 5,
         log_overflowed: false,
         log_digest: Some([0x03; 32]),

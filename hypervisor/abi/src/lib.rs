@@ -553,3 +553,28 @@ pub fn command_signing_input(message: &[u8]) -> SigningInput {
 pub fn policy_signing_input(version: u64, policy: &[u8]) -> SigningInput {
     signing_input(POLICY_CONTEXT, &version.to_le_bytes(), policy)
 }
+
+/// The stage assignment HOP_KEY_REGISTER records as the measured event's version, set by the
+/// monitor (not the caller): `c<chain, 8 hex digits> s<stage>/<hops>`, at most 18 bytes.
+pub fn stage_assignment(chain: u32, stage: u8, hops: u8) -> heapless::String<24> {
+    use core::fmt::Write;
+    let mut s = heapless::String::new();
+    // Cannot fail: at most 18 bytes.
+    let _ = write!(s, "c{chain:08x} s{stage}/{hops}");
+    s
+}
+
+/// Parse a [`stage_assignment`]: `(chain, stage, hops)`.
+pub fn parse_stage_assignment(v: &str) -> Option<(u32, u8, u8)> {
+    let rest = v.strip_prefix('c')?;
+    let (chain, rest) = rest.split_once(" s")?;
+    let (stage, hops) = rest.split_once('/')?;
+    if chain.len() != 8 {
+        return None;
+    }
+    Some((
+        u32::from_str_radix(chain, 16).ok()?,
+        stage.parse().ok()?,
+        hops.parse().ok()?,
+    ))
+}

@@ -426,6 +426,11 @@ impl<const LOG: usize, const SLOTS: usize> Monitor<LOG, SLOTS> {
         } else {
             ComponentKind::MiddleboxBinary
         };
+        // The event's version field records the stage assignment, set by the monitor (not the
+        // caller's version string): a verifier checks which program holds which (chain, stage).
+        let _caller_version = version;
+        let assignment = gw_abi::stage_assignment(chain, stage, hops);
+        let version = assignment.as_str();
         if let Some(i) = self
             .slots
             .iter()

@@ -568,3 +568,31 @@ fn hop_calls_into_small_buffers_consume_nothing() {
     // Nor was the packet marked as seen: it still passes once.
     assert_eq!(check(&mut m, &VSWITCH, vs, &f), Ok(1));
 }
+
+/// HOP_KEY_REGISTER records which (chain, stage) the measured program took, in a field the
+/// monitor sets (the event's version), so a verifier checks stage assignments, not only
+/// binaries; the caller's own version string is not what is logged.
+#[test]
+fn registration_records_the_stage_assignment() {
+    let mut m = monitor();
+    register(&mut m, &VSWITCH, 0x2a, 0, 4).unwrap();
+    register(&mut m, &FIREWALL, 0x2a, 2, 4).unwrap();
+    let log = m.vtpm().log().entries();
+    let n = log.len();
+    assert_eq!(log[n - 2].version.as_str(), "c0000002a s0/4");
+    assert_eq!(log[n - 1].version.as_str(), "c0000002a s2/4");
+    assert_eq!(log[n - 1].kind, vtpm::ComponentKind::MiddleboxBinary);
+    assert_eq!(
+        gw_abi::parse_stage_assignment(log[n - 1].version.as_str()),
+        Some((0x2a, 2, 4))
+    );
+    for bad in [
+        "1",
+        "c2a s2/4",
+        "c0000002a s2",
+        "x0000002a s2/4",
+        "c0000002a s999/4",
+    ] {
+        assert_eq!(gw_abi::parse_stage_assignment(bad), None, "{bad}");
+    }
+}
