@@ -65,16 +65,21 @@ where
     node.property(name).map(|p| locate(blob, p.value()))
 }
 
+/// Whether `node` is RAM (`device_type = "memory"`).
+fn is_memory<'b, N: Node>(blob: &[u8], node: &'b N) -> bool
+where
+    N::Property<'b>: Property,
+{
+    prop_place(blob, node, "device_type").is_some_and(|(o, l)| &blob[o..o + l] == b"memory\0")
+}
+
 fn places(blob: &[u8]) -> Result<(BootInfo, Places), DtbError> {
     let fdt = Fdt::new(blob).map_err(|_| DtbError::Invalid)?;
     let at = |(off, len): (usize, usize)| &blob[off..off + len];
     let mem = fdt
         .root()
         .children()
-        .find(|n| {
-            n.name().starts_with("memory")
-                && prop_place(blob, n, "device_type").map(at) == Some(&b"memory\0"[..])
-        })
+        .find(|n| n.name().starts_with("memory") && is_memory(blob, n))
         .ok_or(DtbError::NoMemory)?;
     let reg = prop_place(blob, &mem, "reg").ok_or(DtbError::NoMemory)?;
     if reg.1 < 16 {
@@ -297,9 +302,7 @@ pub fn prune_for_guest(blob: &mut [u8], devices: &[(u64, u64)]) -> Result<usize,
             let Some((off, len)) = prop_place(blob, &n, "reg") else {
                 continue;
             };
-            let memory = prop_place(blob, &n, "device_type")
-                .is_some_and(|(o, l)| &blob[o..o + l] == b"memory\0");
-            if memory {
+            if is_memory(blob, &n) {
                 continue;
             }
             if len < addr_cells * 4 {

@@ -59,19 +59,7 @@ static GW_CONTROLLER_KEY: [u8; 40] =
 static VTTBR: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 unsafe extern "C" {
-    static __primary_stack_top: u8;
     static __measured_end: u8;
-    static __secondary_stack_size: u8;
-}
-
-fn primary_stack_top() -> u64 {
-    core::ptr::addr_of!(__primary_stack_top) as u64
-}
-
-fn secondary_stack_top(idx: u64) -> u64 {
-    // The linker symbol's address is the stack size (an absolute symbol).
-    let size = core::ptr::addr_of!(__secondary_stack_size) as u64;
-    primary_stack_top() + idx * size
 }
 
 /// The board's guest devices as (base, size).
@@ -299,7 +287,7 @@ extern "C" fn hv_primary_main(dtb_pa: u64) -> ! {
     // Drop zeroizes), since this function never returns and its frame would keep them.
     drop(boot_keys);
     drop(keys);
-    enter_guest(load, dtb_dst, primary_stack_top())
+    enter_guest(load, dtb_dst, boot::cpu_stack(0).1)
 }
 
 #[unsafe(no_mangle)]
@@ -313,7 +301,7 @@ extern "C" fn hv_secondary_main(idx: u64) -> ! {
     cpu::tlbi_guest();
     let (entry, ctx) = trap::secondary_guest_entry(idx as usize);
     // CPU `idx` runs, and takes its traps, on its own stack: the one secondary_entry chose.
-    enter_guest(entry, ctx, secondary_stack_top(idx))
+    enter_guest(entry, ctx, boot::cpu_stack(idx).1)
 }
 
 #[panic_handler]

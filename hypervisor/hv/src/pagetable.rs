@@ -95,8 +95,9 @@ pub type TableWords = [u64; 512];
 /// Builds identity stage-2 tables (IPA = PA) from a list of ranges, with the largest blocks
 /// that fit each range (1 GiB, 2 MiB, 4 KiB) and nothing outside them.
 ///
-/// The root is two concatenated level-1 tables (40-bit IPA, start level 1); lower tables come
-/// from `pool`, whose first table lies at physical address `pool_pa`. Pure code over plain
+/// The root is level 1: for stage 2 two concatenated tables (40-bit IPA), for the hypervisor's
+/// own map ([`Stage2::map_el2`]) one (39-bit VA); lower tables come from `pool`, whose first
+/// table lies at physical address `pool_pa`. Pure code over plain
 /// arrays, so the hypervisor's tables are checked on the host ([`Stage2::translate`]).
 pub struct Stage2<'a> {
     root: &'a mut [u64],

@@ -70,18 +70,24 @@ pub struct Features {
     pub preset: bool,
 }
 
+/// Address bits of a 3-bit physical-address-size code: SMMU_IDR5.OAS and VTCR_EL2.PS (and so
+/// STE.S2PS) share the encoding.
+pub const fn pa_bits(code: u64) -> u32 {
+    match code & 0b111 {
+        0 => 32,
+        1 => 36,
+        2 => 40,
+        3 => 42,
+        4 => 44,
+        5 => 48,
+        _ => 52,
+    }
+}
+
 impl Features {
     /// Decode IDR0, IDR1 and IDR5.
     pub fn decode(idr0: u32, idr1: u32, idr5: u32) -> Self {
-        let oas_bits = match idr5 & 0b111 {
-            0 => 32,
-            1 => 36,
-            2 => 40,
-            3 => 42,
-            4 => 44,
-            5 => 48,
-            _ => 52,
-        };
+        let oas_bits = pa_bits(idr5 as u64);
         Self {
             stage2: idr0 & 1 != 0,
             aarch64_tables: (idr0 >> 2) & 0b10 != 0,
@@ -234,6 +240,7 @@ mod tests {
         assert_eq!(f.unsuitable(256, 40), None);
         assert!(f.unsuitable(1 << 17, 40).is_some());
         assert!(f.unsuitable(256, 48).is_some());
+        assert_eq!(pa_bits(VTCR >> 16), 40, "VTCR_EL2.PS");
         let s1_only = Features::decode(0b10 | (0b10 << 2), 16 | (19 << 21), 4 | (1 << 4));
         assert!(s1_only.unsuitable(256, 40).unwrap().contains("stage=2"));
     }

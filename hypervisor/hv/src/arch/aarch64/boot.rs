@@ -78,6 +78,29 @@ unsafe extern "C" {
     pub static __image_start: u8;
     /// End of the image in memory (bss and stacks included).
     pub static __image_end: u8;
+    static __stacks_start: u8;
+    static __primary_stack_top: u8;
+    static __secondary_stack_size: u8;
+    static __guard_size: u8;
+}
+
+/// CPU `idx`'s hypervisor stack, `[low, top)`, above its unmapped guard page: the primary's for
+/// CPU 0, else the `idx`-th secondary stack above it (link.ld; `secondary_entry` computes the
+/// same top). The EL2 map, the guest entry and every trap's stack check take it from here.
+pub fn cpu_stack(idx: u64) -> (u64, u64) {
+    let start = core::ptr::addr_of!(__stacks_start) as u64;
+    let primary_top = core::ptr::addr_of!(__primary_stack_top) as u64;
+    // The linker symbols' addresses are the stride and the guard page's size (absolute
+    // symbols).
+    let stride = core::ptr::addr_of!(__secondary_stack_size) as u64;
+    let guard = core::ptr::addr_of!(__guard_size) as u64;
+    match idx {
+        0 => (start + guard, primary_top),
+        k => (
+            primary_top + (k - 1) * stride + guard,
+            primary_top + k * stride,
+        ),
+    }
 }
 
 /// Physical address of `secondary_entry` (identity-mapped).

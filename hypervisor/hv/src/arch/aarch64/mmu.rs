@@ -79,9 +79,6 @@ unsafe extern "C" {
     static __measured_end: u8;
     static __data_start: u8;
     static __stacks_start: u8;
-    static __primary_stack_top: u8;
-    static __secondary_stack_size: u8;
-    static __guard_size: u8;
 }
 
 /// The address of a linker symbol.
@@ -136,24 +133,10 @@ pub fn build_el2_map() {
         El2Kind::ReadWrite,
         "data and bss",
     );
-    // The linker symbols' addresses are the sizes (absolute symbols).
-    let (guard, stride) = (sym!(__guard_size), sym!(__secondary_stack_size));
-    el2_map(
-        &mut m,
-        sym!(__stacks_start) + guard,
-        sym!(__primary_stack_top),
-        El2Kind::ReadWrite,
-        "the primary stack",
-    );
-    for k in 1..MAX_CPUS as u64 {
-        let low = sym!(__primary_stack_top) + (k - 1) * stride;
-        el2_map(
-            &mut m,
-            low + guard,
-            low + stride,
-            El2Kind::ReadWrite,
-            "a secondary stack",
-        );
+    // Each CPU's stack; the guard page below it stays unmapped.
+    for k in 0..MAX_CPUS as u64 {
+        let (low, top) = super::boot::cpu_stack(k);
+        el2_map(&mut m, low, top, El2Kind::ReadWrite, "a CPU's stack");
     }
     let guest = RAM_BASE + HV_RESERVED;
     el2_map(

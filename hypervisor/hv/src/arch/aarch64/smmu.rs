@@ -60,15 +60,20 @@ impl Regs {
         unsafe { core::ptr::write_volatile((self.0 + off as u64) as *mut u64, v) }
     }
 
-    /// Wait until `read32(off) & mask == want`, or fail with `what`.
-    fn wait(&self, off: usize, mask: u32, want: u32, what: &str) {
+    /// Poll until `done`, or fail naming `what`.
+    fn wait_until(&self, what: &str, done: impl Fn(&Self) -> bool) {
         for _ in 0..10_000_000u32 {
-            if self.read32(off) & mask == want {
+            if done(self) {
                 return;
             }
             core::hint::spin_loop();
         }
         panic!("SMMU at {:#x}: timed out waiting for {what}", self.0);
+    }
+
+    /// Wait until `read32(off) & mask == want`, or fail with `what`.
+    fn wait(&self, off: usize, mask: u32, want: u32, what: &str) {
+        self.wait_until(what, |r| r.read32(off) & mask == want);
     }
 
     fn set_cr0(&self, v: u32) {
@@ -81,7 +86,9 @@ impl Regs {
 fn issue(regs: &Regs, st: &mut State, cmds: &[[u64; 2]]) {
     for cmd in cmds.iter().chain(core::iter::once(&enc::cmd_sync())) {
         let prod = enc::queue_index(st.issued, CMDQ_LOG2);
-        regs.wait_room(prod);
+        regs.wait_until("room in the command queue", |r| {
+            enc::queue_has_room(prod, r.read32(enc::CMDQ_CONS), CMDQ_LOG2)
+        });
         st.cmdq.0[(st.issued % (1 << CMDQ_LOG2)) as usize] = *cmd;
         st.issued += 1;
         barrier::dsb(barrier::SY);
@@ -100,18 +107,6 @@ fn issue(regs: &Regs, st: &mut State, cmds: &[[u64; 2]]) {
     }
 }
 
-impl Regs {
-    fn wait_room(&self, prod: u32) {
-        for _ in 0..10_000_000u32 {
-            if enc::queue_has_room(prod, self.read32(enc::CMDQ_CONS), CMDQ_LOG2) {
-                return;
-            }
-            core::hint::spin_loop();
-        }
-        panic!("SMMU at {:#x}: command queue stuck", self.0);
-    }
-}
-
 /// Take over the SMMU at `base` and translate the first `streams` stream ids by the stage-2
 /// tables at `s2ttb` (`vtcr`, VMID 0). Primary CPU only, before the guest runs. A board whose
 /// SMMU cannot do this does not boot: its devices' DMA would be unconfined.
@@ -122,7 +117,7 @@ pub fn enable(base: u64, streams: u32, s2ttb: u64, vtcr: u64) {
         regs.read32(enc::IDR1),
         regs.read32(enc::IDR5),
     );
-    let ps_bits = [32, 36, 40, 42, 44, 48, 52][((vtcr >> 16) & 0b111) as usize];
+    let ps_bits = enc::pa_bits(vtcr >> 16);
     if let Some(why) = f.unsuitable(streams, ps_bits) {
         panic!("SMMU at {base:#x} cannot confine device DMA: {why}");
     }

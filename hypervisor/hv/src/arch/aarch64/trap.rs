@@ -218,37 +218,12 @@ pub fn secondary_guest_entry(idx: usize) -> (u64, u64) {
     )
 }
 
-unsafe extern "C" {
-    static __stacks_start: u8;
-    static __primary_stack_top: u8;
-    static __secondary_stack_size: u8;
-    static __guard_size: u8;
-}
-
-/// CPU `idx`'s hypervisor stack, `[low, top)`: the primary's for CPU 0, else the `idx`-th
-/// secondary stack above it (link.ld; `secondary_entry` chooses the same).
-fn own_stack(idx: u64) -> (u64, u64) {
-    let start = core::ptr::addr_of!(__stacks_start) as u64;
-    let primary_top = core::ptr::addr_of!(__primary_stack_top) as u64;
-    // The linker symbols' addresses are the stride and the guard page's size (absolute
-    // symbols); each stack starts above its guard page.
-    let stride = core::ptr::addr_of!(__secondary_stack_size) as u64;
-    let guard = core::ptr::addr_of!(__guard_size) as u64;
-    match idx {
-        0 => (start + guard, primary_top),
-        k => (
-            primary_top + (k - 1) * stride + guard,
-            primary_top + k * stride,
-        ),
-    }
-}
-
 /// Every trap from the guest must run on the trapping CPU's own stack: one CPU's trap frames on
 /// another's stack corrupt it (the secondary CPUs once entered the guest on their neighbour's).
 fn check_own_stack(f: &TrapFrame) {
     let sp = core::ptr::from_ref(f) as u64;
     let idx = cpu::cpu_id();
-    let (low, top) = own_stack(idx);
+    let (low, top) = super::boot::cpu_stack(idx);
     if sp < low || sp >= top {
         panic!(
             "CPU {idx} took a trap on a stack not its own (sp {sp:#x}, its stack {low:#x}..{top:#x})"
