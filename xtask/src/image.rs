@@ -485,7 +485,16 @@ pub fn image(root: &Path, board: &str, opts: &ImageOptions) -> Result<Image> {
         .allow("agent", &crate::provision::el0_program_id(&agent_elf)?);
     // The boot chain the hypervisor always measures (PCRs 1 and 3-6): every quote must cover
     // them, so a log that hid one would be named.
-    reference.quoted_pcrs = vec![1, 3, 4, 5, 6];
+    use vtpm::pcr::{
+        PCR_GUEST_CMDLINE, PCR_GUEST_DTB, PCR_GUEST_INITRAMFS, PCR_GUEST_KERNEL, PCR_HYPERVISOR,
+    };
+    reference.quoted_pcrs = vec![
+        PCR_HYPERVISOR,
+        PCR_GUEST_KERNEL,
+        PCR_GUEST_INITRAMFS,
+        PCR_GUEST_DTB,
+        PCR_GUEST_CMDLINE,
+    ];
     // The device tree as the hypervisor measures it, for each CPU count the board allows.
     for d in dtb_references(root, board, &board_t, &qemu_args, &bundle)? {
         reference.allow("dtb", &d);
