@@ -12,6 +12,7 @@
 #[cfg(feature = "alloc")]
 extern crate alloc;
 
+pub mod code;
 pub mod keys;
 pub mod log;
 pub mod pcr;
