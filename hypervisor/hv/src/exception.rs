@@ -62,9 +62,28 @@ pub const fn debug_or_pmu_sysreg(esr: u64) -> bool {
     op0 == 2 || (op0 == 3 && ((crn == 9 && matches!(crm, 12..=14)) || (crn == 14 && crm >= 8)))
 }
 
+/// Whether a data abort's syndrome `esr` is a stage-2 permission fault of the access itself
+/// (DFSC 0b0011xx, any level; not one taken by the stage-1 walk, S1PTW).
+pub const fn is_permission_fault(esr: u64) -> bool {
+    let dfsc = esr & 0x3f;
+    let s1ptw = esr & (1 << 7) != 0;
+    dfsc & 0b11_1100 == 0b00_1100 && !s1ptw
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn permission_faults() {
+        // A write (WnR) permission fault at level 3, and at level 1.
+        assert!(is_permission_fault((0x24 << 26) | (1 << 6) | 0x0f));
+        assert!(is_permission_fault((0x24 << 26) | 0x0d));
+        // Translation and access-flag faults, and a permission fault of the stage-1 walk.
+        assert!(!is_permission_fault((0x24 << 26) | 0x07));
+        assert!(!is_permission_fault((0x24 << 26) | 0x0b));
+        assert!(!is_permission_fault((0x24 << 26) | (1 << 7) | 0x0f));
+    }
 
     #[test]
     fn modes_and_vectors() {

@@ -12,6 +12,8 @@ pub mod gicr;
 pub mod layout;
 pub mod pagetable;
 pub mod smmu;
+pub mod stage1;
+pub mod vdso;
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod arch;

@@ -87,7 +87,19 @@ pub enum MapError {
     Overlap,
     /// The table pool is used up.
     NoTables,
+    /// Nothing maps the address.
+    NotMapped,
+    /// The page already has [`MAX_HOLDS`] holds.
+    TooManyHolds,
 }
+
+/// Stage-2 write permission (S2AP[1]).
+const S2AP_W: u64 = 1 << 7;
+/// Software bits [58:55] of a stage-2 page descriptor count the holds that keep it read-only.
+const HOLDS_SHIFT: u32 = 55;
+const HOLDS_MASK: u64 = 0xf << HOLDS_SHIFT;
+/// Most holds one page can take.
+pub const MAX_HOLDS: u64 = 15;
 
 /// One 4 KiB translation table.
 pub type TableWords = [u64; 512];
@@ -268,6 +280,85 @@ impl<'a> Stage2<'a> {
         Ok(())
     }
 
+    /// Hold the RAM page at `ipa` read-only for one more holder (it stays readable and
+    /// executable); a block mapping it is split into pages first, with the same output and
+    /// attributes. The caller invalidates the TLBs (the MMU's and the SMMU's) after its edits.
+    pub fn hold(&mut self, ipa: u64) -> Result<(), MapError> {
+        let (t, i) = self.page_slot(ipa)?;
+        let d = self.pool[t][i];
+        let n = (d & HOLDS_MASK) >> HOLDS_SHIFT;
+        if n == MAX_HOLDS {
+            return Err(MapError::TooManyHolds);
+        }
+        self.pool[t][i] = (d & !HOLDS_MASK & !S2AP_W) | ((n + 1) << HOLDS_SHIFT);
+        Ok(())
+    }
+
+    /// Drop one hold of the page at `ipa`; returns whether it is writable again (no holds left).
+    pub fn release(&mut self, ipa: u64) -> Result<bool, MapError> {
+        let (t, i) = self.page_slot(ipa)?;
+        let d = self.pool[t][i];
+        let n = ((d & HOLDS_MASK) >> HOLDS_SHIFT).saturating_sub(1);
+        let mut next = (d & !HOLDS_MASK) | (n << HOLDS_SHIFT);
+        if n == 0 {
+            next |= S2AP_W;
+        }
+        self.pool[t][i] = next;
+        Ok(n == 0)
+    }
+
+    /// How many holds keep the page at `ipa` read-only (0 for a page in a block, or unmapped).
+    pub fn holds(&self, ipa: u64) -> u64 {
+        match self.translate(ipa) {
+            Some((d, PAGE)) => (d & HOLDS_MASK) >> HOLDS_SHIFT,
+            _ => 0,
+        }
+    }
+
+    /// The level-3 table and index that map `ipa`, splitting the blocks above it.
+    fn page_slot(&mut self, ipa: u64) -> Result<(usize, usize), MapError> {
+        if ipa >= self.limit() {
+            return Err(MapError::OutOfRange);
+        }
+        let i1 = (ipa / L1_BLOCK) as usize;
+        let d1 = self.split(self.root[i1], ipa & !(L1_BLOCK - 1), L2_BLOCK)?;
+        self.root[i1] = d1;
+        let t2 = self.table_index(d1);
+        let i2 = ((ipa / L2_BLOCK) % 512) as usize;
+        let d2 = self.split(self.pool[t2][i2], ipa & !(L2_BLOCK - 1), PAGE)?;
+        self.pool[t2][i2] = d2;
+        let t3 = self.table_index(d2);
+        let i3 = ((ipa / PAGE) % 512) as usize;
+        if self.pool[t3][i3] & 0b11 != TABLE {
+            return Err(MapError::NotMapped);
+        }
+        Ok((t3, i3))
+    }
+
+    /// `desc` as a table descriptor: a table already, or a block at `base` replaced by a new
+    /// table of 512 entries of `child` size that map the same addresses with the same
+    /// attributes. (The entry changes from a valid block to a valid table of the same
+    /// translation; the caller's TLB invalidation follows.)
+    fn split(&mut self, desc: u64, base: u64, child: u64) -> Result<u64, MapError> {
+        match desc & 0b11 {
+            TABLE => Ok(desc),
+            BLOCK => {
+                let i = self.used;
+                if i >= self.pool.len() {
+                    return Err(MapError::NoTables);
+                }
+                self.used += 1;
+                let attrs = desc & !0x0000_ffff_ffff_f000 & !0b11;
+                let valid = if child == PAGE { TABLE } else { BLOCK };
+                for (k, e) in self.pool[i].iter_mut().enumerate() {
+                    *e = (base + k as u64 * child) | attrs | valid;
+                }
+                Ok(table(self.pool_pa + i as u64 * PAGE))
+            }
+            _ => Err(MapError::NotMapped),
+        }
+    }
+
     /// The descriptor that maps `ipa`, and the size of the block or page it maps: what the
     /// MMU's walk (and the SMMU's, which shares these tables) finds.
     pub fn translate(&self, ipa: u64) -> Option<(u64, u64)> {
@@ -400,6 +491,54 @@ mod tests {
         ] {
             assert_eq!(s2.translate(ipa), None, "{ipa:#x} must be unmapped");
         }
+    }
+
+    #[test]
+    fn held_pages_are_read_only_and_splits_keep_every_translation() {
+        let mut root = [0u64; 1024];
+        let mut pool = [[0u64; 512]; 8];
+        let mut s2 = Stage2::new(&mut root, &mut pool, POOL_PA);
+        // Two GiB of RAM from 1 GiB: 1 GiB blocks, which a hold splits twice.
+        s2.map(0x4000_0000, 0x8000_0000, S2Kind::Ram).unwrap();
+        let before: Vec<_> = (0..0x800u64)
+            .map(|k| 0x4000_0000 + k * 0x10_0000 + 0x3000)
+            .map(|ipa| {
+                (
+                    ipa,
+                    s2.translate(ipa)
+                        .map(|(d, sz)| (output_address(d) + (ipa & (sz - 1)), d & 0xfc)),
+                )
+            })
+            .collect();
+        let page = 0x7654_3000;
+        s2.hold(page).unwrap();
+        s2.hold(page).unwrap();
+        assert_eq!(s2.tables_used(), 2);
+        let (d, size) = s2.translate(page).unwrap();
+        assert_eq!((size, output_address(d), d & S2AP_W), (PAGE, page, 0));
+        assert_eq!(s2.holds(page), 2);
+        // Every other address translates as before, with the same attributes.
+        for (ipa, was) in &before {
+            let now = s2
+                .translate(*ipa)
+                .map(|(d, sz)| (output_address(d) + (ipa & (sz - 1)), d & 0xfc));
+            if *ipa & !(PAGE - 1) != page {
+                assert_eq!(&now, was, "{ipa:#x}");
+            }
+        }
+        let (n, _) = s2.translate(page + PAGE).unwrap();
+        assert_ne!(n & S2AP_W, 0, "the neighbour stays writable");
+        assert_eq!(s2.release(page), Ok(false));
+        assert_eq!(s2.release(page), Ok(true));
+        assert_ne!(s2.translate(page).unwrap().0 & S2AP_W, 0);
+        assert_eq!(s2.holds(page), 0);
+        // Counted up to the limit, and only where something is mapped.
+        for _ in 0..MAX_HOLDS {
+            s2.hold(page).unwrap();
+        }
+        assert_eq!(s2.hold(page), Err(MapError::TooManyHolds));
+        assert_eq!(s2.hold(0x1000), Err(MapError::NotMapped));
+        assert_eq!(s2.hold(IPA_LIMIT), Err(MapError::OutOfRange));
     }
 
     #[test]
