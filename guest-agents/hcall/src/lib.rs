@@ -445,8 +445,19 @@ pub mod window {
     }
 
     impl WindowTransport {
-        /// Map the call window.
+        /// Map the call window, and lock this process's pages in memory.
+        ///
+        /// The hypervisor identifies a caller by all of its code, which it finds in the
+        /// process's page tables (`docs/abi.md`, "Program identity"): locking maps every code
+        /// page now (Linux maps lazily otherwise, and a half-mapped program is another
+        /// program) and keeps them where they are, so they are measured once.
         pub fn open() -> io::Result<Self> {
+            rustix::mm::mlockall(rustix::mm::MlockAllFlags::CURRENT).map_err(|e| {
+                io::Error::new(
+                    io::Error::from(e).kind(),
+                    format!("locking the program's pages in memory: {e}"),
+                )
+            })?;
             // SAFETY: the window is never mapped by stage 2: every access traps to the
             // hypervisor, and we access it only with the call store.
             let (mem, p) = unsafe { map_phys_page(EL0_WINDOW) }?;

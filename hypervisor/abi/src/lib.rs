@@ -120,6 +120,26 @@ impl Function {
         }
     }
 
+    /// Whether the answer depends on which program calls (the monitor binds hop slots and the
+    /// trusted agent to a program identity). A platform may skip measuring the caller for the
+    /// other functions: the monitor core never looks at their caller (tested in `gw-core`).
+    pub const fn binds_caller(self) -> bool {
+        match self {
+            Function::HopKeyRegister
+            | Function::HopTag
+            | Function::HopCheck
+            | Function::AgentSign
+            | Function::AgentVerify
+            | Function::PolicySet => true,
+            Function::Version
+            | Function::PcrExtend
+            | Function::PcrRead
+            | Function::Quote
+            | Function::EventLogRead
+            | Function::PolicyGet => false,
+        }
+    }
+
     /// The function with low bits `n`.
     pub fn from_number(n: u16) -> Option<Self> {
         Self::ALL.into_iter().find(|f| *f as u16 == n)

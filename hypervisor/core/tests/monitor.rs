@@ -596,3 +596,46 @@ fn registration_records_the_stage_assignment() {
         assert_eq!(gw_abi::parse_stage_assignment(bad), None, "{bad}");
     }
 }
+
+/// The functions that do not bind a caller answer the same whoever calls, so the hypervisor may
+/// skip measuring the caller for them (`Function::binds_caller`). The binding functions are the
+/// twin: the same requests from another program are answered differently.
+#[test]
+fn only_binding_functions_depend_on_the_caller() {
+    let requests = |f: Function| -> Option<Request<'static>> {
+        Some(match f {
+            Function::Version => Request::Version,
+            Function::PcrExtend => Request::PcrExtend {
+                pcr: 16,
+                digest: [5; 32],
+                kind: ComponentKind::Other,
+                name: "x",
+                version: "1",
+            },
+            Function::PcrRead => Request::PcrRead { pcr: 16 },
+            Function::Quote => Request::Quote {
+                nonce: [1; 32],
+                selection: PcrSelection::from_indices([0, 16]).unwrap(),
+            },
+            Function::EventLogRead => Request::EventLogRead { start: 0 },
+            Function::PolicyGet => Request::PolicyGet { offset: 0 },
+            _ => return None,
+        })
+    };
+    for f in Function::ALL {
+        let (mut a, mut b) = (monitor(), monitor());
+        let who = [VSWITCH, ROGUE];
+        if let Some(req) = requests(f) {
+            assert!(!f.binds_caller(), "{f:?}");
+            let ra = call(&mut a, &who[0], req.clone()).map(|r| format!("{r:?}"));
+            let rb = call(&mut b, &who[1], req).map(|r| format!("{r:?}"));
+            assert_eq!(ra, rb, "{f:?} answered differently for another caller");
+        } else {
+            assert!(f.binds_caller(), "{f:?}");
+        }
+    }
+    // The twin: registration binds, so a second program is refused the same slot.
+    let mut m = monitor();
+    register(&mut m, &VSWITCH, 7, 0, 2).unwrap();
+    assert_eq!(register(&mut m, &ROGUE, 7, 0, 2), Err(AbiError::Denied));
+}
