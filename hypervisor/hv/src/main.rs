@@ -7,7 +7,7 @@ use core::panic::PanicInfo;
 use gatewarden_hv::{
     VERSION,
     arch::aarch64::{
-        boot,
+        boot, code,
         cpu::{self, enter_guest},
         hypercall::{self, MONITOR},
         mmu, smmu, trap,
@@ -137,6 +137,7 @@ extern "C" fn hv_primary_main(dtb_pa: u64) -> ! {
     // Measure before anything of the guest runs.
     let digest_hv = vtpm::sha256(image_bytes());
     let digest_kernel = vtpm::sha256(kernel);
+    code::set_kernel(kernel);
     let digest_initrd = vtpm::sha256(&bundle_bytes[parts.initrd.clone()]);
     // SAFETY: `load..plan.kernel_end` (which holds the kernel's bytes) is guest RAM below the
     // bundle (layout::plan).

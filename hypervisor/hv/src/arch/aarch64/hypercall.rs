@@ -110,6 +110,21 @@ pub fn at_fixup(elr: u64) -> Option<u64> {
     (start..end).contains(&elr).then_some(resume)
 }
 
+/// Whether `pa` is guest RAM.
+pub fn in_guest_ram(pa: u64) -> bool {
+    let (lo, hi) = (
+        GUEST_RAM[0].load(Ordering::Acquire),
+        GUEST_RAM[1].load(Ordering::Acquire),
+    );
+    pa >= lo && pa < hi
+}
+
+/// The guest RAM address a guest VA reads from, in the kernel's (`el0` false) or the current
+/// process's translation regime.
+pub fn guest_pa(va: u64, el0: bool) -> Option<u64> {
+    translate(va, false, if el0 { From::El0 } else { From::El1 })
+}
+
 /// Translate a guest VA for reading or writing with `from`'s permissions; `None` unless it
 /// maps to guest RAM.
 fn translate(va: u64, write: bool, from: From) -> Option<u64> {
@@ -129,11 +144,7 @@ fn translate(va: u64, write: bool, from: From) -> Option<u64> {
         return None;
     }
     let pa = (par & 0x0000_ffff_ffff_f000) | (va & 0xfff);
-    let (lo, hi) = (
-        GUEST_RAM[0].load(Ordering::Acquire),
-        GUEST_RAM[1].load(Ordering::Acquire),
-    );
-    (pa >= lo && pa < hi).then_some(pa)
+    in_guest_ram(pa).then_some(pa)
 }
 
 /// Copy between guest VA range and a hypervisor buffer, page by page.
@@ -184,85 +195,26 @@ pub fn dispatch(f: &mut TrapFrame) -> u64 {
 /// Handle a call made through the EL0 call window; returns x0, sets x1 (and x2).
 ///
 /// The caller is its address space (TTBR0_EL1: table base and ASID) and, as its program
-/// identity, SHA-256 of the 4 KiB code page holding the trapping store: the same binary
-/// yields the same page, another binary a different one (`docs/abi.md`).
+/// identity, the code of that address space (`code`): measured, and held read-only, for the
+/// calls whose answer depends on who calls; the others need no identity and skip the walk.
 pub fn dispatch_el0(f: &mut TrapFrame) -> u64 {
-    let code_page = (f.elr - 4) & !0xfff;
-    let Some(pa) = translate(code_page, false, From::El0) else {
-        return AbiError::BadAddress as i64 as u64;
-    };
-    let program = CODE_PAGES.lock().identity(GuestPage(pa));
-    dispatch_from(
-        f,
-        Caller {
-            space: TTBR0_EL1.get(),
-            program,
-        },
-        From::El0,
-    )
-}
-
-/// A page of guest RAM, by its physical address (page aligned, checked by [`translate`]).
-#[derive(Clone, Copy)]
-struct GuestPage(u64);
-
-impl GuestPage {
-    /// Word `i` (of 512) of the page.
-    fn word(self, i: usize) -> u64 {
-        debug_assert!(i < 512 && self.0 & 0xfff == 0);
-        // SAFETY: `self.0` is a page of guest RAM (`translate` checked it against the guest RAM
-        // bounds), which the EL2 identity map covers and which never overlaps hypervisor
-        // memory; `i < 512` keeps the read inside it. The guest may write the page meanwhile,
-        // hence a volatile read of a plain integer, which has no invalid values.
-        unsafe { core::ptr::read_volatile((self.0 as *const u64).add(i)) }
-    }
-}
-
-/// Code pages already hashed, with their digests.
-///
-/// Hashing the caller's 4 KiB code page on every EL0 call cost about 60 µs under QEMU TCG (the
-/// SHA-2 instructions are emulated), most of a null call; comparing it with a page hashed
-/// before costs a few µs. A hit needs the page to be word-for-word the one that was hashed, so
-/// the identity is still exactly SHA-256 of the caller's code page as it is at the call.
-struct CodePages {
-    pages: [[u64; 512]; CODE_PAGES_N],
-    digests: [Option<[u8; 32]>; CODE_PAGES_N],
-    /// The slot the next miss replaces (round robin).
-    next: usize,
-}
-
-/// Distinct code pages remembered: each process that calls through the window stores from one
-/// or two (the transport's), and a gateway runs a dozen such processes.
-const CODE_PAGES_N: usize = 16;
-
-static CODE_PAGES: spin::Mutex<CodePages> = spin::Mutex::new(CodePages {
-    pages: [[0; 512]; CODE_PAGES_N],
-    digests: [None; CODE_PAGES_N],
-    next: 0,
-});
-
-impl CodePages {
-    /// SHA-256 of the guest page, from a remembered identical page when there is one.
-    fn identity(&mut self, page: GuestPage) -> [u8; 32] {
-        let same = |p: &[u64; 512]| p.iter().enumerate().all(|(i, w)| *w == page.word(i));
-        for (p, d) in self.pages.iter().zip(&self.digests) {
-            if let Some(d) = d
-                && same(p)
-            {
-                return *d;
+    let space = TTBR0_EL1.get();
+    let needs_identity = Function::from_aarch64_id(f.x[0]).is_some_and(Function::binds_caller);
+    let caller = if needs_identity {
+        match super::code::identity(f.elr - 4) {
+            Ok((space, program)) => Caller { space, program },
+            Err(e) => {
+                f.x[1] = 0;
+                return e as i64 as u64;
             }
         }
-        // A miss: copy the page once and hash the copy, so the digest is of exactly the
-        // words remembered.
-        let i = self.next;
-        for (n, w) in self.pages[i].iter_mut().enumerate() {
-            *w = page.word(n);
+    } else {
+        Caller {
+            space,
+            program: [0; 32],
         }
-        let digest = vtpm::sha256(zerocopy::IntoBytes::as_bytes(&self.pages[i]));
-        self.digests[i] = Some(digest);
-        self.next = (i + 1) % CODE_PAGES_N;
-        digest
-    }
+    };
+    dispatch_from(f, caller, From::El0)
 }
 
 fn dispatch_from(f: &mut TrapFrame, caller: Caller, from: From) -> u64 {

@@ -27,8 +27,10 @@ struct Stage2Root([u64; 1024]);
 const MAX_RAM_GIB: usize = (crate::layout::MAX_RAM >> 30) as usize;
 
 /// Lower-level stage-2 tables: QEMU virt's devices take 2 level-2 and 3 level-3 tables, guest
-/// RAM one level-2 table; the rest is headroom for other boards' lists.
-const S2_POOL: usize = 16;
+/// RAM one level-2 table; 16 are headroom for other boards' lists, and the rest take the splits
+/// of guest RAM blocks into pages when a program's code pages are held read-only (`code`): one
+/// per 2 MiB of RAM holding code, 1 MiB of tables for 512 MiB.
+const S2_POOL: usize = 16 + 256;
 
 #[repr(C, align(4096))]
 struct Pool([TableWords; S2_POOL]);
@@ -47,13 +49,18 @@ struct Tables {
     el2_used: usize,
     s2_root: Stage2Root,
     s2_pool: Pool,
+    s2_used: usize,
 }
 
 struct TablesCell(UnsafeCell<Tables>);
 
-// SAFETY: the tables are written only by the primary CPU during boot, before any secondary CPU
-// starts or the guest runs; afterwards they are only read (by the MMUs).
+// SAFETY: the tables are written by the primary CPU during boot, before any secondary CPU
+// starts or the guest runs; afterwards only the stage-2 tables change, and only with `S2_EDIT`
+// held (`hold`, `release`); everything else only reads them (the MMUs and the SMMU).
 unsafe impl Sync for TablesCell {}
+
+/// Serialises edits of the live stage-2 tables.
+static S2_EDIT: spin::Mutex<()> = spin::Mutex::new(());
 
 static TABLES: TablesCell = TablesCell(UnsafeCell::new(Tables {
     el2: Table([0; 512]),
@@ -61,6 +68,7 @@ static TABLES: TablesCell = TablesCell(UnsafeCell::new(Tables {
     el2_used: 0,
     s2_root: Stage2Root([0; 1024]),
     s2_pool: Pool([[0; 512]; S2_POOL]),
+    s2_used: 0,
 }));
 
 /// TCR_EL2: 39-bit VA, 4 KiB granule, write-back walks, inner shareable, 40-bit PA.
@@ -217,6 +225,60 @@ pub fn build_stage2(guest: (u64, u64)) -> u64 {
         GUEST_DEVICES.len(),
         s2.tables_used() + 2
     );
+    t.s2_used = s2.tables_used();
     barrier::dsb(barrier::ISH);
     root
+}
+
+/// Edit the live stage-2 tables with `edit`, then make every CPU's TLB and the SMMU's forget
+/// the old translations.
+fn edit_stage2<R>(edit: impl FnOnce(&mut Stage2<'_>) -> R) -> R {
+    let _g = S2_EDIT.lock();
+    // SAFETY: `S2_EDIT` is held, so no other CPU edits the tables (see `TablesCell`); the MMUs
+    // and the SMMU only read them, and each edit is a single-word store of a valid descriptor.
+    let t = unsafe { &mut *TABLES.0.get() };
+    let pool_pa = core::ptr::addr_of!(t.s2_pool) as u64;
+    let mut s2 = Stage2::resume(&mut t.s2_root.0, &mut t.s2_pool.0, pool_pa, t.s2_used);
+    let r = edit(&mut s2);
+    t.s2_used = s2.tables_used();
+    barrier::dsb(barrier::ISHST);
+    // SAFETY: TLB maintenance for the guest's VMID (the only one), from EL2.
+    unsafe { core::arch::asm!("tlbi vmalls12e1is", "dsb ish", "isb") };
+    super::smmu::invalidate_stage2();
+    r
+}
+
+/// Hold each guest RAM page of `pages` read-only in stage 2 for one more holder; on failure
+/// none of them is held and the error says why.
+pub fn hold(pages: impl Iterator<Item = u64> + Clone) -> Result<(), pagetable::MapError> {
+    edit_stage2(|s2| {
+        for (n, pa) in pages.clone().enumerate() {
+            if let Err(e) = s2.hold(pa) {
+                for pa in pages.take(n) {
+                    let _ = s2.release(pa);
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Drop one hold of each page of `pages` (those without holds left become writable again).
+pub fn release(pages: impl Iterator<Item = u64>) {
+    edit_stage2(|s2| {
+        for pa in pages {
+            let _ = s2.release(pa);
+        }
+    })
+}
+
+/// Whether the guest RAM page at `pa` is held read-only.
+pub fn is_held(pa: u64) -> bool {
+    let _g = S2_EDIT.lock();
+    // SAFETY: as in `edit_stage2`; this only reads.
+    let t = unsafe { &mut *TABLES.0.get() };
+    let pool_pa = core::ptr::addr_of!(t.s2_pool) as u64;
+    let s2 = Stage2::resume(&mut t.s2_root.0, &mut t.s2_pool.0, pool_pa, t.s2_used);
+    s2.holds(pa & !0xfff) > 0
 }

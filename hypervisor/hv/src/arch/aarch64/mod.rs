@@ -2,6 +2,7 @@
 //! the boot-time clock read.
 
 pub mod boot;
+pub mod code;
 pub mod console;
 pub mod cpu;
 pub mod hypercall;

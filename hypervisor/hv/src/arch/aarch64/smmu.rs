@@ -6,7 +6,10 @@
 //! SMMU is off, abort. The registers are never mapped for the guest, and the stream table and
 //! command queue live in hypervisor memory (docs/dma-isolation.md).
 
-use core::cell::UnsafeCell;
+use core::{
+    cell::UnsafeCell,
+    sync::atomic::{AtomicU64, Ordering},
+};
 
 use aarch64_cpu::asm::barrier;
 
@@ -31,8 +34,14 @@ struct State {
 struct StateCell(UnsafeCell<State>);
 
 // SAFETY: written by the primary CPU alone, during boot before any other CPU or the guest runs
-// (`enable`); afterwards only the SMMU reads it.
+// (`enable`); afterwards the stream table is only read (by the SMMU) and the command queue is
+// written only with `COMMANDS` held (`invalidate_stage2`).
 unsafe impl Sync for StateCell {}
+
+/// The enabled SMMU's register base (0 until `enable`).
+static BASE: AtomicU64 = AtomicU64::new(0);
+/// Serialises runtime use of the command queue.
+static COMMANDS: spin::Mutex<()> = spin::Mutex::new(());
 
 static STATE: StateCell = StateCell(UnsafeCell::new(State {
     strtab: StreamTable([[0; STE_BYTES / 8]; MAX_STREAMS]),
@@ -163,7 +172,21 @@ pub fn enable(base: u64, streams: u32, s2ttb: u64, vtcr: u64) {
     if regs.read32(enc::GERROR) != 0 {
         panic!("SMMU global error {:#x}", regs.read32(enc::GERROR));
     }
+    BASE.store(base, Ordering::Release);
     crate::println!(
         "SMMUv3 at {base:#x}: {streams} streams translated by the guest's stage 2, others abort"
     );
+}
+
+/// Make the SMMU forget its cached stage-2 translations (after an edit of the tables), and
+/// wait until it has.
+pub fn invalidate_stage2() {
+    let base = BASE.load(Ordering::Acquire);
+    if base == 0 {
+        return;
+    }
+    let _g = COMMANDS.lock();
+    // SAFETY: `COMMANDS` is held, so this CPU alone writes the command queue (see `StateCell`).
+    let st = unsafe { &mut *STATE.0.get() };
+    issue(&Regs(base), st, &[enc::cmd_tlbi_s12_vmall(0)]);
 }

@@ -271,6 +271,17 @@ extern "C" fn hv_lower_sync(f: &mut TrapFrame) {
                 }
                 return;
             }
+            // A write to a page of measured code, held read-only (`code`): the measurements
+            // holding it end and the write goes ahead. HPFAR is not reliable for permission
+            // faults, so the address comes from the guest's own translation of FAR.
+            if ec == EC_DABT_LOW
+                && wnr
+                && crate::exception::is_permission_fault(esr)
+                && let Some(pa) = super::hypercall::guest_pa(far, Mode::from_spsr(f.spsr).is_el0())
+                && super::code::write_fault(pa)
+            {
+                return;
+            }
             if ec == EC_DABT_LOW
                 && let Some((page, off)) = GICR_FILTER
                     .and_then(|(b, stride)| gicr::control_page(ipa, b, stride, MAX_CPUS as u64))
