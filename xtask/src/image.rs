@@ -29,6 +29,9 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 for m in $(cat /lib/modules/order); do insmod /lib/modules/$m || echo "gatewarden-guest: cannot load $m"; done
 echo "gatewarden-guest: up, $(grep -c ^processor /proc/cpuinfo) CPUs online"
+# Locked pages stay where they are: the hypervisor holds a caller's code pages read-only and
+# measures them once (docs/abi.md, "Program identity"); compaction would move them.
+echo 0 > /proc/sys/vm/compact_unevictable_allowed
 # Network ports by MAC address (probe order need not follow the command line):
 # the uplink 52:54:00:12:34:56, the data path's LAN 52:54:00:77:00:01 and WAN 52:54:00:77:00:02.
 port() { for d in /sys/class/net/*; do [ "$(cat $d/address)" = "$1" ] && echo ${d##*/}; done; }

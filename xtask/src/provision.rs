@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use ed25519_dalek::SigningKey;
-use object::{Object, ObjectSegment, ObjectSymbol};
+use object::{Object, ObjectSegment};
 
 /// The vendor's signing key (`.cache/vendor.key`, created on first use, mode 0600). A real
 /// vendor keeps this key offline; this one is the development fleet's.
@@ -73,46 +73,63 @@ pub fn default_controller_dir(root: &Path, board: &str) -> PathBuf {
         .join("controller")
 }
 
-/// The program identity the hypervisor gives an EL0 caller of `elf`: SHA-256 of the 4 KiB
-/// code page holding the store that traps into the call window (see `docs/abi.md`). Found
-/// through the symbol of the window transport's call and the store's fixed encoding.
+/// The program identity the hypervisor gives a process running `elf` (`docs/abi.md`, "Program
+/// identity"): its executable pages as the loader maps them (whole pages of the file, zero past
+/// its end), grouped into runs of consecutive pages and hashed by `vtpm::code`. The kernel's
+/// vDSO is not the program's and is left out, as the hypervisor leaves it out. For the static
+/// executables of the image (no interpreter, no shared libraries) this is all of their code.
 pub fn el0_program_id(elf: &[u8]) -> Result<[u8; 32]> {
-    // `str x0, [x5]`: the trapping store the window transport's inline assembly emits.
-    const STORE: [u8; 4] = 0xF900_00A0u32.to_le_bytes();
+    use object::SegmentFlags;
+    const PAGE: u64 = vtpm::code::PAGE as u64;
     let file = object::File::parse(elf).context("parsing the program's ELF")?;
-    let sym = file
-        .symbols()
-        .find(|s| {
-            s.name()
-                .is_ok_and(|n| n.contains("WindowTransport") && n.contains("Transport$GT$4call"))
-        })
-        .context("the program has no window-transport call symbol (was it stripped?)")?;
-    let (start, size) = (sym.address(), sym.size());
-    let seg = file
+    // Executable segments as (first page, end page, file offset of the first page).
+    let mut segs: Vec<(u64, u64, u64)> = file
         .segments()
-        .find(|s| s.address() <= start && start + size <= s.address() + s.size())
-        .context("window call outside any segment")?;
-    let (seg_off, _) = seg.file_range();
-    let file_at = |vaddr: u64| (vaddr - seg.address() + seg_off) as usize;
-    let code = &elf[file_at(start)..file_at(start + size)];
-    let hits: Vec<usize> = code
-        .chunks_exact(4)
-        .enumerate()
-        .filter(|(_, w)| *w == STORE)
-        .map(|(i, _)| i * 4)
+        .filter(|s| {
+            matches!(s.flags(), SegmentFlags::Elf { p_flags, .. } if p_flags.0 & object::elf::PF_X.0 != 0)
+        })
+        .map(|s| {
+            let (off, _) = s.file_range();
+            let start = s.address() & !(PAGE - 1);
+            let end = (s.address() + s.size()).div_ceil(PAGE) * PAGE;
+            (start, end, off - (s.address() - start))
+        })
         .collect();
-    let [at] = hits[..] else {
-        bail!(
-            "expected one trapping store in the window call, found {}",
-            hits.len()
-        );
+    if segs.is_empty() {
+        bail!("the program has no executable segment");
+    }
+    if file.section_by_name(".interp").is_some() {
+        bail!("the program is dynamically linked; the image's programs are static");
+    }
+    segs.sort();
+    let page_at = |off: u64| {
+        let mut p = [0u8; vtpm::code::PAGE];
+        let from = (off as usize).min(elf.len());
+        let n = (elf.len() - from).min(p.len());
+        p[..n].copy_from_slice(&elf[from..from + n]);
+        p
     };
-    // The loader maps whole pages and file offsets are congruent to addresses modulo the page
-    // size, so the page's bytes start at the store's offset rounded down.
-    let store = start + at as u64;
-    let from = file_at(store) - (store & 0xfff) as usize;
-    let mut bytes = [0u8; 4096];
-    let n = elf.len().saturating_sub(from).min(4096);
-    bytes[..n].copy_from_slice(&elf[from..from + n]);
-    Ok(vtpm::sha256(&bytes))
+    let mut runs = Vec::new();
+    let mut run: Option<(vtpm::code::RunHasher, u64)> = None;
+    for (start, end, off) in segs {
+        for (k, va) in (start..end).step_by(PAGE as usize).enumerate() {
+            match &mut run {
+                Some((_, next)) if *next == va => {}
+                Some((_, next)) if *next > va => bail!("executable segments overlap at {va:#x}"),
+                _ => {
+                    if let Some((h, _)) = run.take() {
+                        runs.push(h.finish());
+                    }
+                    run = Some((vtpm::code::RunHasher::new(), va));
+                }
+            }
+            let (h, next) = run.as_mut().expect("a run is open");
+            h.page(&page_at(off + k as u64 * PAGE));
+            *next = va + PAGE;
+        }
+    }
+    if let Some((h, _)) = run {
+        runs.push(h.finish());
+    }
+    Ok(vtpm::code::identity(&mut runs))
 }
