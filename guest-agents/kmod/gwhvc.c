@@ -13,12 +13,15 @@
  *      checks that every one is refused with the error code its rule calls for, then that a good
  *      call still works.
  * It prints one line per step and fails to load (-EIO) if any step fails, so `insmod`'s exit
- * status is the verdict. Built against Debian's headers by `cargo xtask image`.
+ * status is the verdict. With `poke` it does only one thing: flip a bit of the byte at that
+ * guest-physical address through the kernel's linear map, as a hostile kernel patching a
+ * process's code page would (`gw-dp-rogue --patch kernel`). Built against Debian's headers by `cargo xtask image`.
  */
 
 #include <linux/arm-smccc.h>
 #include <linux/io.h>
 #include <linux/irqflags.h>
+#include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/random.h>
 #include <linux/sched.h>
@@ -48,6 +51,10 @@ MODULE_PARM_DESC(malformed, "malformed calls to make, each must be refused (0: n
 static unsigned long hv_phys;
 module_param(hv_phys, ulong, 0444);
 MODULE_PARM_DESC(hv_phys, "a physical address inside hypervisor memory, for the calls that point there (0: skip them)");
+
+static unsigned long poke;
+module_param(poke, ulong, 0444);
+MODULE_PARM_DESC(poke, "only flip bit 0 of the byte at this guest-physical RAM address (0: skip)");
 
 /* A page the module only reads: once loaded it is mapped read-only (STRICT_MODULE_RWX). */
 static const u8 ro_page[PAGE_SIZE] __aligned(PAGE_SIZE) = { 1 };
@@ -360,10 +367,29 @@ static int good_call(const char *when)
 	return ret;
 }
 
+/* The kernel's own write to a RAM page, through the linear map (no user mapping involved). */
+static int run_poke(void)
+{
+	u8 *p, before;
+
+	if (!pfn_valid(PHYS_PFN(poke))) {
+		pr_err("gwhvc: poke %#lx is not RAM\n", poke);
+		return -EINVAL;
+	}
+	p = phys_to_virt(poke);
+	before = READ_ONCE(*p);
+	WRITE_ONCE(*p, before ^ 1);
+	pr_info("gwhvc: poked %#lx: %#x -> %#x\n", poke, before, READ_ONCE(*p));
+	return 0;
+}
+
 static int __init gwhvc_init(void)
 {
 	struct arm_smccc_res res;
 	int ret;
+
+	if (poke)
+		return run_poke();
 
 	gw_call(GW_FN(GW_VERSION), 0, 0, 0, 0, &res);
 	if (res.a0) {

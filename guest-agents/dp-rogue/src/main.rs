@@ -9,6 +9,8 @@
 //!
 //! Prints a JSON summary. Every injected frame must be dropped and counted by its receiver
 //! (`<run>/stats`); the tests check that, not this tool.
+//!
+//! With `--patch` it instead changes its own code after registering a stage (see [`patch`]).
 
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
@@ -18,6 +20,8 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use gw_packet::Direction;
 
+mod patch;
+
 /// Capture one tagged hop frame and inject forged, replayed and hop-skipping copies.
 #[derive(Parser, Debug)]
 #[command(version)]
@@ -26,11 +30,18 @@ struct Args {
     #[arg(long, default_value = gw_chain::RUN_DIR)]
     run_dir: PathBuf,
     /// Device whose chain to attack (`aa:bb:cc:dd:ee:ff`).
-    #[arg(long)]
-    device: String,
+    #[arg(long, required_unless_present = "patch")]
+    device: Option<String>,
     /// Direction of the chain.
-    #[arg(long, value_parser = ["from-device", "to-device"])]
-    direction: String,
+    #[arg(long, value_parser = ["from-device", "to-device"], required_unless_present = "patch")]
+    direction: Option<String>,
+    /// Instead: register a stage of a chain of our own, tag, change our own code this way, tag
+    /// again.
+    #[arg(long, value_enum)]
+    patch: Option<patch::How>,
+    /// Monitor socket (software monitor); the hypervisor's call window when it is absent.
+    #[arg(long, env = gw_hcall::ENV_MONITOR, default_value = gw_hcall::DEFAULT_SOCKET)]
+    monitor: PathBuf,
     /// Stage whose incoming hop to capture (1 = first middlebox).
     #[arg(long, default_value_t = 2)]
     stage: u8,
@@ -44,11 +55,17 @@ struct Args {
 
 fn main() -> Result<()> {
     let a = Args::parse();
-    let mac = gw_packet::parse_mac(&a.device).context("--device is not a MAC address")?;
+    if let Some(how) = a.patch {
+        return patch::patch(how, gw_hcall::TransportKind::Auto, &a.monitor);
+    }
+    let (Some(device), Some(direction)) = (&a.device, &a.direction) else {
+        bail!("--device and --direction are required");
+    };
+    let mac = gw_packet::parse_mac(device).context("--device is not a MAC address")?;
     if a.stage == 0 || a.stage >= a.hops {
         bail!("--stage must be a middlebox stage, 1..{}", a.hops - 1);
     }
-    let dir = if a.direction == "to-device" {
+    let dir = if direction == "to-device" {
         Direction::ToDevice
     } else {
         Direction::FromDevice
