@@ -371,3 +371,47 @@ fn malformed_hypercalls_from_the_guest_kernel_are_refused() {
     // The hypervisor still serves user space too.
     assert_still_serving(&mut q);
 }
+
+/// A program's identity is its whole executable code, held read-only while it is measured:
+/// `gw-dp-rogue --patch` registers a stage, tags a packet, changes one byte of its own code (in
+/// a function it never runs, so it keeps working) and tags again. Unchanged (the benign
+/// twin), the second tag works; changed in place by the guest kernel (the write traps on the
+/// stage-2 hold and ends the measurement) or copied on write through `/proc/self/mem`, the code
+/// measures differently and the hypervisor refuses the call. Before 2026-12-02 only the
+/// call-site page was measured, once, and both patches kept their slot.
+#[test]
+fn a_process_whose_code_changes_after_it_registered_is_refused() {
+    let mut q = booted();
+    // Each run's summary, and how many trapped writes to held code it caused.
+    let writes = |q: &Qemu| q.output().matches("gatewarden-hv: code write #").count();
+    let mut patch = |how: &str| {
+        let mark = writes(&q);
+        let out = q.run(&format!("gw-dp-rogue --patch {how}; echo rc=$?"));
+        assert!(out.contains("rc=0"), "{how}: {out}");
+        let s = json_line(&out);
+        assert_eq!(s["how"], how, "{out}");
+        assert_eq!(s["before"], "tagged", "{how}: the first tag failed: {s}");
+        (s, writes(&q) - mark)
+    };
+    let (none, _) = patch("none");
+    assert_eq!(none["patched"], false, "{none}");
+    assert_eq!(
+        none["after"], "tagged",
+        "the unchanged program lost its slot: {none}"
+    );
+    for how in ["kernel", "cow"] {
+        let (s, trapped) = patch(how);
+        assert_eq!(s["patched"], true, "{how}: the code did not change: {s}");
+        assert!(
+            s["after"].as_str().unwrap_or("").contains("denied"),
+            "{how}: the changed program kept its slot: {s}"
+        );
+        // The kernel's write went through the hold: the hypervisor ended the measurement.
+        assert_eq!(
+            trapped > 0,
+            how == "kernel",
+            "{how}: {trapped} trapped writes"
+        );
+    }
+    assert_still_serving(&mut q);
+}
