@@ -7,7 +7,8 @@
 //! Checks: an HTTP GET passes through the chain; a MUD-disallowed destination is blocked; an
 //! IDS rule drops a matching payload; a forged, a replayed and a hop-skipping packet injected
 //! by a rogue guest process are each dropped and counted, and the counters reach the
-//! controller; the middleboxes' measurements are accepted by attestation.
+//! controller; the middleboxes' measurements are accepted by attestation; a copy of the
+//! firewall patched away from its call site is named modified, a faithful copy is not.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -165,4 +166,104 @@ fn qemu_gateway_carries_device_traffic_through_hypervisor_signed_chains() {
     let after = ctl.last_result_id(&id);
     let r = ctl.wait_result(&id, after, "a result with the chains running", |_| true);
     assert_ne!(r["status"], "contraindicated", "{r:#}");
+
+    // 4. A program's identity is its whole code. Two copies of the firewall registered beside
+    //    the chain, each for a device of its own: a byte-for-byte copy (the benign twin) reads
+    //    as the genuine firewall; a copy changed in one byte of code it runs only on a panic
+    //    (far from the call site, so it works as before) is named modified. Before
+    //    2026-12-02 only the call-site page was measured and the patched copy read genuine.
+    let host_fw = std::fs::read(firewall_elf()).unwrap();
+    let (off, byte) = unrun_code_byte(&host_fw);
+    let out = q.run(&format!(
+        "fw=$(which gw-firewall); sha256sum $fw; cp $fw /tmp/fw-copy; cp $fw /tmp/fw-patched; \
+         printf '\\{:03o}' | dd of=/tmp/fw-patched bs=1 seek={off} conv=notrunc 2>/dev/null; \
+         cmp -s $fw /tmp/fw-copy; echo copy=$?; cmp -s $fw /tmp/fw-patched; echo patched=$?",
+        byte ^ 1
+    ));
+    assert!(out.contains("copy=0") && out.contains("patched=1"), "{out}");
+    assert!(
+        out.contains(&hex::encode(vtpm::sha256(&host_fw))),
+        "the image's firewall is not {}: {out}",
+        firewall_elf().display()
+    );
+    let register = |q: &mut Qemu, bin: &str, mac: &str| {
+        q.run(&format!(
+            "/tmp/{bin} --device {mac} --transport hypervisor >/tmp/{bin}.log 2>&1 & true"
+        ));
+        let deadline = std::time::Instant::now() + gw_tests::fleet::WAIT;
+        // Both chains of the device (the `''` keeps the echoed command from matching).
+        while !q
+            .run(&format!(
+                "[ $(grep -c slot /tmp/{bin}.log) = 2 ] && echo regis''tered"
+            ))
+            .contains("registered")
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{bin} did not register: {}",
+                q.run(&format!("cat /tmp/{bin}.log"))
+            );
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    };
+    let fw_modified = |r: &serde_json::Value| {
+        gw_tests::fleet::reasons(r)
+            .iter()
+            .any(|x| x.starts_with("middlebox:firewall: modified"))
+    };
+    // A result challenged after the one in flight when the copy registered.
+    let next_but_one = |what: &str| {
+        let r = ctl.wait_result(&id, ctl.last_result_id(&id), what, |_| true);
+        ctl.wait_result(&id, r["id"].as_i64().unwrap(), what, |_| true)
+    };
+    register(&mut q, "fw-copy", "02:00:00:00:00:71");
+    let r = next_but_one("a result with the copy registered");
+    assert!(
+        r["status"] != "contraindicated" && !fw_modified(&r),
+        "a genuine copy read as modified: {r:#}"
+    );
+    register(&mut q, "fw-patched", "02:00:00:00:00:72");
+    let r = next_but_one("a result with the patched copy registered");
+    assert_eq!(r["status"], "contraindicated", "{r:#}");
+    assert!(fw_modified(&r), "the patched firewall was not named: {r:#}");
+}
+
+/// The guest's firewall binary, as the image holds it.
+fn firewall_elf() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/aarch64-unknown-linux-musl/release/gw-firewall")
+}
+
+/// File offset and value of a byte of code the firewall runs only on a panic (inside
+/// `core::panicking::panic_fmt`): changed, the copy works as before but measures differently.
+fn unrun_code_byte(file: &[u8]) -> (u64, u8) {
+    use elf::{ElfBytes, abi::PF_X, abi::PT_LOAD, abi::STT_FUNC, endian::AnyEndian};
+    let elf = ElfBytes::<AnyEndian>::minimal_parse(file).expect("an ELF file");
+    let (syms, names) = elf
+        .symbol_table()
+        .expect("a symbol table")
+        .expect("the firewall is not stripped");
+    let f = syms
+        .iter()
+        .find(|s| {
+            s.st_symtype() == STT_FUNC
+                && s.st_size > 8
+                && names
+                    .get(s.st_name as usize)
+                    .is_ok_and(|n| n.contains("9panicking9panic_fmt"))
+        })
+        .expect("core::panicking::panic_fmt in the symbol table");
+    let va = f.st_value + 4;
+    let seg = elf
+        .segments()
+        .expect("program headers")
+        .iter()
+        .find(|p| {
+            p.p_type == PT_LOAD
+                && p.p_flags & PF_X != 0
+                && (p.p_vaddr..p.p_vaddr + p.p_filesz).contains(&va)
+        })
+        .expect("panic_fmt in an executable segment");
+    let off = va - seg.p_vaddr + seg.p_offset;
+    (off, file[off as usize])
 }
