@@ -2,7 +2,8 @@
 //! unendorsed gateway (pending until approved), appraisal against the image's signed reference
 //! manifest, a policy applied through the hypervisor's POLICY_SET, and a modified config named;
 //! reboots: attested again with a later clock, a counter rollback with a clock set back; a rogue
-//! process in the guest replaying, reusing and forging evidence, each named, and enrolling the
+//! process in the guest replaying, reusing and forging evidence and hiding or relabelling a
+//! measurement in the log, each named, and enrolling the
 //! gateway's id with keys of its own (a key swap), refused; a policy signed by a controller the
 //! image was not provisioned for, refused by the hypervisor and named.
 
@@ -221,7 +222,7 @@ fn a_rebooted_gateway_is_attested_again_and_a_clock_set_back_reads_as_rollback()
 
 /// A compromised gateway: root in the guest holds the agent's TLS certificate and the call
 /// window, not the hypervisor's keys. `gw-agent-rogue` replays a quote, reuses a nonce, forges a
-/// quote signature and a report signature, and tries to sign a report as the trusted agent; the
+/// quote signature, hides a measurement behind a `Reset` and relabels one, forges a report signature, and tries to sign a report as the trusted agent; the
 /// controller names each attack and recovers on honest evidence, the hypervisor refuses to sign.
 #[test]
 fn a_rogue_process_in_the_guest_replays_reuses_and_forges_evidence_and_each_is_named() {
@@ -251,6 +252,8 @@ fn a_rogue_process_in_the_guest_replays_reuses_and_forges_evidence_and_each_is_n
             "replayed quote",
             "reused nonce",
             "forged signature",
+            "hidden event",
+            "relabelled event",
             "honest",
             "forged report"
         ]),
@@ -283,8 +286,25 @@ fn a_rogue_process_in_the_guest_replays_reuses_and_forges_evidence_and_each_is_n
     let reused = named("reused nonce").unwrap_or_else(|| panic!("{rows:#?}"));
     let forged = named("forged signature").unwrap_or_else(|| panic!("{rows:#?}"));
     assert!(replayed < reused && reused < forged, "{rows:#?}");
+    // The hidden event changes which PCRs the log touches, so the quote's selection is not
+    // the one the log asks for; the relabelled event no longer matches the quote's log digest.
+    let after = |from: usize, what: &str| {
+        (from + 1..rows.len()).find(|&i| {
+            rows[i]["status"] == "contraindicated"
+                && reasons(rows[i])
+                    .iter()
+                    .any(|x| x.starts_with(&format!("evidence: {what}")))
+        })
+    };
+    let hidden = after(
+        forged,
+        "quote PCR selection differs from the requested selection",
+    )
+    .unwrap_or_else(|| panic!("the hidden event was not named: {rows:#?}"));
+    let relabelled = after(hidden, "event log does not match the quoted log digest")
+        .unwrap_or_else(|| panic!("the relabelled event was not named: {rows:#?}"));
     assert!(
-        rows[forged + 1..]
+        rows[relabelled + 1..]
             .iter()
             .any(|r| verified(r) && r["status"] == "affirming"),
         "no honest result after the forgery: {rows:#?}"

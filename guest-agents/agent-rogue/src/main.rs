@@ -7,7 +7,11 @@
 //! 2. the first evidence again (a **replayed quote**),
 //! 3. a fresh quote over the first nonce (a **reused nonce**),
 //! 4. a fresh quote with one signature bit flipped (a **forged signature**),
-//! 5. honest evidence again.
+//! 5. a fresh quote whose log has its last measurement turned into a `Reset` of an untouched
+//!    PCR (a **hidden event**),
+//! 6. a fresh quote whose log has its last measurement relabelled as `Other` (a **relabelled
+//!    event**),
+//! 7. honest evidence again.
 //!
 //! It then tries to sign a device report as the trusted agent (the hypervisor refuses: the agent
 //! is bound to the real agent's program) and sends one with a made-up signature. It prints a
@@ -102,6 +106,22 @@ async fn next_challenge<R: tokio::io::AsyncRead + Unpin>(r: &mut R) -> Result<[u
     }
 }
 
+/// Index of the log's last measurement (not a `Reset`): the one a rogue would hide.
+fn last_measurement(log: &[vtpm::Event]) -> Result<usize> {
+    log.iter()
+        .rposition(|e| e.kind != vtpm::ComponentKind::Reset)
+        .context("the event log has no measurement")
+}
+
+/// A middlebox PCR no event touches, to hide a measurement behind a `Reset` of it.
+fn untouched_pcr(log: &[vtpm::Event]) -> Result<vtpm::PcrIndex> {
+    vtpm::pcr::MIDDLEBOX_BINARIES
+        .rev()
+        .find(|i| log.iter().all(|e| e.pcr.get() != *i))
+        .and_then(vtpm::PcrIndex::new)
+        .context("every middlebox PCR is in the log")
+}
+
 fn report(mac: &str) -> Result<Vec<u8>> {
     Ok(postcard::to_stdvec(&GatewayReport {
         devices: vec![Device {
@@ -178,8 +198,23 @@ fn main() -> Result<()> {
         write_msg(&mut w, &send(ev4)).await?;
         sent.push("forged signature");
 
+        // The log, not the quote, is doctored: the quote binds the whole log (format 2).
         let n5 = next_challenge(&mut r).await?;
-        write_msg(&mut w, &send(gw_agent::evidence(&mut mon, &n5)?)).await?;
+        let mut ev5 = gw_agent::evidence(&mut mon, &n5)?;
+        let at = last_measurement(&ev5.log)?;
+        ev5.log[at] = vtpm::Event::reset(untouched_pcr(&ev5.log)?);
+        write_msg(&mut w, &send(ev5)).await?;
+        sent.push("hidden event");
+
+        let n6 = next_challenge(&mut r).await?;
+        let mut ev6 = gw_agent::evidence(&mut mon, &n6)?;
+        let at = last_measurement(&ev6.log)?;
+        ev6.log[at].kind = vtpm::ComponentKind::Other;
+        write_msg(&mut w, &send(ev6)).await?;
+        sent.push("relabelled event");
+
+        let n7 = next_challenge(&mut r).await?;
+        write_msg(&mut w, &send(gw_agent::evidence(&mut mon, &n7)?)).await?;
         sent.push("honest");
 
         // Sign a report as the trusted agent: the hypervisor answers for the bound agent only.
