@@ -42,6 +42,9 @@ pub struct GuestFiles {
     pub release: String,
     /// Static busybox.
     pub busybox: PathBuf,
+    /// Debian's static 32-bit Arm (armhf) busybox, arm64 guests only: an AArch32 process for
+    /// the tests (`/bin/busybox32` in the image).
+    pub busybox32: Option<PathBuf>,
     /// Root of the extracted kernel package (modules under `lib/modules/<release>`).
     pub kernel_root: PathBuf,
     /// The kernel's build directory for out-of-tree modules (`make -C` here), arm64 only:
@@ -74,26 +77,22 @@ fn host_arch() -> Result<String> {
 }
 
 /// Make apt able to download packages for `arch` (adds the foreign architecture if needed).
-fn ensure_architecture(arch: Arch) -> Result<()> {
-    if host_arch()? == arch.debian() {
+fn ensure_architecture(debian: &str) -> Result<()> {
+    if host_arch()? == debian {
         return Ok(());
     }
     let foreign = output(Command::new("dpkg").arg("--print-foreign-architectures"))?;
-    if foreign.lines().any(|l| l.trim() == arch.debian()) {
+    if foreign.lines().any(|l| l.trim() == debian) {
         return Ok(());
     }
     eprintln!(
-        "==> adding the {} architecture to apt (dpkg --add-architecture; apt-get update)",
-        arch.debian()
+        "==> adding the {debian} architecture to apt (dpkg --add-architecture; apt-get update)"
     );
     let status = Command::new("dpkg")
-        .args(["--add-architecture", arch.debian()])
+        .args(["--add-architecture", debian])
         .status()?;
     if !status.success() {
-        bail!(
-            "dpkg --add-architecture {} failed (are you root?)",
-            arch.debian()
-        );
+        bail!("dpkg --add-architecture {debian} failed (are you root?)");
     }
     let status = Command::new("apt-get").args(["update", "-q"]).status()?;
     if !status.success() {
@@ -127,12 +126,17 @@ pub fn parse_kernel_dependency(depends: &str) -> Option<String> {
 }
 
 fn download(dir: &Path, package: &str) -> Result<PathBuf> {
-    let prefix = format!("{}_", package.split(':').next().unwrap_or(package));
+    let (name, arch) = package.split_once(':').unwrap_or((package, ""));
+    let prefix = format!("{name}_");
+    // One package in two architectures (busybox for arm64 and armhf) are two files.
+    let arch_ok = |file: &str| {
+        arch.is_empty() || file.ends_with(&format!("_{arch}.deb")) || file.ends_with("_all.deb")
+    };
     let find = || -> Result<Option<PathBuf>> {
         for e in std::fs::read_dir(dir)? {
             let p = e?.path();
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if name.starts_with(&prefix) && name.ends_with(".deb") {
+            if name.starts_with(&prefix) && name.ends_with(".deb") && arch_ok(name) {
                 return Ok(Some(p));
             }
         }
@@ -251,7 +255,7 @@ pub fn fetch_guest(root: &Path, arch: Arch) -> Result<GuestFiles> {
     let dir = cache_dir(root, arch);
     let debs = dir.join("debs");
     std::fs::create_dir_all(&debs).with_context(|| format!("creating {}", debs.display()))?;
-    ensure_architecture(arch)?;
+    ensure_architecture(arch.debian())?;
     let meta = format!("linux-image-cloud-{a}:{a}", a = arch.debian());
     let depends = output(Command::new("apt-cache").args(["depends", &meta]))?;
     let kernel_pkg = parse_kernel_dependency(&depends).with_context(|| {
@@ -289,6 +293,21 @@ pub fn fetch_guest(root: &Path, arch: Arch) -> Result<GuestFiles> {
     if !busybox.exists() {
         bail!("busybox-static package has no bin/busybox");
     }
+    // arm64 guests also get Debian's 32-bit (armhf) busybox, to test AArch32 processes.
+    let busybox32 = match arch {
+        Arch::Arm64 => {
+            ensure_architecture("armhf")?;
+            let deb = download(&debs, "busybox-static:armhf")?;
+            let root = dir.join("busybox-armhf");
+            extract(&deb, &root)?;
+            let bin = root.join("bin/busybox");
+            if !bin.exists() {
+                bail!("busybox-static:armhf package has no bin/busybox");
+            }
+            Some(bin)
+        }
+        Arch::Amd64 => None,
+    };
     let headers = match arch {
         Arch::Arm64 => Some(fetch_headers(&dir, &debs, &release, arch)?),
         Arch::Amd64 => None,
@@ -297,6 +316,7 @@ pub fn fetch_guest(root: &Path, arch: Arch) -> Result<GuestFiles> {
         kernel,
         release,
         busybox,
+        busybox32,
         kernel_root,
         headers,
     })

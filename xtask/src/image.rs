@@ -164,10 +164,12 @@ pub fn build_kmod(root: &Path, guest: &fetch::GuestFiles) -> Result<Vec<(String,
     Ok(built)
 }
 
-/// A newc initramfs with busybox, the guest programs (into /bin), the kernel modules loaded at
-/// boot (in order), modules loaded on demand (into /lib/modules/extra) and /init.
+/// A newc initramfs with busybox (and the 32-bit one as /bin/busybox32), the guest programs
+/// (into /bin), the kernel modules loaded at boot (in order), modules loaded on demand (into
+/// /lib/modules/extra) and /init.
 pub fn initramfs(
     busybox: &Path,
+    busybox32: Option<&Path>,
     programs: &[PathBuf],
     modules: &[PathBuf],
     extra_modules: &[(&str, PathBuf)],
@@ -197,6 +199,10 @@ pub fn initramfs(
         file("init", 0o755, INIT.as_bytes().to_vec()),
         file("bin/busybox", 0o755, busybox),
     ];
+    if let Some(b) = busybox32 {
+        let data = std::fs::read(b).with_context(|| format!("reading {}", b.display()))?;
+        entries.push(file("bin/busybox32", 0o755, data));
+    }
     entries.push(dir("etc/gatewarden"));
     for (name, data) in etc {
         entries.push(file(&format!("etc/gatewarden/{name}"), 0o644, data.clone()));
@@ -444,6 +450,7 @@ pub fn image(root: &Path, board: &str, opts: &ImageOptions) -> Result<Image> {
     let extra: Vec<(&str, PathBuf)> = kmods.iter().map(|(n, p)| (n.as_str(), p.clone())).collect();
     let initrd = initramfs(
         &guest.busybox,
+        guest.busybox32.as_deref(),
         &programs,
         &modules,
         &extra,
