@@ -415,3 +415,65 @@ fn a_process_whose_code_changes_after_it_registered_is_refused() {
     }
     assert_still_serving(&mut q);
 }
+
+/// An AArch32 process (Debian's armhf busybox, run by the guest kernel's compat support) takes
+/// its aborts like an AArch64 one: a read of hypervisor memory and any store to the EL0 call
+/// window fault in stage 2, and the hypervisor injects the abort at the AArch32 lower-EL vector,
+/// which the kernel turns into SIGBUS. The window serves AArch64 callers only: the same 64-bit
+/// store from AArch64 busybox is taken as a call (the benign twin) and the process goes on.
+#[test]
+fn aarch32_processes_take_their_aborts_and_get_no_call_window() {
+    let mut q = booted();
+    let faults = |q: &Qemu| q.output().matches("gatewarden-hv: stage-2 fault #").count();
+    // An AArch32 process runs (its personality switched to 32-bit: armv8l).
+    let r = q.run("busybox32 linux32 busybox32 uname -m; echo rc=$?");
+    assert!(r.contains("armv8l") && r.contains("rc=0"), "{r}");
+    for (what, cmd) in [
+        (
+            "a read of hypervisor memory",
+            "busybox32 devmem 0x40080000 32",
+        ),
+        (
+            "a 32-bit store to the window",
+            "busybox32 devmem 0xF000000000 32 0",
+        ),
+        (
+            "a 64-bit store to the window",
+            "busybox32 devmem 0xF000000000 64 0",
+        ),
+    ] {
+        let before = faults(&q);
+        let r = q.run(&format!("{cmd}; echo rc=$?"));
+        assert!(
+            r.contains("rc=135"),
+            "{what} from AArch32 was not refused: {r}"
+        );
+        assert_eq!(faults(&q), before + 1, "{what}: not one stage-2 fault");
+    }
+    // The AArch32 faults were logged at 32-bit PCs (Thumb: odd halfword addresses, low).
+    let pcs: Vec<u64> = q
+        .output()
+        .lines()
+        .filter_map(|l| l.split(" at PC 0x").nth(1))
+        .filter_map(|t| u64::from_str_radix(t.split_whitespace().next()?, 16).ok())
+        .collect();
+    assert!(
+        pcs.len() >= 3 && pcs.iter().all(|pc| *pc < 1 << 32),
+        "{pcs:x?}"
+    );
+    // The benign twin: the same 64-bit store from an AArch64 process is a call.
+    let before = faults(&q);
+    let r = q.run("busybox devmem 0xF000000000 64 0; echo rc=$?");
+    assert!(
+        r.contains("rc=0"),
+        "the AArch64 call window did not answer: {r}"
+    );
+    assert_eq!(faults(&q), before, "the AArch64 call faulted");
+    // The guest kernel took every injected abort in stride.
+    let log = q.run("dmesg | grep -c -E 'Internal error|Oops|BUG:|Unable to handle'");
+    assert!(
+        log.trim_end().ends_with('0'),
+        "kernel errors after the aborts: {log}"
+    );
+    assert_still_serving(&mut q);
+}
