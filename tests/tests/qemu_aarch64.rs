@@ -199,6 +199,11 @@ fn psci_system_off_ends_qemu_cleanly() {
 }
 
 /// Guest and hypervisor are still up: a call from user space is answered, nothing panicked.
+/// How many times `needle` is on the console so far.
+fn console_count(q: &Qemu, needle: &str) -> usize {
+    q.output().matches(needle).count()
+}
+
 fn assert_still_serving(q: &mut Qemu) {
     let v = json_line(&q.run("gwctl --json --transport hypervisor version"));
     assert_eq!(v["kind"], "Hypervisor");
@@ -383,7 +388,7 @@ fn malformed_hypercalls_from_the_guest_kernel_are_refused() {
 fn a_process_whose_code_changes_after_it_registered_is_refused() {
     let mut q = booted();
     // Each run's summary, and how many trapped writes to held code it caused.
-    let writes = |q: &Qemu| q.output().matches("gatewarden-hv: code write #").count();
+    let writes = |q: &Qemu| console_count(q, "gatewarden-hv: code write #");
     let mut patch = |how: &str| {
         let mark = writes(&q);
         let out = q.run(&format!("gw-dp-rogue --patch {how}; echo rc=$?"));
@@ -424,7 +429,7 @@ fn a_process_whose_code_changes_after_it_registered_is_refused() {
 #[test]
 fn aarch32_processes_take_their_aborts_and_get_no_call_window() {
     let mut q = booted();
-    let faults = |q: &Qemu| q.output().matches("gatewarden-hv: stage-2 fault #").count();
+    let faults = |q: &Qemu| console_count(q, "gatewarden-hv: stage-2 fault #");
     // An AArch32 process runs (its personality switched to 32-bit: armv8l).
     let r = q.run("busybox32 linux32 busybox32 uname -m; echo rc=$?");
     assert!(r.contains("armv8l") && r.contains("rc=0"), "{r}");

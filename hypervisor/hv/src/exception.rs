@@ -70,6 +70,15 @@ pub const fn is_permission_fault(esr: u64) -> bool {
     dfsc & 0b11_1100 == 0b00_1100 && !s1ptw
 }
 
+/// Whether a data or instruction abort's syndrome `esr` is a stage-2 permission fault taken by
+/// the stage-1 walk (S1PTW): the guest's MMU updating a descriptor's access or dirty flag in a
+/// table page held read-only. HPFAR_EL2 holds its address.
+pub const fn is_walk_permission_fault(esr: u64) -> bool {
+    let dfsc = esr & 0x3f;
+    let s1ptw = esr & (1 << 7) != 0;
+    dfsc & 0b11_1100 == 0b00_1100 && s1ptw
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,6 +92,10 @@ mod tests {
         assert!(!is_permission_fault((0x24 << 26) | 0x07));
         assert!(!is_permission_fault((0x24 << 26) | 0x0b));
         assert!(!is_permission_fault((0x24 << 26) | (1 << 7) | 0x0f));
+        // The walk's permission fault is the other kind.
+        assert!(is_walk_permission_fault((0x24 << 26) | (1 << 7) | 0x0f));
+        assert!(!is_walk_permission_fault((0x24 << 26) | 0x0f));
+        assert!(!is_walk_permission_fault((0x24 << 26) | (1 << 7) | 0x07));
     }
 
     #[test]

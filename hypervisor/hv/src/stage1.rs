@@ -80,7 +80,20 @@ pub fn el0_code(
     ttbr0: u64,
     tcr: u64,
     limit: usize,
+    each: impl FnMut(CodePage),
+) -> Result<usize, WalkError> {
+    el0_code_and_tables(mem, ttbr0, tcr, limit, each, |_| {})
+}
+
+/// [`el0_code`], also calling `table` with the page address of every table the walk reads
+/// (the root first): the pages whose contents decide the result.
+pub fn el0_code_and_tables(
+    mem: &impl GuestMemory,
+    ttbr0: u64,
+    tcr: u64,
+    limit: usize,
     mut each: impl FnMut(CodePage),
+    mut table: impl FnMut(u64),
 ) -> Result<usize, WalkError> {
     let Some(r) = regime(tcr)? else {
         return Ok(0);
@@ -99,21 +112,23 @@ pub fn el0_code(
         found: 0,
         tables: 0,
         each: &mut each,
+        table: &mut table,
     };
     w.table(base, entries, start, 0, false)?;
     Ok(w.found)
 }
 
-struct Walk<'a, M, F> {
+struct Walk<'a, M, F, T> {
     mem: &'a M,
     hpd: bool,
     limit: usize,
     found: usize,
     tables: usize,
     each: &'a mut F,
+    table: &'a mut T,
 }
 
-impl<M: GuestMemory, F: FnMut(CodePage)> Walk<'_, M, F> {
+impl<M: GuestMemory, F: FnMut(CodePage), T: FnMut(u64)> Walk<'_, M, F, T> {
     /// Walk the `entries` descriptors of the level-`level` table at `base`, which maps from `va`.
     fn table(
         &mut self,
@@ -127,6 +142,10 @@ impl<M: GuestMemory, F: FnMut(CodePage)> Walk<'_, M, F> {
             return Err(WalkError::TooManyTables);
         }
         self.tables += 1;
+        if !self.mem.is_ram(base) {
+            return Err(WalkError::BadTable);
+        }
+        (self.table)(base & !(PAGE - 1));
         let span = 1u64 << (12 + 9 * (3 - level));
         for i in 0..entries {
             let d = self.mem.read_u64(base + i * 8).ok_or(WalkError::BadTable)?;
@@ -253,6 +272,40 @@ mod tests {
     }
 
     #[test]
+    fn reports_every_table_it_reads_and_only_those() {
+        let mut b = Builder::new();
+        b.map(0x40_0000, 0x4200_0000 | USER_CODE, 3, 0);
+        b.map(0x7fff_f000_0000, 0x4300_0000 | USER_CODE, 3, 0);
+        let mut tables = Vec::new();
+        let n = el0_code_and_tables(
+            &b.ram,
+            b.root | (7 << 48),
+            TCR48,
+            16,
+            |_| {},
+            |t| tables.push(t),
+        )
+        .unwrap();
+        assert_eq!(n, 2);
+        // The root, then L1, L2, L3 down to each page: every table the builder made.
+        assert_eq!(tables[0], b.root);
+        assert_eq!(tables.len(), 7);
+        let mut sorted = tables.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(
+            sorted,
+            (0..7).map(|i| b.root + i * PAGE).collect::<Vec<_>>()
+        );
+        // A subtree marked UXNTable is not read, so its table is not reported.
+        let l0 = b.ram.read_u64(b.root).unwrap();
+        b.ram.words.insert(b.root, l0 | UXN_TABLE);
+        let mut tables = Vec::new();
+        el0_code_and_tables(&b.ram, b.root, TCR48, 16, |_| {}, |t| tables.push(t)).unwrap();
+        assert_eq!(tables.len(), 4);
+    }
+
+    #[test]
     fn finds_user_code_pages_and_nothing_else() {
         let mut b = Builder::new();
         b.map(0x40_0000, 0x4200_0000 | USER_CODE, 3, 0);
@@ -358,11 +411,13 @@ mod tests {
                 let w = if w & 1 == 1 { (RAM.0 + (w & 0xf_f000)) | (w & !OA) } else { *w };
                 ram.words.insert(RAM.0 + s * 8, w);
             }
-            let mut seen = Vec::new();
-            let r = el0_code(&ram, RAM.0, tcr, 2048, |p| seen.push(p));
+            let (mut seen, mut tables) = (Vec::new(), Vec::new());
+            let r = el0_code_and_tables(&ram, RAM.0, tcr, 2048, |p| seen.push(p), |t| tables.push(t));
             if let Ok(n) = r {
                 prop_assert_eq!(n, seen.len());
             }
+            prop_assert!(tables.len() <= MAX_TABLES);
+            prop_assert!(tables.iter().all(|t| ram.is_ram(*t) && t % PAGE == 0));
             prop_assert!(seen.windows(2).all(|w| w[0].va < w[1].va));
             prop_assert!(seen.iter().all(|p| ram.is_ram(p.pa)));
         }

@@ -1,15 +1,20 @@
 //! The program identity of EL0 callers: the code of their whole address space, measured and
 //! held read-only in stage 2 (`docs/abi.md`, "Program identity").
 //!
-//! On each call through the window the hypervisor walks the caller's stage-1 tables
-//! (`stage1`) for every page EL0 may execute. If an address space it measured before still
-//! executes exactly the same physical pages, its identity stands: those pages have been
-//! read-only in stage 2 since they were measured (and to the SMMU, which walks the same tables),
-//! so their bytes are the bytes that were hashed. Otherwise it holds the new set read-only, hashes
-//! it (`vtpm::code`, leaving out the kernel's vDSO) and remembers it. The call must come from a
+//! On a call through the window the hypervisor walks the caller's stage-1 tables (`stage1`)
+//! for every page EL0 may execute. If an address space it measured before still executes
+//! exactly the same physical pages, its identity stands: those pages have been read-only in
+//! stage 2 since they were measured (and to the SMMU, which walks the same tables), so their
+//! bytes are the bytes that were hashed. Otherwise it holds the new set read-only, hashes it
+//! (`vtpm::code`, leaving out the kernel's vDSO) and remembers it. The call must come from a
 //! program page (not the vDSO). A guest write to a held page ends every measurement holding
 //! that page before the write goes ahead, so the next call is measured afresh: code patched
 //! after registration gives another identity, which the monitor refuses for the slot.
+//!
+//! The walk's tables are held read-only too, once a second walk under the hold sees the same
+//! result: while none of them is written the walk cannot change, so the next call from that
+//! address space skips it. A guest write to one of them (the kernel mapping or unmapping
+//! anything in that process) only drops the shortcut; the next call walks again.
 
 use aarch64_cpu::registers::*;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -60,6 +65,12 @@ struct Space {
     identity: Digest,
     /// When it was last used (for eviction).
     used: u64,
+    /// TCR_EL1 of the walk (its regime decides the walk too).
+    tcr: u64,
+    /// The walk's tables, held read-only while `tables_held`: the walk stands without
+    /// repeating it.
+    tables: heapless::Vec<u64, { stage1::MAX_TABLES }>,
+    tables_held: bool,
 }
 
 impl Space {
@@ -69,19 +80,30 @@ impl Space {
 
     /// Forget the measurement and release its pages.
     fn end(&mut self) {
+        self.drop_tables();
         if self.live {
             self.live = false;
             mmu::release(self.pages.iter().map(|p| p.pa));
             self.pages.clear();
         }
     }
+
+    /// Release the walk's tables: the next call walks again.
+    fn drop_tables(&mut self) {
+        if self.tables_held {
+            self.tables_held = false;
+            mmu::release(self.tables.iter().copied());
+        }
+        self.tables.clear();
+    }
 }
 
 struct Spaces {
     spaces: [Space; SPACES],
     clock: u64,
-    /// The walk of the current call.
+    /// The walk of the current call, and the tables it read.
     walk: heapless::Vec<CodePage, MAX_CODE>,
+    walk_tables: heapless::Vec<u64, { stage1::MAX_TABLES }>,
     page: [u8; vdso::PAGE],
 }
 
@@ -93,10 +115,14 @@ static STATE: spin::Mutex<Spaces> = spin::Mutex::new(Spaces {
             pages: heapless::Vec::new(),
             identity: [0; 32],
             used: 0,
+            tcr: 0,
+            tables: heapless::Vec::new(),
+            tables_held: false,
         }
     }; SPACES],
     clock: 0,
     walk: heapless::Vec::new(),
+    walk_tables: heapless::Vec::new(),
     page: [0; vdso::PAGE],
 });
 
@@ -132,25 +158,27 @@ fn copy_page(pa: u64, out: &mut [u8; vdso::PAGE]) {
 /// The address space and identity of the EL0 caller whose store to the window is at `pc`
 /// (the current TTBR0_EL1 / TCR_EL1).
 pub fn identity(pc: u64) -> Result<(u64, Digest), AbiError> {
-    let ttbr0 = TTBR0_EL1.get();
+    let (ttbr0, tcr) = (TTBR0_EL1.get(), TCR_EL1.get());
     let mut guard = STATE.lock();
     let st = &mut *guard;
-    st.walk.clear();
-    let walk = &mut st.walk;
-    stage1::el0_code(&Ram, ttbr0, TCR_EL1.get(), MAX_CODE, |p| {
-        // Cannot fail: the walk stops at MAX_CODE pages.
-        let _ = walk.push(p);
-    })
-    .map_err(|e| match e {
-        WalkError::Unsupported => AbiError::NotSupported,
-        WalkError::BadTable => AbiError::BadAddress,
-        WalkError::TooMuchCode | WalkError::TooManyTables => AbiError::Exhausted,
-    })?;
     st.clock += 1;
     let now = st.clock;
-    let i = match st.spaces.iter().position(|s| s.is(ttbr0, &st.walk)) {
+    // The shortcut: this address space's tables are held and unwritten since its last walk.
+    let cached = st
+        .spaces
+        .iter()
+        .position(|s| s.live && s.tables_held && s.ttbr0 == ttbr0 && s.tcr == tcr);
+    let i = match cached {
         Some(i) => i,
-        None => measure(st, ttbr0)?,
+        None => {
+            walk(st, ttbr0, tcr)?;
+            let i = match st.spaces.iter().position(|s| s.is(ttbr0, &st.walk)) {
+                Some(i) => i,
+                None => measure(st, ttbr0)?,
+            };
+            hold_tables(st, i, ttbr0, tcr);
+            i
+        }
     };
     st.spaces[i].used = now;
     // The call must come from the program's own code, not from the vDSO.
@@ -162,6 +190,68 @@ pub fn identity(pc: u64) -> Result<(u64, Digest), AbiError> {
         return Err(AbiError::Denied);
     }
     Ok((ttbr0, space.identity))
+}
+
+/// Walk the caller's tables into `st.walk` and `st.walk_tables`.
+fn walk(st: &mut Spaces, ttbr0: u64, tcr: u64) -> Result<(), AbiError> {
+    st.walk.clear();
+    st.walk_tables.clear();
+    let (walk, tables) = (&mut st.walk, &mut st.walk_tables);
+    stage1::el0_code_and_tables(
+        &Ram,
+        ttbr0,
+        tcr,
+        MAX_CODE,
+        // Cannot fail: the walk stops at MAX_CODE pages and MAX_TABLES tables.
+        |p| {
+            let _ = walk.push(p);
+        },
+        |t| {
+            let _ = tables.push(t);
+        },
+    )
+    .map_err(|e| match e {
+        WalkError::Unsupported => AbiError::NotSupported,
+        WalkError::BadTable => AbiError::BadAddress,
+        WalkError::TooMuchCode | WalkError::TooManyTables => AbiError::Exhausted,
+    })?;
+    Ok(())
+}
+
+/// Hold the tables of the walk just made for space `i`, then walk once more: if the second walk
+/// (which the guest can no longer change under us) reads the same tables and finds the same
+/// pages, keep the hold, so the next call skips the walk. Otherwise (the guest changed its
+/// tables meanwhile, or the hold failed) the next call simply walks again.
+fn hold_tables(st: &mut Spaces, i: usize, ttbr0: u64, tcr: u64) {
+    st.spaces[i].drop_tables();
+    if mmu::hold(st.walk_tables.iter().copied()).is_err() {
+        return;
+    }
+    let (mut pages, mut tables, mut same_pages, mut same_tables) = (0usize, 0usize, true, true);
+    let again = stage1::el0_code_and_tables(
+        &Ram,
+        ttbr0,
+        tcr,
+        MAX_CODE,
+        |p| {
+            same_pages &= st.walk.get(pages) == Some(&p);
+            pages += 1;
+        },
+        |t| {
+            same_tables &= st.walk_tables.get(tables) == Some(&t);
+            tables += 1;
+        },
+    );
+    let same = same_pages && same_tables;
+    if again.is_err() || !same || pages != st.walk.len() || tables != st.walk_tables.len() {
+        mmu::release(st.walk_tables.iter().copied());
+        return;
+    }
+    let s = &mut st.spaces[i];
+    // Cannot fail: both hold at most MAX_TABLES tables.
+    let _ = s.tables.extend_from_slice(&st.walk_tables);
+    s.tcr = tcr;
+    s.tables_held = true;
 }
 
 /// The runs of `pages`: maximal ranges of consecutive virtual pages.
@@ -231,17 +321,24 @@ pub fn write_fault(pa: u64) -> bool {
         return false;
     }
     let mut st = STATE.lock();
-    let mut ended = 0;
+    let (mut ended, mut walks) = (0, 0);
     for s in st.spaces.iter_mut() {
         if s.live && s.pages.iter().any(|p| p.pa == page) {
             s.end();
             ended += 1;
+        } else if s.tables_held && s.tables.contains(&page) {
+            // The kernel edits this process's tables: the next call walks again.
+            s.drop_tables();
+            walks += 1;
         }
     }
-    if ended == 0 {
+    if ended + walks == 0 {
         // Held by no remembered measurement (cannot happen): release it rather than fault
         // forever.
         mmu::release(core::iter::once(page));
+    }
+    if ended == 0 {
+        return true;
     }
     let n = WRITES_TO_HELD.fetch_add(1, Ordering::Relaxed);
     if n < 16 || n.is_multiple_of(1024) {

@@ -28,9 +28,10 @@ const MAX_RAM_GIB: usize = (crate::layout::MAX_RAM >> 30) as usize;
 
 /// Lower-level stage-2 tables: QEMU virt's devices take 2 level-2 and 3 level-3 tables, guest
 /// RAM one level-2 table; 16 are headroom for other boards' lists, and the rest take the splits
-/// of guest RAM blocks into pages when a program's code pages are held read-only (`code`): one
-/// per 2 MiB of RAM holding code, 1 MiB of tables for 512 MiB.
-const S2_POOL: usize = 16 + 256;
+/// of guest RAM blocks into pages when programs' code and page tables are held read-only
+/// (`code`): one per 2 MiB block touched, so 512 (2 MiB of tables) split a 1 GiB guest entirely
+/// and holds never fail for want of a table.
+const S2_POOL: usize = 16 + 512;
 
 #[repr(C, align(4096))]
 struct Pool([TableWords; S2_POOL]);

@@ -282,6 +282,11 @@ extern "C" fn hv_lower_sync(f: &mut TrapFrame) {
             {
                 return;
             }
+            // The guest's MMU updating a flag in a held table page (hardware access/dirty
+            // flags): the same, at the table's address.
+            if crate::exception::is_walk_permission_fault(esr) && super::code::write_fault(ipa) {
+                return;
+            }
             if ec == EC_DABT_LOW
                 && let Some((page, off)) = GICR_FILTER
                     .and_then(|(b, stride)| gicr::control_page(ipa, b, stride, MAX_CPUS as u64))
