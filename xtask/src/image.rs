@@ -246,23 +246,27 @@ pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// `boards/<board>/board.toml`.
-pub fn board_toml(root: &Path, board: &str) -> Result<toml::Table> {
-    let path = root.join("boards").join(board).join("board.toml");
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+/// `boards/<board>/board.toml`, parsed and checked (`gw-board`).
+pub fn board_data(root: &Path, board: &str) -> Result<gw_board::Board> {
+    gw_board::Board::load(root, board).with_context(|| {
+        format!(
+            "board {board}: {}",
+            gw_board::Board::path(root, board).display()
+        )
+    })
+}
+
+/// The board's `[qemu]` table (an error for a board QEMU does not emulate).
+fn board_qemu_data(b: &gw_board::Board) -> Result<&gw_board::Qemu> {
+    b.qemu
+        .as_ref()
+        .with_context(|| format!("boards/{}/board.toml has no [qemu] table", b.name))
 }
 
 /// The QEMU system emulator a board runs under (its data's `[qemu] binary`).
 pub fn board_qemu(root: &Path, board: &str) -> Result<setup::QemuSystem> {
-    let t = board_toml(root, board)?;
-    let bin = t
-        .get("qemu")
-        .and_then(|q| q.get("binary"))
-        .and_then(|b| b.as_str())
-        .with_context(|| format!("boards/{board}/board.toml has no [qemu] binary"))?;
-    setup::QemuSystem::for_binary(bin)
+    let b = board_data(root, board)?;
+    setup::QemuSystem::for_binary(&board_qemu_data(&b)?.binary)
 }
 
 /// Every board under `boards/` with the bare-metal target its hypervisor builds for (from the
@@ -275,51 +279,24 @@ pub fn bare_metal_boards(root: &Path) -> Result<Vec<(String, &'static str)>> {
             continue;
         }
         let name = e.file_name().to_string_lossy().into_owned();
-        let t = board_toml(root, &name)?;
-        let target = match t.get("arch").and_then(|a| a.as_str()) {
-            Some("aarch64") => "aarch64-unknown-none-softfloat",
-            Some("x86_64") => "x86_64-unknown-none",
-            other => bail!("boards/{name}/board.toml: unknown arch {other:?}"),
-        };
+        let target = board_data(root, &name)?.arch.bare_metal_target();
         out.push((name, target));
     }
     out.sort();
     Ok(out)
 }
 
-/// A list of strings at `key` in `table` (empty if absent).
-fn strings(table: &toml::Table, key: &str) -> Vec<String> {
-    table
-        .get(key)
-        .and_then(|f| f.as_array())
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// QEMU arguments for the image (all but `-smp`), from the board's `[qemu]` table.
-fn qemu_args(board: &toml::Table, dir: &Path) -> Result<Vec<String>> {
-    let q = board
-        .get("qemu")
-        .and_then(|q| q.as_table())
-        .context("board.toml has no [qemu] table")?;
-    let s = |k: &str| {
-        q.get(k)
-            .and_then(|v| v.as_str())
-            .map(str::to_owned)
-            .with_context(|| format!("[qemu] {k} missing"))
-    };
+fn qemu_args(board: &gw_board::Board, dir: &Path) -> Result<Vec<String>> {
+    let q = board_qemu_data(board)?;
     let path = |f: &str| dir.join(f).display().to_string();
     let mut args = vec![
         "-M".into(),
-        s("machine")?,
+        q.machine.clone(),
         "-cpu".into(),
-        s("cpu")?,
+        q.cpu.clone(),
         "-m".into(),
-        s("memory")?,
+        q.memory.clone(),
     ];
     args.extend(["-nographic", "-nic", "none", "-no-reboot"].map(String::from));
     args.extend([
@@ -328,13 +305,11 @@ fn qemu_args(board: &toml::Table, dir: &Path) -> Result<Vec<String>> {
         "-initrd".into(),
         path("bundle.bin"),
     ]);
-    args.extend(["-append".into(), s("append")?]);
-    let pci = q.get("pci_options").and_then(|v| v.as_str()).unwrap_or("");
-    args.extend(
-        strings(q, "devices")
-            .into_iter()
-            .map(|a| a.replace("{disk}", &path("disk.img")).replace("{pci}", pci)),
-    );
+    args.extend(["-append".into(), q.append.clone()]);
+    args.extend(q.devices.iter().map(|a| {
+        a.replace("{disk}", &path("disk.img"))
+            .replace("{pci}", &q.pci_options)
+    }));
     Ok(args)
 }
 
@@ -358,8 +333,8 @@ pub fn image(root: &Path, board: &str, opts: &ImageOptions) -> Result<Image> {
         "aarch64-unknown-none-softfloat",
     ]);
     c.env("GW_BOARD", board);
-    let board_t = board_toml(root, board)?;
-    let features = strings(&board_t, "target_features");
+    let board_t = board_data(root, board)?;
+    let features = &board_t.target_features;
     if !features.is_empty() {
         c.env(
             "RUSTFLAGS",
@@ -438,11 +413,8 @@ pub fn image(root: &Path, board: &str, opts: &ImageOptions) -> Result<Image> {
         })
         .collect();
     let modules_dir = guest.kernel_root.join("lib/modules").join(&guest.release);
-    let modules: Vec<PathBuf> = board_t
-        .get("qemu")
-        .and_then(|q| q.as_table())
-        .map(|q| strings(q, "modules"))
-        .unwrap_or_default()
+    let modules: Vec<PathBuf> = board_qemu_data(&board_t)?
+        .modules
         .iter()
         .map(|m| modules_dir.join(m))
         .collect();
@@ -477,11 +449,7 @@ pub fn image(root: &Path, board: &str, opts: &ImageOptions) -> Result<Image> {
     );
     // Signed reference values for the controller (what the hypervisor measures, as components).
     let agent_elf = std::fs::read(root.join("target/aarch64-unknown-linux-musl/release/gw-agent"))?;
-    let append = board_t
-        .get("qemu")
-        .and_then(|q| q.get("append"))
-        .and_then(|a| a.as_str())
-        .context("[qemu] append missing")?;
+    let append = board_qemu_data(&board_t)?.append.as_str();
     let mut reference = gw_proto::manifest::ReferenceManifest::new(
         &format!("gatewarden-{board}"),
         &format!("{}+{}", env!("CARGO_PKG_VERSION"), hex(&d_hv[..4])),
@@ -575,33 +543,18 @@ pub fn image(root: &Path, board: &str, opts: &ImageOptions) -> Result<Image> {
 fn dtb_references(
     root: &Path,
     board: &str,
-    board_t: &toml::Table,
+    board_t: &gw_board::Board,
     qemu_args: &[String],
     bundle: &[u8],
 ) -> Result<Vec<[u8; 32]>> {
     use gatewarden_hv::{dtb, layout};
     let qemu = setup::qemu(board_qemu(root, board)?)?;
-    let int = |k: &str| -> Result<u64> {
-        board_t
-            .get(k)
-            .and_then(|v| v.as_integer())
-            .map(|v| v as u64)
-            .with_context(|| format!("boards/{board}/board.toml: {k} missing"))
-    };
-    let (ram_base, reserved, max_cpus) = (int("ram_base")?, int("hv_reserved")?, int("max_cpus")?);
+    let (ram_base, reserved, max_cpus) = (board_t.ram_base, board_t.hv_reserved, board_t.max_cpus);
     let devices: Vec<(u64, u64)> = board_t
-        .get("guest_device")
-        .and_then(|v| v.as_array())
-        .map(|a| a.as_slice())
-        .unwrap_or_default()
+        .guest_device
         .iter()
-        .map(|d| {
-            let field = |k: &str| d.get(k).and_then(|v| v.as_integer()).map(|v| v as u64);
-            field("base").zip(field("size")).with_context(|| {
-                format!("boards/{board}/board.toml: a guest_device without base and size")
-            })
-        })
-        .collect::<Result<_>>()?;
+        .map(|d| (d.base, d.size))
+        .collect();
     let parts = gatewarden_hv::bundle::parse(bundle)
         .map_err(|e| anyhow::anyhow!("the image's own bundle does not parse: {e:?}"))?;
     let tmp = root

@@ -736,9 +736,8 @@ profile = "minimal"
         // Every board's data names an emulator xtask can install.
         let root = crate::workspace_root();
         for (board, _) in crate::image::bare_metal_boards(&root).unwrap() {
-            let t = crate::image::board_toml(&root, &board).unwrap();
-            let bin = t["qemu"]["binary"].as_str().unwrap();
-            QemuSystem::for_binary(bin).unwrap();
+            let b = crate::image::board_data(&root, &board).unwrap();
+            QemuSystem::for_binary(&b.qemu.unwrap().binary).unwrap();
         }
     }
 
