@@ -55,6 +55,27 @@ async fn element(c: &fantoccini::Client, id: &str) -> fantoccini::elements::Elem
         .unwrap_or_else(|e| panic!("no #{id}: {e}"))
 }
 
+/// The text of the element with `id` once `done` accepts it, re-finding the element every 200 ms
+/// for up to 30 s: after a click the old page may still be the one on screen, so an element with
+/// the same id can be read before the next page replaces it.
+async fn text_when(c: &fantoccini::Client, id: &str, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = match c.find(Locator::Id(id)).await {
+            Ok(e) => e.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if done(&got) {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "#{id} never became as expected; it reads:\n{got}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[test]
 fn operator_click_path_in_chromium() {
     let vendor = SigningKey::from_bytes(&[0x42; 32]);
@@ -122,31 +143,10 @@ fn operator_click_path_in_chromium() {
         element(&c, "signin").await.click().await.unwrap();
 
         // Fleet overview: counts by state.
-        // Poll (re-finding the element) until its text is `want`: pages change under us after
-        // clicks, and the fleet page refreshes itself.
-        let wait_text = |id: &'static str, want: &'static str| {
-            let c = c.clone();
-            async move {
-                let deadline = Instant::now() + Duration::from_secs(30);
-                loop {
-                    let got = match c.find(Locator::Id(id)).await {
-                        Ok(e) => e.text().await.unwrap_or_default(),
-                        Err(_) => String::new(),
-                    };
-                    if got == want {
-                        return;
-                    }
-                    assert!(
-                        Instant::now() < deadline,
-                        "#{id} is {got:?}, expected {want:?}"
-                    );
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            }
-        };
-        wait_text("count-total", "2").await;
-        wait_text("count-pending", "1").await;
-        wait_text("count-warning", "1").await;
+        // The fleet page refreshes itself, so counts are polled.
+        text_when(&c, "count-total", |t| t == "2").await;
+        text_when(&c, "count-pending", |t| t == "1").await;
+        text_when(&c, "count-warning", |t| t == "1").await;
 
         // Approve the pending gateway; it enrolls and is attested.
         element(&c, "approve-gw-pending")
@@ -154,7 +154,7 @@ fn operator_click_path_in_chromium() {
             .click()
             .await
             .unwrap();
-        wait_text("count-pending", "0").await;
+        text_when(&c, "count-pending", |t| t == "0").await;
         tokio::task::block_in_place(|| {
             ctl.wait_result("gw-pending", 0, "attested after approval", |r| {
                 r["status"] == "warning"
@@ -235,11 +235,11 @@ fn operator_click_path_in_chromium() {
             .click()
             .await
             .unwrap();
-        let vendors = element(&c, "vendors").await.text().await.unwrap();
-        assert!(
-            vendors.contains("revoked") && vendors.contains("vendor key leaked"),
-            "{vendors}"
-        );
+        // The click posts a form and the next page replaces this one: wait for it.
+        text_when(&c, "vendors", |v| {
+            v.contains("revoked") && v.contains("vendor key leaked")
+        })
+        .await;
         // gw-pending was approved by the operator, not endorsed: it stays served.
         let v = tokio::task::block_in_place(|| ctl.get("/api/v1/gateways/gw-pending"));
         assert_eq!(v["gateway"]["enrollment"], "accepted", "{v:#}");
