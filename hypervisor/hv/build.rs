@@ -14,19 +14,55 @@ fn main() {
     // devices stop the build here, not the boot.
     let b = gw_board::Board::load(root, &board)
         .unwrap_or_else(|e| panic!("board {board}: {}: {e}", path.display()));
-    let devices: String = b
-        .guest_device
-        .iter()
-        .map(|d| format!("    ({:?}, {:#x}, {:#x}),\n", d.name, d.base, d.size))
+    // What this hypervisor has drivers for; the schema knows more (the boards being ported),
+    // and a board that needs a driver not written yet stops the build with the reason.
+    use gw_board::{
+        BootCounterKind, ConsoleKind, EntropySource, GicKind, Mediator, ResetMethod, SmpMethod,
+    };
+    let missing = |what: String| -> ! {
+        panic!("board {board}: {what}: this hypervisor has no driver for it yet (docs/porting.md)")
+    };
+    if b.console.kind != ConsoleKind::Pl011 {
+        missing(format!("console {:?}", b.console.kind));
+    }
+    if b.interrupt_controller.kind != GicKind::Gicv3 {
+        missing(format!(
+            "interrupt controller {:?}",
+            b.interrupt_controller.kind
+        ));
+    }
+    if b.smp != SmpMethod::Psci {
+        missing(format!("SMP method {:?}", b.smp));
+    }
+    if b.reset != ResetMethod::Psci {
+        missing(format!("reset method {:?}", b.reset));
+    }
+    if !matches!(
+        b.boot_counter.kind,
+        BootCounterKind::Pl031 | BootCounterKind::None
+    ) {
+        missing(format!("boot counter {:?}", b.boot_counter.kind));
+    }
+    let device_list = |owner: gw_board::Owner| -> String {
+        b.instances()
+            .filter(|(d, _, _)| d.owner == owner)
+            .map(|(d, base, end)| format!("    ({:?}, {base:#x}, {:#x}),\n", d.name, end - base))
+            .collect()
+    };
+    let devices = device_list(gw_board::Owner::Guest);
+    let kept: String = [gw_board::Owner::Hypervisor, gw_board::Owner::Withheld]
+        .into_iter()
+        .map(device_list)
         .collect();
-    let gicr = match &b.gicr_filter {
-        Some(g) => format!("Some(({:#x}, {:#x}))", g.base, g.stride),
+    let gicr = match b.mediated(Mediator::GicrControl) {
+        Some((base, stride)) => format!("Some(({base:#x}, {stride:#x}))"),
         None => "None".into(),
     };
-    let smmu = match &b.smmu {
-        Some(s) => format!("Some(({:#x}, {:#x}, {}))", s.base, s.size, s.streams),
+    let smmu = match b.iommu_registers() {
+        Some((_, base, size, streams)) => format!("Some(({base:#x}, {size:#x}, {streams}))"),
         None => "None".into(),
     };
+    let expects = |e: EntropySource| b.entropy.contains(&e);
     let out = PathBuf::from(env::var("OUT_DIR").unwrap());
     fs::write(
         out.join("board.rs"),
@@ -42,8 +78,12 @@ fn main() {
              /// PL031 real-time clock base, if the board has one.\npub const RTC_PL031: Option<u64> = {:?};\n\
              /// The hypervisor's SMMUv3, if any: base, size of its registers, streams described.\npub const SMMU: Option<(u64, u64, u32)> = {smmu};\n\
              /// Redistributor control pages filtered by the hypervisor: base, stride (one per CPU).\npub const GICR_FILTER: Option<(u64, u64)> = {gicr};\n\
-             /// Devices the guest is given: name, base, size (whole pages).\npub const GUEST_DEVICES: &[(&str, u64, u64)] = &[\n{devices}];\n",
-            b.name, b.load_address, b.ram_base, b.hv_reserved, b.uart_pl011, b.max_cpus, b.device_base, b.device_size, b.rtc_pl031
+             /// Devices the guest is given: name, base, size (whole pages).\npub const GUEST_DEVICES: &[(&str, u64, u64)] = &[\n{devices}];\n\
+             /// Devices kept from the guest (the hypervisor's own, and withheld ones): name, base, size.\npub const KEPT_DEVICES: &[(&str, u64, u64)] = &[\n{kept}];\n\
+             /// Whether the board's loader puts rng-seed/kaslr-seed in the device tree.\npub const EXPECTS_DTB_SEEDS: bool = {};\n\
+             /// Whether the board's CPUs have RNDR.\npub const EXPECTS_RNDR: bool = {};\n",
+            b.name, b.load_address, b.ram_base, b.hv_reserved, b.console.base, b.max_cpus, b.device_base, b.device_size, b.boot_clock(),
+            expects(EntropySource::DtbSeeds), expects(EntropySource::Rndr),
         ),
     )
     .unwrap();

@@ -17,7 +17,7 @@ use gw_tests::qemu::{Qemu, Qmp, image_args, image_dir};
 /// The board's load address of `hv.bin` (boards/qemu-virt/board.toml).
 const LOAD: u64 = 0x4008_0000;
 
-/// Where QEMU virt's first GIC redistributor sits (boards/qemu-virt/board.toml `gicr_filter`).
+/// Where QEMU virt's first GIC redistributor sits (boards/qemu-virt/board.toml, the mediated `gicv3-redistributor-control` device).
 const GICR: u64 = 0x080a_0000;
 
 /// The measured part of hv.bin (code, read-only data, the device secret), and where in it the

@@ -107,7 +107,8 @@ pub fn bench_boot(root: &Path, runs: usize) -> Result<String> {
         "qemu-virt",
         &image::ImageOptions::for_board(root, "qemu-virt"),
     )?;
-    let guest = fetch::fetch_guest(root, fetch::Arch::Arm64)?;
+    let b = image::board_data(root, "qemu-virt")?;
+    let guest = fetch::fetch_guest(root, fetch::Arch::Arm64, b.kernel.flavour)?;
     let initramfs = root.join("target/gatewarden/qemu-virt/initramfs.cpio");
     let bare = || {
         let mut q = Command::new("qemu-system-aarch64");

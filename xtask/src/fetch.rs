@@ -113,15 +113,23 @@ pub fn parse_dependencies(depends: &str) -> Vec<String> {
         .collect()
 }
 
-/// The versioned kernel package behind Debian's `linux-image-cloud-<arch>` metapackage.
-pub fn parse_kernel_dependency(depends: &str) -> Option<String> {
+/// The versioned kernel package behind a Debian kernel metapackage (`linux-image-cloud-arm64`,
+/// `linux-image-arm64`): the dependency named `linux-image-<version><suffix>`, where `suffix` is
+/// the flavour's (`-cloud-arm64`, `-arm64`) and the version starts with a digit (so
+/// `-arm64` does not also match `-cloud-arm64` or `-rt-arm64`).
+pub fn parse_kernel_dependency(depends: &str, suffix: &str) -> Option<String> {
     depends
         .lines()
         .filter_map(|l| l.trim().strip_prefix("Depends:"))
         .map(|p| p.trim().split(':').next().unwrap_or("").to_owned())
         .find(|p| {
-            p.starts_with("linux-image-")
-                && (p.ends_with("-cloud-arm64") || p.ends_with("-cloud-amd64"))
+            p.strip_prefix("linux-image-")
+                .and_then(|v| v.strip_suffix(suffix))
+                .is_some_and(|v| {
+                    v.starts_with(|c: char| c.is_ascii_digit())
+                        && v.chars()
+                            .all(|c| c.is_ascii_digit() || c == '.' || c == '-')
+                })
         })
 }
 
@@ -245,8 +253,13 @@ fn fetch_headers(dir: &Path, debs: &Path, release: &str, arch: Arch) -> Result<P
     Ok(build)
 }
 
-/// Download (once) and unpack the guest kernel and busybox for `arch`.
-pub fn fetch_guest(root: &Path, arch: Arch) -> Result<GuestFiles> {
+/// Download (once) and unpack the guest kernel of `flavour` (the board's `kernel.flavour`) and
+/// busybox for `arch`.
+pub fn fetch_guest(
+    root: &Path,
+    arch: Arch,
+    flavour: gw_board::KernelFlavour,
+) -> Result<GuestFiles> {
     if which("apt-get").is_none() || which("dpkg-deb").is_none() {
         bail!(
             "fetch-guest needs apt-get and dpkg-deb (a Debian or Ubuntu host); install them or copy a cache from such a host into .cache/guest/"
@@ -256,11 +269,18 @@ pub fn fetch_guest(root: &Path, arch: Arch) -> Result<GuestFiles> {
     let debs = dir.join("debs");
     std::fs::create_dir_all(&debs).with_context(|| format!("creating {}", debs.display()))?;
     ensure_architecture(arch.debian())?;
-    let meta = format!("linux-image-cloud-{a}:{a}", a = arch.debian());
+    let meta = format!(
+        "{}:{}",
+        flavour.debian_metapackage(arch.debian()),
+        arch.debian()
+    );
     let depends = output(Command::new("apt-cache").args(["depends", &meta]))?;
-    let kernel_pkg = parse_kernel_dependency(&depends).with_context(|| {
-        format!("cannot resolve the kernel behind {meta}; is the Debian archive in apt's sources?")
-    })?;
+    let kernel_pkg = parse_kernel_dependency(&depends, &flavour.release_suffix(arch.debian()))
+        .with_context(|| {
+            format!(
+                "cannot resolve the kernel behind {meta}; is the Debian archive in apt's sources?"
+            )
+        })?;
     let release = kernel_pkg.trim_start_matches("linux-image-").to_owned();
     let kernel_deb = download(&debs, &format!("{kernel_pkg}:{}", arch.debian()))?;
     let busybox_deb = download(&debs, &format!("busybox-static:{}", arch.debian()))?;
@@ -328,18 +348,39 @@ mod tests {
 
     #[test]
     fn resolves_the_versioned_kernel() {
+        use gw_board::KernelFlavour::{Cloud, Generic};
+        let dep = |out: &str, f: gw_board::KernelFlavour, arch: &str| {
+            parse_kernel_dependency(out, &f.release_suffix(arch))
+        };
         let out =
             "linux-image-cloud-arm64:arm64\n  Depends: linux-image-6.1.0-56-cloud-arm64:arm64\n";
         assert_eq!(
-            parse_kernel_dependency(out).as_deref(),
+            dep(out, Cloud, "arm64").as_deref(),
             Some("linux-image-6.1.0-56-cloud-arm64")
         );
         let out = "linux-image-cloud-amd64\n  Depends: linux-image-6.1.0-56-cloud-amd64\n";
         assert_eq!(
-            parse_kernel_dependency(out).as_deref(),
+            dep(out, Cloud, "amd64").as_deref(),
             Some("linux-image-6.1.0-56-cloud-amd64")
         );
-        assert_eq!(parse_kernel_dependency("nothing here"), None);
+        // The generic flavour: the cloud and rt packages do not count as generic ones.
+        let out = "linux-image-arm64:arm64\n  Depends: linux-image-6.1.0-56-cloud-arm64\n  \
+                   Depends: linux-image-6.1.0-56-rt-arm64\n  Depends: linux-image-6.1.0-56-arm64:arm64\n";
+        assert_eq!(
+            dep(out, Generic, "arm64").as_deref(),
+            Some("linux-image-6.1.0-56-arm64")
+        );
+        assert_eq!(
+            dep(
+                "linux-image-arm64\n  Depends: linux-image-6.1.0-56-cloud-arm64\n",
+                Generic,
+                "arm64"
+            ),
+            None
+        );
+        assert_eq!(Generic.debian_metapackage("arm64"), "linux-image-arm64");
+        assert_eq!(Cloud.debian_metapackage("arm64"), "linux-image-cloud-arm64");
+        assert_eq!(dep("nothing here", Cloud, "arm64"), None);
     }
 
     #[test]

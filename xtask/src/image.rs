@@ -320,7 +320,9 @@ pub fn image(root: &Path, board: &str, opts: &ImageOptions) -> Result<Image> {
             "board {board}: only qemu-virt builds a bootable image so far (boards/ lists the others' data)"
         );
     }
-    let guest = fetch::fetch_guest(root, fetch::Arch::Arm64)?;
+    let board_t = board_data(root, board)?;
+    let guest = fetch::fetch_guest(root, fetch::Arch::Arm64, board_t.kernel.flavour)?;
+    let triple = board_t.target.triple.as_str();
     let mut c = cargo();
     c.args([
         "build",
@@ -330,23 +332,25 @@ pub fn image(root: &Path, board: &str, opts: &ImageOptions) -> Result<Image> {
         "--features",
         "bare-metal",
         "--target",
-        "aarch64-unknown-none-softfloat",
+        triple,
     ]);
     c.env("GW_BOARD", board);
-    let board_t = board_data(root, board)?;
-    let features = &board_t.target_features;
+    let features = &board_t.target.features;
     if !features.is_empty() {
         c.env(
             "RUSTFLAGS",
             format!("-C target-feature={}", features.join(",")),
         );
     }
-    run("hypervisor (aarch64-unknown-none-softfloat)", c)?;
+    run(&format!("hypervisor ({triple})"), c)?;
     crate::guest_target("aarch64-unknown-linux-musl")?;
 
     let dir = root.join("target/gatewarden").join(board);
     std::fs::create_dir_all(&dir)?;
-    let elf = root.join("target/aarch64-unknown-none-softfloat/release/gatewarden-hv");
+    let elf = root
+        .join("target")
+        .join(triple)
+        .join("release/gatewarden-hv");
     let hv = dir.join("hv.bin");
     let status = Command::new(llvm_objcopy()?)
         .args(["-O", "binary"])
@@ -413,7 +417,8 @@ pub fn image(root: &Path, board: &str, opts: &ImageOptions) -> Result<Image> {
         })
         .collect();
     let modules_dir = guest.kernel_root.join("lib/modules").join(&guest.release);
-    let modules: Vec<PathBuf> = board_qemu_data(&board_t)?
+    let modules: Vec<PathBuf> = board_t
+        .kernel
         .modules
         .iter()
         .map(|m| modules_dir.join(m))
@@ -551,9 +556,8 @@ fn dtb_references(
     let qemu = setup::qemu(board_qemu(root, board)?)?;
     let (ram_base, reserved, max_cpus) = (board_t.ram_base, board_t.hv_reserved, board_t.max_cpus);
     let devices: Vec<(u64, u64)> = board_t
-        .guest_device
-        .iter()
-        .map(|d| (d.base, d.size))
+        .guest_devices()
+        .map(|(_, base, size)| (base, size))
         .collect();
     let parts = gatewarden_hv::bundle::parse(bundle)
         .map_err(|e| anyhow::anyhow!("the image's own bundle does not parse: {e:?}"))?;

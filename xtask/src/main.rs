@@ -142,6 +142,10 @@ enum Task {
         /// Guest architecture.
         #[arg(long, value_enum, default_value = "arm64")]
         arch: fetch::Arch,
+        /// Debian kernel flavour: `cloud` (linux-image-cloud-<arch>, virtual machines) or
+        /// `generic` (linux-image-<arch>, with SoC drivers); boards name theirs in `[kernel]`.
+        #[arg(long, default_value = "cloud", value_parser = ["cloud", "generic"])]
+        flavour: String,
     },
     /// Run benchmarks and write docs/benchmarks.md: `host` (criterion micro-benchmarks), `boot`
     /// (QEMU boot time with and without the hypervisor, null hypercall), `controller`, or
@@ -229,8 +233,12 @@ fn main() -> Result<()> {
             image::image(&root, &board, &opts).map(drop)
         }
         Task::Run { board, smp } => image::run_qemu(&root, &board, smp),
-        Task::FetchGuest { arch } => {
-            let g = fetch::fetch_guest(&root, arch)?;
+        Task::FetchGuest { arch, flavour } => {
+            let flavour = match flavour.as_str() {
+                "generic" => gw_board::KernelFlavour::Generic,
+                _ => gw_board::KernelFlavour::Cloud,
+            };
+            let g = fetch::fetch_guest(&root, arch, flavour)?;
             println!("kernel  {} ({})", g.kernel.display(), g.release);
             println!(
                 "modules {}",

@@ -63,66 +63,272 @@ pub struct Board {
     pub ram_base: u64,
     /// Bytes of RAM from `ram_base` the hypervisor keeps (never mapped for the guest).
     pub hv_reserved: u64,
-    /// PL011 UART base (the console, shared).
-    pub uart_pl011: u64,
-    /// PL031 real-time clock, if any (the boot counter's source).
-    #[serde(default)]
-    pub rtc_pl031: Option<u64>,
     /// Most CPUs the image supports.
     pub max_cpus: u64,
-    /// rustc target features the image may use (e.g. `+sha2`).
-    #[serde(default)]
-    pub target_features: Vec<String>,
     /// The device window the hypervisor maps for itself at EL2.
     pub device_base: u64,
     /// Size of that window.
     pub device_size: u64,
-    /// The SMMUv3 the hypervisor owns, if any.
+    /// The bare-metal build: target triple and CPU features.
+    pub target: Target,
+    /// The console the hypervisor prints on.
+    pub console: Console,
+    /// The interrupt controller and how the hypervisor treats it.
+    pub interrupt_controller: InterruptController,
+    /// The timer the guest uses.
+    pub timer: TimerKind,
+    /// Per-boot entropy sources the hypervisor draws from, in order (the CPU's counter is always
+    /// added, as a last and predictable input).
+    pub entropy: Vec<EntropySource>,
+    /// Where the quote's boot counter comes from.
+    pub boot_counter: BootCounter,
+    /// How secondary CPUs are started.
+    pub smp: SmpMethod,
+    /// How the board is reset and powered off (the hypervisor's panic powers it off).
+    pub reset: ResetMethod,
+    /// The SMMU the hypervisor owns, if any.
     #[serde(default)]
-    pub smmu: Option<Smmu>,
-    /// Redistributor control pages trapped and filtered by the hypervisor, if any.
-    #[serde(default)]
-    pub gicr_filter: Option<GicrFilter>,
-    /// Devices the guest is given: stage 2 maps exactly these pages.
-    #[serde(default)]
-    pub guest_device: Vec<Device>,
+    pub iommu: Option<Iommu>,
+    /// Every device in the device window the board data knows, with its owner.
+    pub device: Vec<Device>,
+    /// The guest kernel.
+    pub kernel: Kernel,
     /// How QEMU emulates the board, if it does.
     #[serde(default)]
     pub qemu: Option<Qemu>,
 }
 
+/// The bare-metal build.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// Rust target triple (must be `arch`'s bare-metal target).
+    pub triple: String,
+    /// rustc target features the image may use (e.g. `+sha2`); only features the real SoC has.
+    #[serde(default)]
+    pub features: Vec<String>,
+}
+
+/// A console.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Console {
+    /// Which UART.
+    pub kind: ConsoleKind,
+    /// Its register base (inside a device of the list).
+    pub base: u64,
+}
+
+/// UARTs the schema knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConsoleKind {
+    /// Arm PL011.
+    Pl011,
+    /// The BCM283x/BCM2711 auxiliary mini-UART.
+    BcmMiniUart,
+}
+
+/// The interrupt controller.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterruptController {
+    /// Which GIC.
+    pub kind: GicKind,
+}
+
+/// Interrupt controllers the schema knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GicKind {
+    /// GICv3 (system-register CPU interface).
+    Gicv3,
+    /// GICv2 / GIC-400 (memory-mapped CPU interface).
+    Gicv2,
+}
+
+/// Timers the schema knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TimerKind {
+    /// The Arm generic timer (the guest owns the EL1 physical and virtual timers).
+    ArmGeneric,
+}
+
+/// Per-boot entropy sources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EntropySource {
+    /// The loader's `/chosen` `rng-seed` and `kaslr-seed` (taken out of the tree before it is
+    /// measured).
+    DtbSeeds,
+    /// The CPU's RNDR (FEAT_RNG), where the CPU has it.
+    Rndr,
+}
+
+/// Where the boot counter comes from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootCounter {
+    /// Which source.
+    pub kind: BootCounterKind,
+    /// Its register base, for a device source.
+    #[serde(default)]
+    pub base: Option<u64>,
+}
+
+/// Boot-counter sources the schema knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BootCounterKind {
+    /// An Arm PL031 real-time clock's seconds at boot.
+    Pl031,
+    /// None: the counter is fixed at 1 and every reboot reads as a rollback.
+    None,
+}
+
+/// How secondary CPUs start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SmpMethod {
+    /// PSCI CPU_ON through the firmware.
+    Psci,
+    /// The loader's spin table (release addresses in the device tree).
+    SpinTable,
+}
+
+/// How the board resets and powers off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResetMethod {
+    /// PSCI SYSTEM_RESET / SYSTEM_OFF.
+    Psci,
+    /// The BCM283x/BCM2711 power-management watchdog.
+    BcmPmWatchdog,
+}
+
 /// An SMMUv3 owned by the hypervisor.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Smmu {
-    /// Register base.
-    pub base: u64,
-    /// Size of its registers.
-    pub size: u64,
+pub struct Iommu {
+    /// Which IOMMU.
+    pub kind: IommuKind,
+    /// The name of its entry in the device list (owned by the hypervisor).
+    pub device: String,
     /// Streams its stream table describes (a power of two up to 65,536).
     pub streams: u32,
 }
 
-/// GICv3 redistributor control pages the hypervisor filters (one per CPU).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GicrFilter {
-    /// First redistributor.
-    pub base: u64,
-    /// Distance between redistributors.
-    pub stride: u64,
+/// IOMMUs the schema knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IommuKind {
+    /// Arm SMMUv3.
+    Smmuv3,
 }
 
-/// A device the guest is given.
+/// Who a device belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Owner {
+    /// Mapped for the guest by stage 2, page by page (the only owner stage 2 maps).
+    Guest,
+    /// Used by the hypervisor; never mapped for the guest.
+    Hypervisor,
+    /// Kept out of stage 2 and emulated or filtered by the hypervisor (`mediator`); may lie
+    /// inside a guest device, whose stage-2 map then has holes for it.
+    Mediated,
+    /// Nobody's: neither mapped for the guest nor used (for example, devices whose DMA would
+    /// bypass the IOMMU); listed so that no later change hands it out unnoticed.
+    Withheld,
+}
+
+/// How the hypervisor mediates a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mediator {
+    /// GICv3 redistributor control pages: accesses trap and are filtered so that LPIs stay off
+    /// (one page per CPU, `count` = `max_cpus`, `stride` apart).
+    GicrControl,
+}
+
+/// A device (or `count` identical ones, `stride` apart).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Device {
-    /// Name (for messages).
+    /// Name (for messages, and for references such as `iommu.device`).
     pub name: String,
+    /// Who it belongs to.
+    pub owner: Owner,
     /// Base (a whole page).
     pub base: u64,
     /// Size (whole pages).
     pub size: u64,
+    /// How many, for a repeated device.
+    #[serde(default = "one")]
+    pub count: u64,
+    /// Distance between repeats (required when `count` > 1).
+    #[serde(default)]
+    pub stride: u64,
+    /// For a mediated device: how the hypervisor mediates it.
+    #[serde(default)]
+    pub mediator: Option<Mediator>,
+}
+
+fn one() -> u64 {
+    1
+}
+
+impl Device {
+    /// Each instance's `(base, end)`; `None` when the arithmetic overflows.
+    pub fn ranges(&self) -> Option<Vec<(u64, u64)>> {
+        (0..self.count)
+            .map(|k| {
+                let base = self.stride.checked_mul(k)?.checked_add(self.base)?;
+                Some((base, base.checked_add(self.size)?))
+            })
+            .collect()
+    }
+}
+
+/// The guest kernel.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Kernel {
+    /// Which Debian kernel package.
+    pub flavour: KernelFlavour,
+    /// Kernel modules the guest loads at boot, in order (paths in Debian's kernel package).
+    #[serde(default)]
+    pub modules: Vec<String>,
+}
+
+/// Debian kernel flavours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KernelFlavour {
+    /// `linux-image-cloud-<arch>`: virtual machines (virtio, no SoC drivers).
+    Cloud,
+    /// `linux-image-<arch>`: the generic kernel with SoC drivers and device trees.
+    Generic,
+}
+
+impl KernelFlavour {
+    /// The name of Debian's metapackage for this flavour on Debian architecture `arch`
+    /// (`arm64`, `amd64`).
+    pub fn debian_metapackage(self, arch: &str) -> String {
+        match self {
+            KernelFlavour::Cloud => format!("linux-image-cloud-{arch}"),
+            KernelFlavour::Generic => format!("linux-image-{arch}"),
+        }
+    }
+
+    /// The suffix of the versioned kernel release, e.g. `-cloud-arm64` in `6.1.0-56-cloud-arm64`.
+    pub fn release_suffix(self, arch: &str) -> String {
+        match self {
+            KernelFlavour::Cloud => format!("-cloud-{arch}"),
+            KernelFlavour::Generic => format!("-{arch}"),
+        }
+    }
 }
 
 /// The QEMU machine for a board.
@@ -145,9 +351,6 @@ pub struct Qemu {
     /// Further arguments; `{disk}` is the image's disk, `{pci}` the PCI options.
     #[serde(default)]
     pub devices: Vec<String>,
-    /// Kernel modules the guest loads at boot, in order (paths in Debian's kernel package).
-    #[serde(default)]
-    pub modules: Vec<String>,
 }
 
 impl Board {
@@ -173,71 +376,209 @@ impl Board {
         root.join("boards").join(name).join("board.toml")
     }
 
-    /// Refuse board data that would map something twice, or map the hypervisor's own devices or
-    /// RAM for the guest: found when the image is built, not at boot.
+    /// The devices stage 2 maps for the guest: `(name, base, size)` for each instance.
+    pub fn guest_devices(&self) -> impl Iterator<Item = (&str, u64, u64)> {
+        self.instances()
+            .filter(|(d, _, _)| d.owner == Owner::Guest)
+            .map(|(d, base, end)| (d.name.as_str(), base, end - base))
+    }
+
+    /// Every device instance: the device, its base and its end.
+    pub fn instances(&self) -> impl Iterator<Item = (&Device, u64, u64)> {
+        self.device.iter().flat_map(|d| {
+            d.ranges()
+                .unwrap_or_default()
+                .into_iter()
+                .map(move |(b, e)| (d, b, e))
+        })
+    }
+
+    /// The first of the pages mediated by `m` and their stride, if the board has them.
+    pub fn mediated(&self, m: Mediator) -> Option<(u64, u64)> {
+        self.device
+            .iter()
+            .find(|d| d.mediator == Some(m))
+            .map(|d| (d.base, d.stride))
+    }
+
+    /// The hypervisor's IOMMU: its kind, register base, size and stream count.
+    pub fn iommu_registers(&self) -> Option<(IommuKind, u64, u64, u32)> {
+        let i = self.iommu.as_ref()?;
+        let d = self.device.iter().find(|d| d.name == i.device)?;
+        Some((i.kind, d.base, d.size, i.streams))
+    }
+
+    /// The boot counter's clock base, when it is a device.
+    pub fn boot_clock(&self) -> Option<u64> {
+        match self.boot_counter.kind {
+            BootCounterKind::Pl031 => self.boot_counter.base,
+            BootCounterKind::None => None,
+        }
+    }
+
+    /// Refuse board data that would map something twice, map the hypervisor's own devices or
+    /// RAM for the guest, or refer to what is not there: found when the image is built, not at
+    /// boot.
     pub fn check(&self) -> Result<(), String> {
         if self.max_cpus == 0 {
             return Err("max_cpus must be at least 1".into());
+        }
+        if self.target.triple != self.arch.bare_metal_target() {
+            return Err(format!(
+                "target.triple {} is not {:?}'s bare-metal target {}",
+                self.target.triple,
+                self.arch,
+                self.arch.bare_metal_target()
+            ));
         }
         let window_end = self
             .device_base
             .checked_add(self.device_size)
             .ok_or("the device window overflows")?;
-        let mut ranges: Vec<(&str, u64, u64)> = Vec::new();
-        for d in &self.guest_device {
-            if d.size == 0 || d.base % 4096 != 0 || d.size % 4096 != 0 {
+        let mut names = std::collections::BTreeSet::new();
+        // Ranges nothing else may overlap, and mediated ranges (which may sit inside one guest
+        // device).
+        let mut exclusive: Vec<(String, u64, u64)> = Vec::new();
+        let mut mediated: Vec<(String, u64, u64)> = Vec::new();
+        for d in &self.device {
+            if !names.insert(d.name.as_str()) {
+                return Err(format!("device {} is listed twice", d.name));
+            }
+            let page = |v: u64| v.is_multiple_of(4096);
+            if d.size == 0 || !page(d.base) || !page(d.size) || !page(d.stride) {
                 return Err(format!(
-                    "guest device {}: base and size must be whole 4 KiB pages",
+                    "device {}: base, size and stride must be whole 4 KiB pages",
                     d.name
                 ));
             }
-            let end = d
-                .base
-                .checked_add(d.size)
-                .ok_or(format!("guest device {}: overflows", d.name))?;
-            if end > window_end || d.base < self.device_base {
+            if d.count == 0 || (d.count > 1 && d.stride < d.size) {
                 return Err(format!(
-                    "guest device {} lies outside the device window",
+                    "device {}: count must be at least 1, and repeats must not overlap (stride >= size)",
                     d.name
                 ));
             }
-            ranges.push((&d.name, d.base, end));
-        }
-        if let Some(s) = &self.smmu {
-            if !(1..=1 << 16).contains(&s.streams) || !s.streams.is_power_of_two() {
-                return Err("smmu.streams must be a power of two up to 65536".into());
+            if (d.owner == Owner::Mediated) != d.mediator.is_some() {
+                return Err(format!(
+                    "device {}: a mediated device names its mediator, and only a mediated device does",
+                    d.name
+                ));
             }
-            let end = s.base.checked_add(s.size).ok_or("smmu: overflows")?;
-            ranges.push(("the hypervisor's SMMU", s.base, end));
-        }
-        if let Some(g) = &self.gicr_filter {
-            if g.base % 4096 != 0 || g.stride % 4096 != 0 || g.stride < 4096 {
-                return Err("gicr_filter: base and stride must be whole pages".into());
+            let ranges = d.ranges().ok_or(format!("device {}: overflows", d.name))?;
+            for (k, &(base, end)) in ranges.iter().enumerate() {
+                if base < self.device_base || end > window_end {
+                    return Err(format!("device {} lies outside the device window", d.name));
+                }
+                let name = if d.count > 1 {
+                    format!("{} #{k}", d.name)
+                } else {
+                    d.name.clone()
+                };
+                match d.owner {
+                    Owner::Mediated => mediated.push((name, base, end)),
+                    _ => exclusive.push((name, base, end)),
+                }
             }
-            let end = g
-                .stride
-                .checked_mul(self.max_cpus)
-                .and_then(|n| n.checked_add(g.base))
-                .ok_or("gicr_filter: overflows")?;
-            if !self
-                .guest_device
-                .iter()
-                .any(|d| g.base >= d.base && end <= d.base + d.size)
+            if d.mediator == Some(Mediator::GicrControl) {
+                if d.count != self.max_cpus || d.size != 4096 {
+                    return Err(format!(
+                        "device {}: one 4 KiB redistributor control page per CPU (count = max_cpus)",
+                        d.name
+                    ));
+                }
+                if self.interrupt_controller.kind != GicKind::Gicv3 {
+                    return Err(format!("device {}: redistributors are GICv3's", d.name));
+                }
+            }
+        }
+        if self
+            .device
+            .iter()
+            .filter(|d| d.mediator == Some(Mediator::GicrControl))
+            .count()
+            > 1
+        {
+            return Err("only one device may list the redistributor control pages".into());
+        }
+        if let Some(i) = &self.iommu {
+            if !(1..=1 << 16).contains(&i.streams) || !i.streams.is_power_of_two() {
+                return Err("iommu.streams must be a power of two up to 65536".into());
+            }
+            match self.device.iter().find(|d| d.name == i.device) {
+                Some(d) if d.owner == Owner::Hypervisor && d.count == 1 => {}
+                Some(_) => {
+                    return Err(format!(
+                        "iommu.device {}: the IOMMU must be one device owned by the hypervisor",
+                        i.device
+                    ));
+                }
+                None => {
+                    return Err(format!(
+                        "iommu.device {} is not in the device list",
+                        i.device
+                    ));
+                }
+            }
+        }
+        let covered = |what: &str, base: u64, owners: &[Owner]| -> Result<(), String> {
+            if self
+                .instances()
+                .any(|(d, b, e)| owners.contains(&d.owner) && base >= b && base < e)
             {
-                return Err(
-                    "gicr_filter: the redistributors must lie inside one guest device".into(),
-                );
+                Ok(())
+            } else {
+                Err(format!(
+                    "{what} at {base:#x} is not inside a device of the list owned by {owners:?}"
+                ))
             }
+        };
+        covered(
+            "the console",
+            self.console.base,
+            &[Owner::Guest, Owner::Hypervisor],
+        )?;
+        match (self.boot_counter.kind, self.boot_counter.base) {
+            (BootCounterKind::Pl031, Some(base)) => covered(
+                "the boot counter's clock",
+                base,
+                &[Owner::Guest, Owner::Hypervisor],
+            )?,
+            (BootCounterKind::Pl031, None) => return Err("boot_counter: pl031 needs a base".into()),
+            (BootCounterKind::None, Some(_)) => {
+                return Err("boot_counter: kind none takes no base".into());
+            }
+            (BootCounterKind::None, None) => {}
+        }
+        let mut seen = Vec::new();
+        for e in &self.entropy {
+            if seen.contains(e) {
+                return Err(format!("entropy: {e:?} is listed twice"));
+            }
+            seen.push(*e);
         }
         let hv_end = self
             .ram_base
             .checked_add(self.hv_reserved)
             .ok_or("ram_base + hv_reserved overflows")?;
-        ranges.push(("the hypervisor's RAM", self.ram_base, hv_end));
-        ranges.sort_by_key(|r| r.1);
-        for w in ranges.windows(2) {
+        exclusive.push(("the hypervisor's RAM".into(), self.ram_base, hv_end));
+        exclusive.sort_by_key(|r| r.1);
+        for w in exclusive.windows(2) {
             if w[1].1 < w[0].2 {
                 return Err(format!("{} overlaps {}", w[0].0, w[1].0));
+            }
+        }
+        // A mediated page lies wholly inside one guest device (which gets a hole for it) or
+        // outside every exclusive range.
+        for (name, base, end) in &mediated {
+            for (other, b, e) in &exclusive {
+                let overlaps = base < e && b < end;
+                let inside_guest = base >= b
+                    && end <= e
+                    && self
+                        .guest_devices()
+                        .any(|(_, gb, gs)| gb == *b && gb + gs == *e);
+                if overlaps && !inside_guest {
+                    return Err(format!("mediated {name} overlaps {other}"));
+                }
             }
         }
         Ok(())
@@ -254,14 +595,34 @@ arch = "aarch64"
 load_address = 0x4008_0000
 ram_base = 0x4000_0000
 hv_reserved = 0x100_0000
-uart_pl011 = 0x0900_0000
 max_cpus = 2
 device_base = 0
 device_size = 0x4000_0000
-[[guest_device]]
+timer = "arm-generic"
+entropy = ["dtb-seeds"]
+smp = "psci"
+reset = "psci"
+[target]
+triple = "aarch64-unknown-none-softfloat"
+[console]
+kind = "pl011"
+base = 0x0900_0000
+[interrupt_controller]
+kind = "gicv3"
+[boot_counter]
+kind = "none"
+[kernel]
+flavour = "cloud"
+[[device]]
 name = "uart"
+owner = "guest"
 base = 0x0900_0000
 size = 0x1000
+[[device]]
+name = "gicr"
+owner = "guest"
+base = 0x080a_0000
+size = 0x4_0000
 "#;
 
     fn with(extra: &str) -> Result<Board, BoardError> {
@@ -284,19 +645,28 @@ size = 0x1000
         assert!(n >= 1);
         let v = Board::load(&root, "qemu-virt").unwrap();
         assert_eq!(v.arch.bare_metal_target(), "aarch64-unknown-none-softfloat");
-        let q = v.qemu.expect("qemu-virt runs under QEMU");
+        let q = v.qemu.as_ref().expect("qemu-virt runs under QEMU");
         assert_eq!(q.binary, "qemu-system-aarch64");
-        assert!(q.modules.iter().any(|m| m.ends_with("virtio_pci.ko")));
+        assert!(
+            v.kernel
+                .modules
+                .iter()
+                .any(|m| m.ends_with("virtio_pci.ko"))
+        );
+        assert_eq!(v.iommu_registers().map(|i| i.3), Some(256));
+        assert_eq!(v.boot_clock(), Some(0x0901_0000));
+        assert_eq!(
+            v.mediated(Mediator::GicrControl),
+            Some((0x080a_0000, 0x2_0000))
+        );
     }
 
     #[test]
     fn a_minimal_board_parses_and_a_misspelt_key_is_refused() {
         let b = with("").unwrap();
-        assert_eq!(
-            (b.arch, b.max_cpus, b.guest_device.len()),
-            (Arch::Aarch64, 2, 1)
-        );
-        assert!(b.qemu.is_none() && b.smmu.is_none());
+        assert_eq!((b.arch, b.max_cpus, b.device.len()), (Arch::Aarch64, 2, 2));
+        assert!(b.qemu.is_none() && b.iommu.is_none() && b.boot_clock().is_none());
+        assert_eq!(b.guest_devices().count(), 2);
         assert!(matches!(
             with("hv_reserve = 1\n"),
             Err(BoardError::Schema(_))
@@ -307,10 +677,40 @@ size = 0x1000
             ),
             Err(BoardError::Schema(_))
         ));
-        assert!(matches!(
-            Board::parse(&MINIMAL.replace("aarch64", "riscv64")),
-            Err(BoardError::Schema(_))
-        ));
+        for (from, to) in [
+            ("aarch64\"", "riscv64\""),
+            ("owner = \"guest\"", "owner = \"root\""),
+            ("kind = \"pl011\"", "kind = \"ns16550\""),
+            ("smp = \"psci\"", "smp = \"acpi\""),
+        ] {
+            assert!(
+                matches!(
+                    Board::parse(&MINIMAL.replacen(from, to, 1)),
+                    Err(BoardError::Schema(_))
+                ),
+                "{to}"
+            );
+        }
+    }
+
+    #[test]
+    fn repeated_and_mediated_devices() {
+        let b = with(
+            "[[device]]\nname = \"ctl\"\nowner = \"mediated\"\nmediator = \"gicr-control\"\n\
+             base = 0x080a_0000\nsize = 0x1000\ncount = 2\nstride = 0x2_0000\n",
+        )
+        .unwrap();
+        assert_eq!(
+            b.mediated(Mediator::GicrControl),
+            Some((0x080a_0000, 0x2_0000))
+        );
+        let ctl = b.device.iter().find(|d| d.name == "ctl").unwrap();
+        assert_eq!(
+            ctl.ranges().unwrap(),
+            [(0x080a_0000, 0x080a_1000), (0x080c_0000, 0x080c_1000)]
+        );
+        // Mediated pages are not guest devices.
+        assert_eq!(b.guest_devices().count(), 2);
     }
 
     #[test]
@@ -319,32 +719,92 @@ size = 0x1000
             Err(BoardError::Invalid(why)) => why,
             other => panic!("{extra}: {other:?}"),
         };
+        let dev = |name: &str, owner: &str, base: u64, size: u64| {
+            format!(
+                "[[device]]\nname = \"{name}\"\nowner = \"{owner}\"\nbase = {base:#x}\nsize = {size:#x}\n"
+            )
+        };
         // The guest given the hypervisor's RAM, a device twice, a device off the page grid.
         assert!(
-            invalid("[[guest_device]]\nname = \"ram\"\nbase = 0x3fff_f000\nsize = 0x2000\n")
+            invalid(&dev("ram", "guest", 0x3fff_f000, 0x2000))
                 .contains("outside the device window")
         );
+        assert!(invalid(&dev("again", "guest", 0x0900_0000, 0x1000)).contains("overlaps"));
+        assert!(invalid(&dev("uart", "withheld", 0x0a00_0000, 0x1000)).contains("listed twice"));
+        assert!(invalid(&dev("odd", "guest", 0x0900_1800, 0x1000)).contains("whole 4 KiB pages"));
+        // A hypervisor or withheld device inside a guest one.
+        assert!(invalid(&dev("smmu", "hypervisor", 0x080b_0000, 0x1000)).contains("overlaps"));
+        assert!(invalid(&dev("fwcfg", "withheld", 0x0900_0000, 0x1000)).contains("overlaps"));
+        // Mediated pages over a withheld device, without a mediator, or not one per CPU.
+        let med = |base: u64, count: u64| {
+            format!(
+                "[[device]]\nname = \"ctl\"\nowner = \"mediated\"\nmediator = \"gicr-control\"\n\
+                 base = {base:#x}\nsize = 0x1000\ncount = {count}\nstride = 0x2_0000\n"
+            )
+        };
         assert!(
-            invalid("[[guest_device]]\nname = \"again\"\nbase = 0x0900_0000\nsize = 0x1000\n")
-                .contains("overlaps")
+            invalid(&format!(
+                "{}{}",
+                med(0x080c_0000, 2),
+                dev("w", "withheld", 0x080e_0000, 0x1000)
+            ))
+            .contains("mediated ctl #1 overlaps w")
         );
         assert!(
-            invalid("[[guest_device]]\nname = \"odd\"\nbase = 0x0900_1800\nsize = 0x1000\n")
-                .contains("whole 4 KiB pages")
+            invalid(&med(0x080a_0000, 3)).contains("one 4 KiB redistributor control page per CPU")
         );
-        // The SMMU given to the guest, or with an impossible stream count.
+        assert!(invalid(&dev("m", "mediated", 0x0a00_0000, 0x1000)).contains("names its mediator"));
+        // Repeats that overlap each other.
+        assert!(invalid(
+            "[[device]]\nname = \"r\"\nowner = \"guest\"\nbase = 0x0a00_0000\nsize = 0x2000\ncount = 2\nstride = 0x1000\n"
+        )
+        .contains("must not overlap"));
+        // The IOMMU given to the guest, missing, or with an impossible stream count.
+        let iommu = |device: &str, streams: u32| {
+            format!("[iommu]\nkind = \"smmuv3\"\ndevice = \"{device}\"\nstreams = {streams}\n")
+        };
+        assert!(invalid(&iommu("uart", 256)).contains("owned by the hypervisor"));
+        assert!(invalid(&iommu("smmu", 256)).contains("not in the device list"));
         assert!(
-            invalid("[smmu]\nbase = 0x0900_0000\nsize = 0x2_0000\nstreams = 256\n")
-                .contains("overlaps")
+            invalid(&format!(
+                "{}{}",
+                iommu("smmu", 3),
+                dev("smmu", "hypervisor", 0x0905_0000, 0x2_0000)
+            ))
+            .contains("power of two")
+        );
+        with(&format!(
+            "{}{}",
+            iommu("smmu", 256),
+            dev("smmu", "hypervisor", 0x0905_0000, 0x2_0000)
+        ))
+        .unwrap();
+        // The console or the boot clock where the list has no device.
+        assert!(
+            Board::parse(&MINIMAL.replace(
+                "base = 0x0900_0000\n[interrupt",
+                "base = 0x0a00_0000\n[interrupt"
+            ))
+            .is_err_and(|e| e.to_string().contains("the console"))
         );
         assert!(
-            invalid("[smmu]\nbase = 0x0905_0000\nsize = 0x2_0000\nstreams = 3\n")
-                .contains("power of two")
+            Board::parse(
+                &MINIMAL.replace("kind = \"none\"", "kind = \"pl031\"\nbase = 0x0901_0000")
+            )
+            .is_err_and(|e| e.to_string().contains("boot counter"))
         );
-        // Redistributors outside every guest device.
         assert!(
-            invalid("[gicr_filter]\nbase = 0x080a_0000\nstride = 0x2_0000\n")
-                .contains("inside one guest device")
+            Board::parse(&MINIMAL.replace("kind = \"none\"", "kind = \"pl031\""))
+                .is_err_and(|e| e.to_string().contains("needs a base"))
+        );
+        // A target that is not the arch's, a source twice.
+        assert!(
+            Board::parse(&MINIMAL.replace("aarch64-unknown-none-softfloat", "x86_64-unknown-none"))
+                .is_err_and(|e| e.to_string().contains("bare-metal target"))
+        );
+        assert!(
+            Board::parse(&MINIMAL.replace("[\"dtb-seeds\"]", "[\"rndr\", \"rndr\"]"))
+                .is_err_and(|e| e.to_string().contains("listed twice"))
         );
         // Wrapping arithmetic is an error, not a small range.
         assert!(matches!(

@@ -180,6 +180,20 @@ extern "C" fn hv_primary_main(dtb_pa: u64) -> ! {
         .add("dtb:kaslr-seed", seeds.value(1))
         .add("rndr", rndr.as_ref().map_or(&[][..], |r| &r[..]))
         .add("cntpct", &counter);
+    // The board data says which sources this board offers: one that gives nothing is a loader
+    // or CPU that is not what the board data describes.
+    for (expected, name, got) in [
+        (
+            board::EXPECTS_DTB_SEEDS,
+            "the loader's rng-seed/kaslr-seed",
+            !seeds.value(0).is_empty() || !seeds.value(1).is_empty(),
+        ),
+        (board::EXPECTS_RNDR, "the CPU's RNDR", rndr.is_some()),
+    ] {
+        if expected && !got {
+            println!("WARNING: the board data expects {name}, and this boot has none");
+        }
+    }
     if !entropy.has_unpredictable("cntpct") {
         println!(
             "WARNING: no per-boot entropy source (no loader seeds, no RNDR): this boot's hop keys \
