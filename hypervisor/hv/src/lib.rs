@@ -11,6 +11,7 @@ pub mod exception;
 pub mod gicr;
 pub mod layout;
 pub mod pagetable;
+pub mod plan;
 pub mod smmu;
 pub mod stage1;
 pub mod vdso;

@@ -1,6 +1,6 @@
 //! EL2 translation (identity map for the hypervisor itself) and the guest's stage-2 tables.
 //!
-//! Stage 2 maps exactly the board's guest devices (`[[guest_device]]`, page by page) and guest
+//! Stage 2 maps exactly the board's guest devices (`owner = "guest"`, page by page) and guest
 //! RAM, which starts above the hypervisor's reservation. Hypervisor code, data, keys, PCRs,
 //! these tables, the SMMU and every device not given are never mapped, so any guest access to
 //! them takes a stage-2 fault to EL2 (`trap`). The SMMU walks the same tables for every DMA
@@ -10,10 +10,9 @@ use aarch64_cpu::{asm::barrier, registers::*};
 use core::cell::UnsafeCell;
 
 use crate::{
-    board::{
-        DEVICE_BASE, DEVICE_SIZE, GICR_FILTER, GUEST_DEVICES, HV_RESERVED, MAX_CPUS, RAM_BASE,
-    },
-    pagetable::{self, El2Kind, L1_BLOCK, S2Kind, Stage2, TableWords},
+    board::{GUEST_DEVICES, MAX_CPUS, RAM_BASE},
+    pagetable::{self, El2Kind, L1_BLOCK, Stage2, TableWords},
+    plan,
 };
 
 #[repr(C, align(4096))]
@@ -97,64 +96,26 @@ macro_rules! sym {
     };
 }
 
-fn el2_map(m: &mut Stage2<'_>, base: u64, end: u64, kind: El2Kind, what: &str) {
-    if let Err(e) = m.map_el2(base, end - base, kind) {
-        panic!("EL2 map: cannot map {what} {base:#x}..{end:#x}: {e:?}");
-    }
-}
-
-/// Build the hypervisor's own identity map: the device window (device memory), its code
-/// (read-only, executable, page by page), read-only data (read-only), data, bss and each CPU's
-/// stack (read/write) with an unmapped guard page below every stack, and the first GiB of
-/// guest RAM (read/write); nothing executable is writable (also SCTLR_EL2.WXN). The rest of the
-/// reservation is unmapped. Primary CPU only, before the MMU is on.
+/// Build the hypervisor's own identity map (`plan::BoardMap::build_el2`): the device window
+/// (device memory), its code (read-only, executable, page by page), read-only data (read-only),
+/// data, bss and each CPU's stack (read/write) with an unmapped guard page below every stack, and
+/// the first GiB of guest RAM (read/write); nothing executable is writable (also SCTLR_EL2.WXN).
+/// The rest of the reservation is unmapped. Primary CPU only, before the MMU is on.
 pub fn build_el2_map() {
     // SAFETY: boot-time, single CPU (see `TablesCell`).
     let t = unsafe { &mut *TABLES.0.get() };
     let pool_pa = core::ptr::addr_of!(t.el2_pool) as u64;
     let mut m = Stage2::new(&mut t.el2.0, &mut t.el2_pool.0, pool_pa);
-    el2_map(
-        &mut m,
-        DEVICE_BASE,
-        DEVICE_BASE + DEVICE_SIZE,
-        El2Kind::Device,
-        "the device window",
-    );
-    el2_map(
-        &mut m,
-        sym!(__image_start),
-        sym!(__text_end),
-        El2Kind::Code,
-        "code",
-    );
-    el2_map(
-        &mut m,
-        sym!(__text_end),
-        sym!(__measured_end),
-        El2Kind::ReadOnly,
-        "read-only data",
-    );
-    // Up to the stacks: .bss ends inside the page before them.
-    el2_map(
-        &mut m,
-        sym!(__data_start),
-        sym!(__stacks_start),
-        El2Kind::ReadWrite,
-        "data and bss",
-    );
-    // Each CPU's stack; the guard page below it stays unmapped.
-    for k in 0..MAX_CPUS as u64 {
-        let (low, top) = super::boot::cpu_stack(k);
-        el2_map(&mut m, low, top, El2Kind::ReadWrite, "a CPU's stack");
+    let image = plan::ImageMap {
+        code: (sym!(__image_start), sym!(__text_end)),
+        rodata: (sym!(__text_end), sym!(__measured_end)),
+        // Up to the stacks: .bss ends inside the page before them.
+        data: (sym!(__data_start), sym!(__stacks_start)),
+    };
+    let stacks = (0..MAX_CPUS as u64).map(super::boot::cpu_stack);
+    if let Err(e) = plan::BOARD.build_el2(&mut m, &image, stacks, crate::layout::MAX_RAM) {
+        panic!("EL2 map: {e:?}");
     }
-    let guest = RAM_BASE + HV_RESERVED;
-    el2_map(
-        &mut m,
-        guest,
-        RAM_BASE + L1_BLOCK,
-        El2Kind::ReadWrite,
-        "guest RAM",
-    );
     t.el2_used = m.tables_used();
 }
 
@@ -167,13 +128,10 @@ pub fn extend_el2_map(ram_gib: usize) {
     let mut m = Stage2::resume(&mut t.el2.0, &mut t.el2_pool.0, pool_pa, t.el2_used);
     let gib = ram_gib.clamp(1, MAX_RAM_GIB) as u64;
     if gib > 1 {
-        el2_map(
-            &mut m,
-            RAM_BASE + L1_BLOCK,
-            RAM_BASE + gib * L1_BLOCK,
-            El2Kind::ReadWrite,
-            "guest RAM",
-        );
+        let (base, size) = (RAM_BASE + L1_BLOCK, (gib - 1) * L1_BLOCK);
+        if let Err(e) = m.map_el2(base, size, El2Kind::ReadWrite) {
+            panic!("EL2 map: cannot map guest RAM {base:#x}+{size:#x}: {e:?}");
+        }
     }
     t.el2_used = m.tables_used();
     barrier::dsb(barrier::ISH);
@@ -203,23 +161,10 @@ pub fn build_stage2(guest: (u64, u64)) -> u64 {
     let root = core::ptr::addr_of!(t.s2_root) as u64;
     let pool_pa = core::ptr::addr_of!(t.s2_pool) as u64;
     let mut s2 = Stage2::new(&mut t.s2_root.0, &mut t.s2_pool.0, pool_pa);
-    // Each redistributor's control page stays unmapped: the trap handler filters it (gicr).
-    let holes = |base: u64, size: u64| {
-        GICR_FILTER
-            .filter(move |&(g, _)| g >= base && g < base + size)
-            .into_iter()
-            .flat_map(|(g, stride)| (0..MAX_CPUS as u64).map(move |k| (g + k * stride, 0x1000)))
-    };
-    for &(name, base, size) in GUEST_DEVICES {
-        if let Err(e) = s2.map_with_holes(base, size, S2Kind::Device, holes(base, size)) {
-            panic!("stage 2: cannot map guest device {name} at {base:#x}: {e:?}");
-        }
-    }
-    if let Err(e) = s2.map(guest.0, guest.1, S2Kind::Ram) {
-        panic!(
-            "stage 2: cannot map guest RAM {:#x}+{:#x}: {e:?}",
-            guest.0, guest.1
-        );
+    // The plan maps the guest devices (mediated pages left out) and guest RAM, then checks that
+    // no page of the reservation, of a kept device or of a mediated page translates.
+    if let Err(e) = plan::BOARD.build_stage2(&mut s2, guest) {
+        panic!("stage 2 for guest RAM {:#x}+{:#x}: {e:?}", guest.0, guest.1);
     }
     crate::println!(
         "stage 2: {} guest devices page by page, guest RAM, {} tables",
