@@ -9,6 +9,7 @@ pub mod bundle;
 pub mod dtb;
 pub mod exception;
 pub mod gicr;
+pub mod guest;
 pub mod layout;
 pub mod pagetable;
 pub mod plan;

@@ -15,7 +15,10 @@ use gw_abi::{AbiError, Function, MAX_REQUEST, MAX_RESPONSE, regs};
 use gw_core::{Caller, Monitor};
 
 use super::{cpu, trap::TrapFrame};
-use crate::board::MAX_CPUS;
+use crate::{
+    board::MAX_CPUS,
+    guest::{self, Access, GuestMemory, GuestPhys, GuestVirt},
+};
 
 /// The hypervisor's monitor: event log of 1,024 entries, 64 hop key slots.
 pub type HvMonitor = Monitor<1024, 64>;
@@ -147,40 +150,26 @@ fn translate(va: u64, write: bool, from: From) -> Option<u64> {
     in_guest_ram(pa).then_some(pa)
 }
 
-/// Copy between guest VA range and a hypervisor buffer, page by page.
-fn copy_guest(va: u64, buf: &mut [u8], to_guest: bool, from: From) -> Result<(), AbiError> {
-    let mut done = 0usize;
-    while done < buf.len() {
-        let addr = va.checked_add(done as u64).ok_or(AbiError::BadAddress)?;
-        let in_page = (4096 - (addr & 0xfff)) as usize;
-        let n = in_page.min(buf.len() - done);
-        let pa = translate(addr, to_guest, from).ok_or(AbiError::BadAddress)?;
-        // SAFETY: `pa..pa + n` lies in one page of guest RAM (checked by `translate`), which
-        // the EL2 identity map covers; it never overlaps hypervisor memory, and `buf` is ours.
-        unsafe {
-            if to_guest {
-                core::ptr::copy_nonoverlapping(buf[done..].as_ptr(), pa as *mut u8, n);
-            } else {
-                core::ptr::copy_nonoverlapping(pa as *const u8, buf[done..].as_mut_ptr(), n);
-            }
-        }
-        done += n;
-    }
-    Ok(())
-}
+/// Guest memory as `from`'s translation regime reaches it: `AT S12E*` walks, then the EL2
+/// identity map of guest RAM.
+struct Regime(From);
 
-/// Check that every page of `va..va + len` translates for writing into guest RAM.
-fn check_writable(va: u64, len: usize, from: From) -> Result<(), AbiError> {
-    if len == 0 {
-        return Ok(());
+impl GuestMemory for Regime {
+    fn translate(&self, va: GuestVirt, access: Access) -> Option<GuestPhys> {
+        translate(va.0, access == Access::Write, self.0).map(GuestPhys)
     }
-    let last = va.checked_add(len as u64 - 1).ok_or(AbiError::BadAddress)?;
-    // Count pages rather than step an address: the top page must not wrap the loop to 0.
-    for n in 0..=((last >> 12) - (va >> 12)) {
-        let page = ((va >> 12) + n) << 12;
-        translate(page.max(va), true, from).ok_or(AbiError::BadAddress)?;
+
+    fn read(&self, pa: GuestPhys, buf: &mut [u8]) {
+        // SAFETY: `pa..pa + len` lies in one page of guest RAM (`GuestMemory`'s contract, met
+        // by `translate`), which the EL2 identity map covers; it never overlaps hypervisor
+        // memory, and `buf` is ours.
+        unsafe { core::ptr::copy_nonoverlapping(pa.0 as *const u8, buf.as_mut_ptr(), buf.len()) }
     }
-    Ok(())
+
+    fn write(&mut self, pa: GuestPhys, buf: &[u8]) {
+        // SAFETY: as in `read`, for writing.
+        unsafe { core::ptr::copy_nonoverlapping(buf.as_ptr(), pa.0 as *mut u8, buf.len()) }
+    }
 }
 
 /// Handle a Gatewarden call from the guest kernel (HVC); returns x0, sets x1 (and x2).
@@ -246,24 +235,22 @@ fn buffer_call(
     caller: Caller,
     from: From,
 ) -> Result<usize, AbiError> {
-    regs::check_buffers(r)?;
     let idx = cpu::cpu_id() as usize;
     if idx >= MAX_CPUS {
         return Err(AbiError::InvalidParameter);
     }
     // SAFETY: slot `idx` belongs to this CPU (see `Bounce`).
     let (req, resp) = unsafe { (&mut (*BOUNCE.0.get())[idx], &mut (*BOUNCE.1.get())[idx]) };
-    let req = &mut req[..r.req_len as usize];
-    copy_guest(r.req_addr, req, false, from)?;
-    let cap = (r.resp_cap as usize).min(MAX_RESPONSE);
-    // The response buffer, as far as this function's answer can reach, must be writable
-    // before the call runs: a call with side effects (PCR_EXTEND, HOP_TAG, POLICY_SET…) must
-    // not take effect and then report BAD_ADDRESS because its answer could not be delivered.
-    check_writable(r.resp_addr, cap.min(function.response_bound()), from)?;
     let monitor = MONITOR.get().ok_or(AbiError::NotProvisioned)?;
-    let len = monitor
-        .lock()
-        .handle(&caller, function, req, &mut resp[..cap])?;
-    copy_guest(r.resp_addr, &mut resp[..len], true, from)?;
-    Ok(len)
+    // The arch-neutral path (`guest::buffer_call`): request copied first, response buffer
+    // checked writable as far as this function's answer can reach before the call runs (a call
+    // with side effects must not take effect and then report BAD_ADDRESS), answer copied out.
+    guest::buffer_call(
+        &mut Regime(from),
+        r,
+        function.response_bound(),
+        req,
+        resp,
+        |req, resp| monitor.lock().handle(&caller, function, req, resp),
+    )
 }
