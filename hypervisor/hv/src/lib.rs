@@ -7,17 +7,10 @@
 
 pub mod bundle;
 pub mod dtb;
-pub mod exception;
-pub mod gicr;
 pub mod guest;
 pub mod layout;
-pub mod pagetable;
 pub mod plan;
-pub mod smmu;
-pub mod stage1;
-pub mod vdso;
 
-#[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod arch;
 
 /// Board constants generated from `boards/<board>/board.toml`.

@@ -6,7 +6,7 @@
 //! same [`BoardMap::build_stage2`] refuses a result in which any page of the hypervisor's RAM,
 //! of a device the hypervisor keeps, or of a mediated page translates for the guest.
 
-use crate::pagetable::{El2Kind, L1_BLOCK, MapError, PAGE, S2Kind, Stage2};
+use crate::arch::aarch64::pagetable::{El2Kind, L1_BLOCK, MapError, PAGE, S2Kind, Stage2};
 
 /// The board facts the plan needs (generated constants on the target, parsed board files in the
 /// host tests).
@@ -166,8 +166,8 @@ pub const BOARD: BoardMap<'static> = BoardMap {
 mod tests {
     use super::*;
     use crate::{
+        arch::aarch64::pagetable::{self, TableWords, is_device},
         layout::MAX_RAM,
-        pagetable::{self, TableWords, is_device},
     };
     use proptest::prelude::*;
     use std::path::Path;

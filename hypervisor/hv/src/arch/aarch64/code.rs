@@ -25,9 +25,10 @@ use vtpm::{
     code::{self, RunHasher},
 };
 
-use super::{hypercall::in_guest_ram, mmu};
-use crate::{
-    stage1::{self, CodePage, GuestMemory, WalkError},
+use super::{
+    hypercall::in_guest_ram,
+    mmu,
+    stage1::{self, CodePage, GuestRam, WalkError},
     vdso::{self, Vdso},
 };
 
@@ -132,7 +133,7 @@ static WRITES_TO_HELD: AtomicU64 = AtomicU64::new(0);
 /// Guest RAM, read through the EL2 identity map.
 struct Ram;
 
-impl GuestMemory for Ram {
+impl GuestRam for Ram {
     fn read_u64(&self, ipa: u64) -> Option<u64> {
         if !ipa.is_multiple_of(8) || !in_guest_ram(ipa) {
             return None;

@@ -10,8 +10,8 @@ use aarch64_cpu::{asm::barrier, registers::*};
 use core::cell::UnsafeCell;
 
 use crate::{
+    arch::aarch64::pagetable::{self, El2Kind, L1_BLOCK, Stage2, TableWords},
     board::{GUEST_DEVICES, MAX_CPUS, RAM_BASE},
-    pagetable::{self, El2Kind, L1_BLOCK, Stage2, TableWords},
     plan,
 };
 

@@ -13,7 +13,7 @@ use core::{
 
 use aarch64_cpu::asm::barrier;
 
-use crate::smmu::{self as enc, CMD_BYTES, CMDQ_LOG2, Features, STE_BYTES};
+use super::smmuv3::{self as enc, CMD_BYTES, CMDQ_LOG2, Features, STE_BYTES};
 
 /// Most streams the table can describe (a linear table of 64-byte entries, 16 KiB).
 const MAX_STREAMS: usize = 256;

@@ -5,10 +5,9 @@ use aarch64_cpu::registers::*;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::{
-    arch::aarch64::cpu,
+    arch::aarch64::{cpu, exception::Mode, gicr},
     board::{GICR_FILTER, MAX_CPUS},
-    exception::Mode,
-    gicr, println,
+    println,
 };
 
 /// Guest registers saved on a trap: the general-purpose part the handlers read and write. The
@@ -276,7 +275,7 @@ extern "C" fn hv_lower_sync(f: &mut TrapFrame) {
             // faults, so the address comes from the guest's own translation of FAR.
             if ec == EC_DABT_LOW
                 && wnr
-                && crate::exception::is_permission_fault(esr)
+                && super::exception::is_permission_fault(esr)
                 && let Some(pa) = super::hypercall::guest_pa(far, Mode::from_spsr(f.spsr).is_el0())
                 && super::code::write_fault(pa)
             {
@@ -284,7 +283,7 @@ extern "C" fn hv_lower_sync(f: &mut TrapFrame) {
             }
             // The guest's MMU updating a flag in a held table page (hardware access/dirty
             // flags): the same, at the table's address.
-            if crate::exception::is_walk_permission_fault(esr) && super::code::write_fault(ipa) {
+            if super::exception::is_walk_permission_fault(esr) && super::code::write_fault(ipa) {
                 return;
             }
             if ec == EC_DABT_LOW
@@ -313,7 +312,7 @@ extern "C" fn hv_lower_sync(f: &mut TrapFrame) {
             }
             inject_abort(f, ec == EC_DABT_LOW, far);
         }
-        EC_SYSREG if crate::exception::debug_or_pmu_sysreg(esr) => {
+        EC_SYSREG if super::exception::debug_or_pmu_sysreg(esr) => {
             // MDCR_EL2 traps the guest's PMU and debug registers (`cpu::MDCR_GUEST`): they read
             // as zero and ignore writes, so the guest neither counts the hypervisor's work nor
             // sets breakpoints and watchpoints on it.

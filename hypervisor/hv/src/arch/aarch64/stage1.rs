@@ -1,7 +1,7 @@
 //! A walker for the guest's own stage-1 tables (the user half, TTBR0_EL1), to find every page a
 //! guest process may execute: the code the hypervisor measures as the caller's identity.
 //!
-//! The walk reads the guest's descriptors through [`GuestMemory`], which the hypervisor answers
+//! The walk reads the guest's descriptors through [`GuestRam`], which the hypervisor answers
 //! only for guest RAM, so a table pointer aimed at a device or at the hypervisor ends the walk
 //! with an error instead of a read. Pure code over that trait, tested on the host.
 
@@ -9,7 +9,7 @@
 pub const PAGE: u64 = 4096;
 
 /// Reads 8-byte words of guest RAM by intermediate physical address.
-pub trait GuestMemory {
+pub trait GuestRam {
     /// The word at `ipa` (8-byte aligned), or `None` if `ipa` is not guest RAM.
     fn read_u64(&self, ipa: u64) -> Option<u64>;
     /// Whether the page at `ipa` is guest RAM (executable code can only be there).
@@ -76,7 +76,7 @@ fn regime(tcr: u64) -> Result<Option<Regime>, WalkError> {
 /// Call `each` for every page EL0 may execute under `ttbr0` / `tcr` (TTBR0_EL1, TCR_EL1), in
 /// ascending virtual address order; at most `limit` pages. Blocks count page by page.
 pub fn el0_code(
-    mem: &impl GuestMemory,
+    mem: &impl GuestRam,
     ttbr0: u64,
     tcr: u64,
     limit: usize,
@@ -88,7 +88,7 @@ pub fn el0_code(
 /// [`el0_code`], also calling `table` with the page address of every table the walk reads
 /// (the root first): the pages whose contents decide the result.
 pub fn el0_code_and_tables(
-    mem: &impl GuestMemory,
+    mem: &impl GuestRam,
     ttbr0: u64,
     tcr: u64,
     limit: usize,
@@ -128,7 +128,7 @@ struct Walk<'a, M, F, T> {
     table: &'a mut T,
 }
 
-impl<M: GuestMemory, F: FnMut(CodePage), T: FnMut(u64)> Walk<'_, M, F, T> {
+impl<M: GuestRam, F: FnMut(CodePage), T: FnMut(u64)> Walk<'_, M, F, T> {
     /// Walk the `entries` descriptors of the level-`level` table at `base`, which maps from `va`.
     fn table(
         &mut self,
@@ -204,7 +204,7 @@ mod tests {
         hi: u64,
     }
 
-    impl GuestMemory for Ram {
+    impl GuestRam for Ram {
         fn read_u64(&self, ipa: u64) -> Option<u64> {
             (self.lo..self.hi)
                 .contains(&ipa)
