@@ -7,6 +7,7 @@
 
 pub mod bundle;
 pub mod dtb;
+pub mod exit;
 pub mod guest;
 pub mod layout;
 pub mod plan;

@@ -3,6 +3,8 @@
 //! Pure code, checked on the host; `arch::aarch64::trap` injects. The guest's EL1 is AArch64
 //! (HCR_EL2.RW), so an AArch32 context is always EL0.
 
+use crate::exit::{Conduit, Exit, FaultAccess, MemoryFault, MmioAccess};
+
 /// The guest context a trap came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -79,6 +81,70 @@ pub const fn is_walk_permission_fault(esr: u64) -> bool {
     dfsc & 0b11_1100 == 0b00_1100 && s1ptw
 }
 
+/// Exception classes (ESR_EL2.EC) the hypervisor handles from the guest.
+pub mod ec {
+    /// HVC from AArch64.
+    pub const HVC64: u64 = 0x16;
+    /// SMC from AArch64.
+    pub const SMC64: u64 = 0x17;
+    /// MSR, MRS or system instruction from AArch64.
+    pub const SYSREG: u64 = 0x18;
+    /// Instruction abort from a lower EL.
+    pub const IABT_LOW: u64 = 0x20;
+    /// Data abort from a lower EL.
+    pub const DABT_LOW: u64 = 0x24;
+    /// Data abort at EL2 itself.
+    pub const DABT_CUR: u64 = 0x25;
+}
+
+/// Decode a trap from the guest: the syndrome `esr` (ESR_EL2), `far` (FAR_EL2) and `hpfar`
+/// (HPFAR_EL2, meaningful for aborts).
+pub const fn decode(esr: u64, far: u64, hpfar: u64) -> Exit {
+    let class = (esr >> 26) & 0x3f;
+    let wnr = esr & (1 << 6) != 0;
+    match class {
+        ec::HVC64 => Exit::Call {
+            conduit: Conduit::Hvc,
+            imm: (esr & 0xffff) as u16,
+        },
+        ec::SMC64 => Exit::Call {
+            conduit: Conduit::Smc,
+            imm: (esr & 0xffff) as u16,
+        },
+        ec::SYSREG if debug_or_pmu_sysreg(esr) => Exit::DebugRegister {
+            read: esr & 1 != 0,
+            reg: ((esr >> 5) & 0x1f) as u8,
+        },
+        ec::DABT_LOW | ec::IABT_LOW => {
+            let data = class == ec::DABT_LOW;
+            // ISV: a single-register access, described by SAS and SRT (data aborts only).
+            let mmio = if data && esr & (1 << 24) != 0 {
+                Some(MmioAccess {
+                    size: 1 << ((esr >> 22) & 0b11),
+                    reg: ((esr >> 16) & 0x1f) as u8,
+                })
+            } else {
+                None
+            };
+            Exit::Memory(MemoryFault {
+                ipa: ((hpfar >> 4) << 12) | (far & 0xfff),
+                va: far,
+                access: match (data, wnr) {
+                    (false, _) => FaultAccess::Fetch,
+                    (true, true) => FaultAccess::Write,
+                    (true, false) => FaultAccess::Read,
+                },
+                permission: (esr & 0x3f) & 0b11_1100 == 0b00_1100,
+                walk: esr & (1 << 7) != 0,
+                mmio,
+                // IL: a 32-bit instruction, or a 16-bit Thumb one.
+                instruction_len: if esr & (1 << 25) != 0 { 4 } else { 2 },
+            })
+        }
+        _ => Exit::Other(esr),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,5 +218,78 @@ mod tests {
         for (op0, op1, crn, crm, op2) in [(3, 0, 1, 0, 0), (3, 3, 14, 3, 1), (3, 0, 12, 12, 5)] {
             assert!(!debug_or_pmu_sysreg(sysreg(op0, op1, crn, crm, op2, false)));
         }
+    }
+
+    #[test]
+    fn syndromes_decode_to_exits() {
+        use crate::exit::*;
+        assert_eq!(
+            decode((0x16 << 26) | (1 << 25), 0, 0),
+            Exit::Call {
+                conduit: Conduit::Hvc,
+                imm: 0
+            }
+        );
+        assert_eq!(
+            decode((0x16 << 26) | 0x1234, 0, 0),
+            Exit::Call {
+                conduit: Conduit::Hvc,
+                imm: 0x1234
+            }
+        );
+        assert_eq!(
+            decode(0x17 << 26, 0, 0),
+            Exit::Call {
+                conduit: Conduit::Smc,
+                imm: 0
+            }
+        );
+        // STR x3, [..] to IPA 0x0902_0010 (fw_cfg), a level-3 translation fault, ISV set, 64-bit.
+        let esr = (0x24 << 26) | (1 << 25) | (1 << 24) | (0b11 << 22) | (3 << 16) | (1 << 6) | 0x07;
+        let Exit::Memory(m) = decode(esr, 0xffff_8000_1234_5010, (0x0902_0000 >> 12) << 4) else {
+            panic!()
+        };
+        assert_eq!(
+            m,
+            MemoryFault {
+                ipa: 0x0902_0010,
+                va: 0xffff_8000_1234_5010,
+                access: FaultAccess::Write,
+                permission: false,
+                walk: false,
+                mmio: Some(MmioAccess { size: 8, reg: 3 }),
+                instruction_len: 4,
+            }
+        );
+        // A 16-bit Thumb LDRH (AArch32 EL0): IL clear, size 2.
+        let esr = (0x24 << 26) | (1 << 24) | (0b01 << 22) | (5 << 16) | 0x06;
+        let Exit::Memory(m) = decode(esr, 0x1000, 0x1 << 4) else {
+            panic!()
+        };
+        assert_eq!(
+            (m.access, m.instruction_len, m.mmio),
+            (FaultAccess::Read, 2, Some(MmioAccess { size: 2, reg: 5 }))
+        );
+        // An instruction fetch; a permission fault of the stage-1 walk (S1PTW).
+        let Exit::Memory(m) = decode((0x20 << 26) | (1 << 25) | 0x0f, 0, 0) else {
+            panic!()
+        };
+        assert_eq!(
+            (m.access, m.permission, m.walk, m.mmio),
+            (FaultAccess::Fetch, true, false, None)
+        );
+        let Exit::Memory(m) = decode((0x24 << 26) | (1 << 25) | (1 << 7) | 0x0f, 0, 0) else {
+            panic!()
+        };
+        assert!(m.permission && m.walk);
+        // MRS x2, PMCCNTR_EL0 (Op0 3, CRn 9, CRm 13): a debug/PMU read; another sysreg is Other.
+        let esr = (0x18 << 26) | (3 << 20) | (9 << 10) | (2 << 5) | (13 << 1) | 1;
+        assert_eq!(
+            decode(esr, 0, 0),
+            Exit::DebugRegister { read: true, reg: 2 }
+        );
+        let esr = (0x18 << 26) | (3 << 20) | (1 << 10) | (2 << 5) | 1;
+        assert_eq!(decode(esr, 0, 0), Exit::Other(esr));
+        assert_eq!(decode(0x01 << 26, 0, 0), Exit::Other(0x01 << 26));
     }
 }

@@ -5,8 +5,13 @@ use aarch64_cpu::registers::*;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::{
-    arch::aarch64::{cpu, exception::Mode, gicr},
+    arch::aarch64::{
+        cpu,
+        exception::{self, Mode},
+        gicr,
+    },
     board::{GICR_FILTER, MAX_CPUS},
+    exit::{Conduit, Exit, FaultAccess, MemoryFault},
     println,
 };
 
@@ -194,13 +199,6 @@ pub fn install() {
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
 }
 
-const EC_HVC64: u64 = 0x16;
-const EC_SMC64: u64 = 0x17;
-const EC_IABT_LOW: u64 = 0x20;
-const EC_DABT_LOW: u64 = 0x24;
-const EC_DABT_CUR: u64 = 0x25;
-const EC_SYSREG: u64 = 0x18;
-
 /// SMCCC "not supported".
 const NOT_SUPPORTED: u64 = -1i64 as u64;
 /// PSCI "invalid parameters".
@@ -236,95 +234,40 @@ static FAULTS: AtomicU64 = AtomicU64::new(0);
 #[unsafe(no_mangle)]
 extern "C" fn hv_lower_sync(f: &mut TrapFrame) {
     check_own_stack(f);
-    let esr = ESR_EL2.get();
-    match (esr >> 26) & 0x3f {
-        EC_HVC64 => {
-            if esr & 0xffff != 0 {
+    // The syndrome decoded into the arch-neutral exit (`exception::decode`, host-tested).
+    match exception::decode(ESR_EL2.get(), FAR_EL2.get(), HPFAR_EL2.get()) {
+        Exit::Call {
+            conduit: Conduit::Hvc,
+            imm,
+        } => {
+            if imm != 0 {
                 f.x[0] = NOT_SUPPORTED;
             } else {
                 call(f);
             }
         }
-        EC_SMC64 => {
+        Exit::Call {
+            conduit: Conduit::Smc,
+            ..
+        } => {
             // ELR points at the SMC itself: resume after it.
             f.elr += 4;
             call(f);
         }
-        ec @ (EC_DABT_LOW | EC_IABT_LOW) => {
-            let far = FAR_EL2.get();
-            let ipa = ((HPFAR_EL2.get() >> 4) << 12) | (far & 0xfff);
-            // A store of a 64-bit register to the EL0 call window, from EL0: a hypercall.
-            let isv = esr & (1 << 24) != 0;
-            let wnr = esr & (1 << 6) != 0;
-            let sas = (esr >> 22) & 0b11;
-            if ec == EC_DABT_LOW
-                && ipa & !0xfff == gw_abi::regs::aarch64::EL0_WINDOW
-                && Mode::from_spsr(f.spsr).may_use_call_window()
-            {
-                if isv && wnr && sas == 0b11 {
-                    f.elr += 4;
-                    f.x[0] = super::hypercall::dispatch_el0(f);
-                } else {
-                    // Anything else on the window (loads, narrow stores) is a caller bug.
-                    inject_abort(f, true, far);
-                }
-                return;
-            }
-            // A write to a page of measured code, held read-only (`code`): the measurements
-            // holding it end and the write goes ahead. HPFAR is not reliable for permission
-            // faults, so the address comes from the guest's own translation of FAR.
-            if ec == EC_DABT_LOW
-                && wnr
-                && super::exception::is_permission_fault(esr)
-                && let Some(pa) = super::hypercall::guest_pa(far, Mode::from_spsr(f.spsr).is_el0())
-                && super::code::write_fault(pa)
-            {
-                return;
-            }
-            // The guest's MMU updating a flag in a held table page (hardware access/dirty
-            // flags): the same, at the table's address.
-            if super::exception::is_walk_permission_fault(esr) && super::code::write_fault(ipa) {
-                return;
-            }
-            if ec == EC_DABT_LOW
-                && let Some((page, off)) = GICR_FILTER
-                    .and_then(|(b, stride)| gicr::control_page(ipa, b, stride, MAX_CPUS as u64))
-            {
-                emulate_gicr(f, esr, page, off, far);
-                return;
-            }
-            let n = FAULTS.fetch_add(1, Ordering::Relaxed);
-            if n < 16 || n.is_multiple_of(1024) {
-                println!(
-                    "stage-2 fault #{n}: guest {} IPA {ipa:#x} (VA {far:#x}) at PC {:#x} on CPU {}; abort injected",
-                    if ec == EC_DABT_LOW {
-                        if esr & (1 << 6) != 0 {
-                            "write to"
-                        } else {
-                            "read of"
-                        }
-                    } else {
-                        "fetch from"
-                    },
-                    f.elr,
-                    cpu::cpu_id()
-                );
-            }
-            inject_abort(f, ec == EC_DABT_LOW, far);
-        }
-        EC_SYSREG if super::exception::debug_or_pmu_sysreg(esr) => {
+        Exit::Memory(m) => memory_fault(f, m),
+        Exit::DebugRegister { read, reg } => {
             // MDCR_EL2 traps the guest's PMU and debug registers (`cpu::MDCR_GUEST`): they read
             // as zero and ignore writes, so the guest neither counts the hypervisor's work nor
             // sets breakpoints and watchpoints on it.
-            let rt = ((esr >> 5) & 0x1f) as usize;
-            if esr & 1 != 0 && rt != 31 {
-                f.x[rt] = 0;
+            if read && reg != 31 {
+                f.x[reg as usize] = 0;
             }
             f.elr += 4;
         }
-        ec => {
+        Exit::Other(esr) => {
             println!(
-                "unhandled guest trap EC {ec:#x} ESR {esr:#x} at PC {:#x}; undefined instruction injected",
+                "unhandled guest trap EC {:#x} ESR {esr:#x} at PC {:#x}; undefined instruction injected",
+                (esr >> 26) & 0x3f,
                 f.elr
             );
             inject_undef(f);
@@ -332,22 +275,82 @@ extern "C" fn hv_lower_sync(f: &mut TrapFrame) {
     }
 }
 
-/// Do a guest's access to a redistributor control page as `gicr::filter` allows (LPIs off).
-fn emulate_gicr(f: &mut TrapFrame, esr: u64, page: u64, off: u64, far: u64) {
-    // Only single-register loads and stores carry a syndrome (ISV); the GIC's registers are
-    // never accessed otherwise.
-    if esr & (1 << 24) == 0 {
-        inject_abort(f, true, far);
+/// A guest access stage 2 stopped: an EL0 call, a write to held code or tables, a mediated
+/// redistributor register, or a fault the guest gets back as an abort.
+fn memory_fault(f: &mut TrapFrame, m: MemoryFault) {
+    let data = m.access != FaultAccess::Fetch;
+    let write = m.access == FaultAccess::Write;
+    // A store of a 64-bit register to the EL0 call window, from EL0: a hypercall.
+    if data
+        && m.ipa & !0xfff == gw_abi::regs::aarch64::EL0_WINDOW
+        && Mode::from_spsr(f.spsr).may_use_call_window()
+    {
+        if write && m.mmio.is_some_and(|a| a.size == 8) {
+            f.elr += 4;
+            f.x[0] = super::hypercall::dispatch_el0(f);
+        } else {
+            // Anything else on the window (loads, narrow stores) is a caller bug.
+            inject_abort(f, true, m.va);
+        }
         return;
     }
-    let size = 1u64 << ((esr >> 22) & 0b11);
-    let srt = ((esr >> 16) & 0x1f) as usize;
+    // A write to a page of measured code, held read-only (`code`): the measurements holding it
+    // end and the write goes ahead. HPFAR is not reliable for permission faults, so the address
+    // comes from the guest's own translation of FAR.
+    if write
+        && m.permission
+        && !m.walk
+        && let Some(pa) = super::hypercall::guest_pa(m.va, Mode::from_spsr(f.spsr).is_el0())
+        && super::code::write_fault(pa)
+    {
+        return;
+    }
+    // The guest's MMU updating a flag in a held table page (hardware access/dirty flags): the
+    // same, at the table's address.
+    if m.permission && m.walk && super::code::write_fault(m.ipa) {
+        return;
+    }
+    if data
+        && let Some((page, off)) = GICR_FILTER
+            .and_then(|(b, stride)| gicr::control_page(m.ipa, b, stride, MAX_CPUS as u64))
+    {
+        emulate_gicr(f, &m, page, off);
+        return;
+    }
+    let n = FAULTS.fetch_add(1, Ordering::Relaxed);
+    if n < 16 || n.is_multiple_of(1024) {
+        println!(
+            "stage-2 fault #{n}: guest {} IPA {:#x} (VA {:#x}) at PC {:#x} on CPU {}; abort injected",
+            match m.access {
+                FaultAccess::Write => "write to",
+                FaultAccess::Read => "read of",
+                FaultAccess::Fetch => "fetch from",
+            },
+            m.ipa,
+            m.va,
+            f.elr,
+            cpu::cpu_id()
+        );
+    }
+    inject_abort(f, data, m.va);
+}
+
+/// Do a guest's access to a redistributor control page as `gicr::filter` allows (LPIs off).
+fn emulate_gicr(f: &mut TrapFrame, m: &MemoryFault, page: u64, off: u64) {
+    // Only single-register loads and stores carry a syndrome (ISV); the GIC's registers are
+    // never accessed otherwise.
+    let Some(access) = m.mmio else {
+        inject_abort(f, true, m.va);
+        return;
+    };
+    let size = access.size as u64;
+    let srt = access.reg as usize;
     let value = if srt == 31 { 0 } else { f.x[srt] };
-    let write = esr & (1 << 6) != 0;
+    let write = m.access == FaultAccess::Write;
     let addr = page + off;
     let read = match gicr::filter(off, size, write.then_some(value)) {
         gicr::Action::Refuse => {
-            inject_abort(f, true, far);
+            inject_abort(f, true, m.va);
             return;
         }
         gicr::Action::Ignore => None,
@@ -382,8 +385,8 @@ fn emulate_gicr(f: &mut TrapFrame, esr: u64, page: u64, off: u64, far: u64) {
     {
         f.x[srt] = v;
     }
-    // Past the access: 4 bytes, or 2 for a 16-bit Thumb instruction (IL clear).
-    f.elr += if esr & (1 << 25) != 0 { 4 } else { 2 };
+    // Past the access: 4 bytes, or 2 for a 16-bit Thumb instruction.
+    f.elr += m.instruction_len as u64;
 }
 
 /// Aborts the hypervisor took while translating a guest buffer (and answered BAD_ADDRESS).
@@ -395,7 +398,7 @@ static WALK_ABORTS: AtomicU64 = AtomicU64::new(0);
 #[unsafe(no_mangle)]
 extern "C" fn hv_el2_sync(f: &mut TrapFrame) {
     let esr = ESR_EL2.get();
-    if (esr >> 26) & 0x3f == EC_DABT_CUR
+    if (esr >> 26) & 0x3f == exception::ec::DABT_CUR
         && let Some(resume) = super::hypercall::at_fixup(f.elr)
     {
         let n = WALK_ABORTS.fetch_add(1, Ordering::Relaxed);
