@@ -71,6 +71,7 @@ fn main() {
              /// Load address of the image.\npub const LOAD_ADDRESS: u64 = {:#x};\n\
              /// Base of RAM.\npub const RAM_BASE: u64 = {:#x};\n\
              /// Bytes of RAM the hypervisor keeps for itself, from RAM_BASE.\npub const HV_RESERVED: u64 = {:#x};\n\
+             /// Size of the first memory region (from RAM_BASE): the most RAM the guest's part can reach.\npub const RAM_REGION_SIZE: u64 = {:#x};\n\
              /// PL011 UART base.\npub const UART_PL011: u64 = {:#x};\n\
              /// Maximum CPUs.\npub const MAX_CPUS: usize = {};\n\
              /// Device window passed through to the guest.\npub const DEVICE_BASE: u64 = {:#x};\n\
@@ -82,7 +83,7 @@ fn main() {
              /// Devices kept from the guest (the hypervisor's own, and withheld ones): name, base, size.\npub const KEPT_DEVICES: &[(&str, u64, u64)] = &[\n{kept}];\n\
              /// Whether the board's loader puts rng-seed/kaslr-seed in the device tree.\npub const EXPECTS_DTB_SEEDS: bool = {};\n\
              /// Whether the board's CPUs have RNDR.\npub const EXPECTS_RNDR: bool = {};\n",
-            b.name, b.load_address, b.ram_base, b.hv_reserved, b.console.base, b.max_cpus, b.device_base, b.device_size, b.boot_clock(),
+            b.name, b.load_address, b.ram_base, b.hv_reserved, b.max_ram(), b.console.base, b.max_cpus, b.device_base, b.device_size, b.boot_clock(),
             expects(EntropySource::DtbSeeds), expects(EntropySource::Rndr),
         ),
     )

@@ -555,6 +555,9 @@ fn dtb_references(
     use gatewarden_hv::{dtb, layout};
     let qemu = setup::qemu(board_qemu(root, board)?)?;
     let (ram_base, reserved, max_cpus) = (board_t.ram_base, board_t.hv_reserved, board_t.max_cpus);
+    // As the hypervisor computes it (`plan::BoardMap::max_ram`): the first memory region, no
+    // more than its own map covers.
+    let max_ram = board_t.max_ram().min(layout::MAX_RAM);
     let devices: Vec<(u64, u64)> = board_t
         .guest_devices()
         .map(|(_, base, size)| (base, size))
@@ -581,7 +584,7 @@ fn dtb_references(
             .with_context(|| format!("{qemu} dumpdtb wrote no tree ({status})"))?;
         let fail = |e: dtb::DtbError| anyhow::anyhow!("QEMU's device tree (-smp {smp}): {e:?}");
         let info = dtb::inspect(&blob).map_err(fail)?;
-        let guest = layout::guest_ram(info.memory, ram_base, reserved, layout::MAX_RAM)
+        let guest = layout::guest_ram(info.memory, ram_base, reserved, max_ram)
             .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
         let kernel = &bundle[parts.kernel.clone()];
         let plan = layout::plan(guest, info.initrd, &parts, kernel, blob.len())

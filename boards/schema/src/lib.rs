@@ -59,8 +59,11 @@ pub struct Board {
     pub arch: Arch,
     /// Where the loader places the hypervisor image.
     pub load_address: u64,
-    /// Base of RAM.
+    /// Base of RAM (the first memory region's base).
     pub ram_base: u64,
+    /// The board's RAM regions, lowest first: the guest gets the first, less the reservation
+    /// (`[[memory]]`).
+    pub memory: Vec<MemoryRegion>,
     /// Bytes of RAM from `ram_base` the hypervisor keeps (never mapped for the guest).
     pub hv_reserved: u64,
     /// Most CPUs the image supports.
@@ -96,6 +99,16 @@ pub struct Board {
     /// How QEMU emulates the board, if it does.
     #[serde(default)]
     pub qemu: Option<Qemu>,
+}
+
+/// A region of RAM.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryRegion {
+    /// Base.
+    pub base: u64,
+    /// Most bytes of RAM the region holds (the device tree's `/memory` may say less).
+    pub size: u64,
 }
 
 /// The bare-metal build.
@@ -408,6 +421,11 @@ impl Board {
         Some((i.kind, d.base, d.size, i.streams))
     }
 
+    /// The most RAM the guest's part of the first region can reach, from `ram_base`.
+    pub fn max_ram(&self) -> u64 {
+        self.memory.first().map_or(0, |m| m.size)
+    }
+
     /// The boot counter's clock base, when it is a device.
     pub fn boot_clock(&self) -> Option<u64> {
         match self.boot_counter.kind {
@@ -435,6 +453,39 @@ impl Board {
             .device_base
             .checked_add(self.device_size)
             .ok_or("the device window overflows")?;
+        let first = self
+            .memory
+            .first()
+            .ok_or("the board lists no [[memory]] region")?;
+        if first.base != self.ram_base {
+            return Err("ram_base must be the first memory region's base".into());
+        }
+        if self.hv_reserved == 0 || self.hv_reserved >= first.size {
+            return Err("hv_reserved must leave the guest part of the first memory region".into());
+        }
+        if self.load_address < self.ram_base
+            || self.load_address >= self.ram_base.saturating_add(self.hv_reserved)
+        {
+            return Err("load_address must lie in the hypervisor's reservation".into());
+        }
+        let mut regions: Vec<(u64, u64)> = Vec::new();
+        for m in &self.memory {
+            let end = m
+                .base
+                .checked_add(m.size)
+                .filter(|_| m.size > 0 && m.base % 4096 == 0 && m.size % 4096 == 0)
+                .ok_or("memory regions must be whole, non-empty pages")?;
+            if regions.last().is_some_and(|&(_, e)| m.base < e) {
+                return Err("memory regions must be sorted and must not overlap".into());
+            }
+            if m.base < window_end && self.device_base < end {
+                return Err(format!(
+                    "memory region {:#x}+{:#x} overlaps the device window",
+                    m.base, m.size
+                ));
+            }
+            regions.push((m.base, end));
+        }
         let mut names = std::collections::BTreeSet::new();
         // Ranges nothing else may overlap, and mediated ranges (which may sit inside one guest
         // device).
@@ -594,6 +645,7 @@ name = "t"
 arch = "aarch64"
 load_address = 0x4008_0000
 ram_base = 0x4000_0000
+memory = [{ base = 0x4000_0000, size = 0xc000_0000 }]
 hv_reserved = 0x100_0000
 max_cpus = 2
 device_base = 0
@@ -806,9 +858,45 @@ size = 0x4_0000
             Board::parse(&MINIMAL.replace("[\"dtb-seeds\"]", "[\"rndr\", \"rndr\"]"))
                 .is_err_and(|e| e.to_string().contains("listed twice"))
         );
+        // RAM that is not where the board says, over the device window, or too small.
+        let mem = |m: &str| MINIMAL.replace("[{ base = 0x4000_0000, size = 0xc000_0000 }]", m);
+        for (m, why) in [
+            ("[]", "no [[memory]]"),
+            (
+                "[{ base = 0x8000_0000, size = 0x1000_0000 }]",
+                "first memory region's base",
+            ),
+            (
+                "[{ base = 0x4000_0000, size = 0x100_0000 }]",
+                "leave the guest part",
+            ),
+            (
+                "[{ base = 0x4000_0000, size = 0x4000_0000 }, { base = 0x4000_0000, size = 0x1000 }]",
+                "sorted",
+            ),
+        ] {
+            let got = Board::parse(&mem(m));
+            assert!(
+                matches!(&got, Err(BoardError::Invalid(w)) if w.contains(why)),
+                "{m}: {got:?}"
+            );
+        }
+        assert!(
+            Board::parse(
+                &MINIMAL.replace("device_size = 0x4000_0000", "device_size = 0x5000_0000")
+            )
+            .is_err_and(|e| e.to_string().contains("overlaps the device window"))
+        );
+        assert!(
+            Board::parse(
+                &MINIMAL.replace("load_address = 0x4008_0000", "load_address = 0x5000_0000")
+            )
+            .is_err_and(|e| e.to_string().contains("load_address"))
+        );
+        assert_eq!(with("").unwrap().max_ram(), 0xc000_0000);
         // Wrapping arithmetic is an error, not a small range.
         assert!(matches!(
-            Board::parse(&MINIMAL.replace("hv_reserved = 0x100_0000", "hv_reserved = 0xffff_ffff_ffff_ffff")),
+            Board::parse(&MINIMAL.replace("device_base = 0\n", "device_base = 0x1000\n").replace("device_size = 0x4000_0000", "device_size = 0xffff_ffff_ffff_ffff")),
             Err(BoardError::Invalid(w)) if w.contains("overflows")
         ));
     }

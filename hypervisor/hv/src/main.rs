@@ -110,7 +110,7 @@ extern "C" fn hv_primary_main(dtb_pa: u64) -> ! {
         info.memory,
         board::RAM_BASE,
         board::HV_RESERVED,
-        layout::MAX_RAM,
+        gatewarden_hv::plan::BOARD.max_ram(),
     )
     .unwrap_or_else(|e| fail(e.message()));
     let guest_end = guest.0 + guest.1;

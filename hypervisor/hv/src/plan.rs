@@ -6,6 +6,8 @@
 //! same [`BoardMap::build_stage2`] refuses a result in which any page of the hypervisor's RAM,
 //! of a device the hypervisor keeps, or of a mediated page translates for the guest.
 
+use crate::layout::MAX_RAM;
+
 use crate::arch::aarch64::pagetable::{El2Kind, L1_BLOCK, MapError, PAGE, S2Kind, Stage2};
 
 /// The board facts the plan needs (generated constants on the target, parsed board files in the
@@ -16,6 +18,8 @@ pub struct BoardMap<'a> {
     pub ram_base: u64,
     /// Bytes of RAM from `ram_base` the hypervisor keeps.
     pub hv_reserved: u64,
+    /// Size of the first memory region, from `ram_base`.
+    pub ram_region: u64,
     /// The device window the hypervisor maps for itself (device memory).
     pub device_window: (u64, u64),
     /// CPUs (one mediated redistributor control page each).
@@ -56,6 +60,16 @@ pub struct ImageMap {
 }
 
 impl<'a> BoardMap<'a> {
+    /// The most RAM, from the RAM base, the guest's part may reach: the first memory region,
+    /// and no more than the hypervisor's own map covers ([`MAX_RAM`]).
+    pub const fn max_ram(&self) -> u64 {
+        if self.ram_region < MAX_RAM {
+            self.ram_region
+        } else {
+            MAX_RAM
+        }
+    }
+
     /// The mediated pages inside `[base, base + size)`, sorted: holes in that device's map.
     pub fn holes(&self, base: u64, size: u64) -> impl Iterator<Item = (u64, u64)> + Clone + 'a {
         let end = base.saturating_add(size);
@@ -112,16 +126,16 @@ impl<'a> BoardMap<'a> {
     /// Build the hypervisor's identity map: the device window (device memory), the image's
     /// code, read-only data and data, each CPU's `stacks` (guard pages below them stay
     /// unmapped), and guest RAM from the end of the reservation to the end of the first GiB.
-    /// Refused when the device window overlaps RAM (up to `max_ram` from the RAM base).
+    /// Refused when the device window overlaps RAM (up to [`max_ram`](Self::max_ram) from the
+    /// RAM base).
     pub fn build_el2(
         &self,
         m: &mut Stage2<'_>,
         image: &ImageMap,
         stacks: impl Iterator<Item = (u64, u64)>,
-        max_ram: u64,
     ) -> Result<(), PlanError<'a>> {
         let (dev, dev_size) = self.device_window;
-        let ram_end = self.ram_base.saturating_add(max_ram);
+        let ram_end = self.ram_base.saturating_add(self.max_ram());
         if dev < ram_end && self.ram_base < dev.saturating_add(dev_size) {
             return Err(PlanError::DeviceWindowAliasesRam);
         }
@@ -155,6 +169,7 @@ impl<'a> BoardMap<'a> {
 pub const BOARD: BoardMap<'static> = BoardMap {
     ram_base: crate::board::RAM_BASE,
     hv_reserved: crate::board::HV_RESERVED,
+    ram_region: crate::board::RAM_REGION_SIZE,
     device_window: (crate::board::DEVICE_BASE, crate::board::DEVICE_SIZE),
     max_cpus: crate::board::MAX_CPUS as u64,
     guest_devices: crate::board::GUEST_DEVICES,
@@ -165,10 +180,7 @@ pub const BOARD: BoardMap<'static> = BoardMap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        arch::aarch64::pagetable::{self, TableWords, is_device},
-        layout::MAX_RAM,
-    };
+    use crate::arch::aarch64::pagetable::{self, TableWords, is_device};
     use proptest::prelude::*;
     use std::path::Path;
 
@@ -197,6 +209,7 @@ mod tests {
             let map = BoardMap {
                 ram_base: b.ram_base,
                 hv_reserved: b.hv_reserved,
+                ram_region: b.max_ram(),
                 device_window: (b.device_base, b.device_size),
                 max_cpus: b.max_cpus,
                 guest_devices: list(&[gw_board::Owner::Guest]),
@@ -228,7 +241,7 @@ mod tests {
 
     /// Guest RAM for a `/memory` of `ram` bytes, as the boot computes it.
     fn guest_ram(b: &BoardMap<'_>, ram: u64) -> (u64, u64) {
-        crate::layout::guest_ram((b.ram_base, ram), b.ram_base, b.hv_reserved, MAX_RAM).unwrap()
+        crate::layout::guest_ram((b.ram_base, ram), b.ram_base, b.hv_reserved, b.max_ram()).unwrap()
     }
 
     #[test]
@@ -342,7 +355,7 @@ mod tests {
                 let low = img + 0x9_0000 + k * 0x2_0000;
                 (low, low + 0x1_0000)
             });
-            map.build_el2(&mut m, &image, stacks, MAX_RAM).unwrap();
+            map.build_el2(&mut m, &image, stacks).unwrap();
             let (dev, dev_size) = map.device_window;
             let attr = |d: u64| (d >> 2) & 0b111;
             for at in (dev..dev + dev_size).step_by(1 << 21) {
@@ -363,7 +376,7 @@ mod tests {
             };
             let mut t = Tables::new(512);
             assert_eq!(
-                bad.build_el2(&mut t.s2(), &image, core::iter::empty(), MAX_RAM),
+                bad.build_el2(&mut t.s2(), &image, core::iter::empty()),
                 Err(PlanError::DeviceWindowAliasesRam)
             );
         }

@@ -113,7 +113,7 @@ pub fn build_el2_map() {
         data: (sym!(__data_start), sym!(__stacks_start)),
     };
     let stacks = (0..MAX_CPUS as u64).map(super::boot::cpu_stack);
-    if let Err(e) = plan::BOARD.build_el2(&mut m, &image, stacks, crate::layout::MAX_RAM) {
+    if let Err(e) = plan::BOARD.build_el2(&mut m, &image, stacks) {
         panic!("EL2 map: {e:?}");
     }
     t.el2_used = m.tables_used();
