@@ -5,6 +5,7 @@
 //! for bare-metal aarch64 (`cargo xtask image`); all `unsafe` is fenced there.
 #![cfg_attr(target_os = "none", no_std)]
 
+pub mod boot_flow;
 pub mod bundle;
 pub mod dtb;
 pub mod exit;

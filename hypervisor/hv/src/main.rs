@@ -9,35 +9,24 @@ use gatewarden_hv::{
     arch::aarch64::{
         boot, code,
         cpu::{self, enter_guest},
-        hypercall::{self, MONITOR},
+        hypercall::{self, HvMonitor, MONITOR},
         mmu, smmu, trap,
     },
-    board, bundle, dtb, layout, println,
-};
-use gw_core::{Config, Monitor};
-use vtpm::{
-    BootEntropy, ComponentKind, DeviceSecret, KeyHierarchy, MonitorIdentity, MonitorKind,
-    pcr::{
-        PCR_GUEST_CMDLINE, PCR_GUEST_DTB, PCR_GUEST_INITRAMFS, PCR_GUEST_KERNEL, PCR_HYPERVISOR,
-    },
+    board, boot_flow, bundle, dtb, layout, println,
 };
 
-/// The quote's boot counter: the board clock's seconds at boot, so that it grows across
-/// reboots without storage of its own; 1 on a board without a clock (every reboot then reads as
-/// a counter rollback to the controller). See docs/quote-format.md.
+/// The quote's boot counter (`boot_flow::boot_counter`), from the board's clock when it has one.
 fn boot_counter() -> u64 {
-    match board::RTC_PL031.map(gatewarden_hv::arch::aarch64::rtc::pl031_seconds) {
-        Some(s) if s > 0 => {
-            println!("boot counter {s} (PL031 clock seconds)");
-            s as u64
-        }
-        _ => {
-            println!(
-                "WARNING: no running clock on this board: boot counter fixed at 1, so a reboot reads as a counter rollback"
-            );
-            1
-        }
+    let seconds = board::RTC_PL031.map(gatewarden_hv::arch::aarch64::rtc::pl031_seconds);
+    let counter = boot_flow::boot_counter(seconds);
+    if seconds.is_some_and(|s| s > 0) {
+        println!("boot counter {counter} (PL031 clock seconds)");
+    } else {
+        println!(
+            "WARNING: no running clock on this board: boot counter fixed at 1, so a reboot reads as a counter rollback"
+        );
     }
+    counter
 }
 
 /// Per-image device secret, written into the image by `cargo xtask image` after the marker.
@@ -155,15 +144,12 @@ extern "C" fn hv_primary_main(dtb_pa: u64) -> ! {
     // SAFETY: reading a static of plain bytes.
     let mut stored: [u8; 40] =
         unsafe { core::ptr::read_volatile(core::ptr::addr_of!(GW_DEVICE_SECRET)) };
-    let mut secret: [u8; 32] = stored[8..].try_into().unwrap_or([0; 32]);
-    zeroize::Zeroize::zeroize(&mut stored);
-    if secret == [0; 32] {
+    let (keys, unprovisioned) = boot_flow::key_hierarchy(&mut stored);
+    if unprovisioned {
         println!(
             "WARNING: unprovisioned image (all-zero device secret); provision it with cargo xtask image"
         );
     }
-    let keys = KeyHierarchy::derive(&DeviceSecret::new(secret));
-    zeroize::Zeroize::zeroize(&mut secret);
 
     // Per-boot keys from the device secret and every per-boot source the board has: the
     // loader's seeds (taken out of the tree, which then measures the same on every boot), the
@@ -174,32 +160,17 @@ extern "C" fn hv_primary_main(dtb_pa: u64) -> ! {
     let digest_dtb = vtpm::sha256(blob);
     let digest_cmdline = vtpm::sha256(dtb::bootargs(blob).unwrap_or(&[]));
     let (rndr, counter) = (cpu::rndr(), cpu::counter().to_le_bytes());
-    let mut entropy = BootEntropy::default();
-    entropy
-        .add("dtb:rng-seed", seeds.value(0))
-        .add("dtb:kaslr-seed", seeds.value(1))
-        .add("rndr", rndr.as_ref().map_or(&[][..], |r| &r[..]))
-        .add("cntpct", &counter);
-    // The board data says which sources this board offers: one that gives nothing is a loader
-    // or CPU that is not what the board data describes.
-    for (expected, name, got) in [
-        (
-            board::EXPECTS_DTB_SEEDS,
-            "the loader's rng-seed/kaslr-seed",
-            !seeds.value(0).is_empty() || !seeds.value(1).is_empty(),
-        ),
-        (board::EXPECTS_RNDR, "the CPU's RNDR", rndr.is_some()),
-    ] {
-        if expected && !got {
-            println!("WARNING: the board data expects {name}, and this boot has none");
-        }
-    }
-    if !entropy.has_unpredictable("cntpct") {
-        println!(
-            "WARNING: no per-boot entropy source (no loader seeds, no RNDR): this boot's hop keys \
-             differ from the last boot's only by the counter"
-        );
-    }
+    let inputs = boot_flow::EntropyInputs {
+        rng_seed: seeds.value(0),
+        kaslr_seed: seeds.value(1),
+        rndr: rndr.as_ref().map_or(&[][..], |r| &r[..]),
+        counter: &counter,
+    };
+    let expected = boot_flow::ExpectedEntropy {
+        dtb_seeds: board::EXPECTS_DTB_SEEDS,
+        rndr: board::EXPECTS_RNDR,
+    };
+    let entropy = boot_flow::boot_entropy(&inputs, expected, |w| println!("WARNING: {w}"));
     let boot_keys = keys.boot_keys(&entropy);
     // Once the keys are derived the copies of the loader's seeds are wiped.
     seeds.wipe();
@@ -216,72 +187,24 @@ extern "C" fn hv_primary_main(dtb_pa: u64) -> ! {
     // SAFETY: reading a static of plain bytes (patched after linking, as above).
     let stored: [u8; 40] =
         unsafe { core::ptr::read_volatile(core::ptr::addr_of!(GW_CONTROLLER_KEY)) };
-    let controller_key = match <[u8; 32]>::try_from(&stored[8..]) {
-        Ok(k) if k != [0; 32] => match ed25519_dalek::VerifyingKey::from_bytes(&k) {
-            Ok(key) if !key.is_weak() => Some(key),
-            _ => fail("the provisioned controller key is not a valid ed25519 key"),
-        },
-        _ => None,
+    let controller_key = boot_flow::controller_key(&stored).unwrap_or_else(|e| fail(e.message()));
+    let measured = boot_flow::Measured {
+        hypervisor: digest_hv,
+        kernel: digest_kernel,
+        initramfs: digest_initrd,
+        dtb: digest_dtb,
+        cmdline: digest_cmdline,
     };
-    let monitor = MONITOR.call_once(|| {
-        spin::Mutex::new(Monitor::new(Config {
-            keys: &keys,
-            identity: MonitorIdentity::new(
-                MonitorKind::Hypervisor,
-                concat!("gatewarden-hv ", env!("CARGO_PKG_VERSION"), " aarch64"),
-                digest_hv,
-            ),
-            boot_counter: boot_counter(),
-            controller_key,
-            hop_master: boot_keys.hop_master(),
-        }))
-    });
-    {
-        let mut m = monitor.lock();
-        let v = env!("CARGO_PKG_VERSION");
-        let measured = [
-            (
-                PCR_HYPERVISOR,
-                digest_hv,
-                ComponentKind::Hypervisor,
-                "gatewarden-hv",
-                v,
-            ),
-            (
-                PCR_GUEST_KERNEL,
-                digest_kernel,
-                ComponentKind::GuestKernel,
-                "kernel",
-                "",
-            ),
-            (
-                PCR_GUEST_INITRAMFS,
-                digest_initrd,
-                ComponentKind::GuestInitramfs,
-                "initramfs",
-                "",
-            ),
-            (
-                PCR_GUEST_DTB,
-                digest_dtb,
-                ComponentKind::GuestDtb,
-                "device-tree",
-                "",
-            ),
-            (
-                PCR_GUEST_CMDLINE,
-                digest_cmdline,
-                ComponentKind::GuestCmdline,
-                "cmdline",
-                "",
-            ),
-        ];
-        for (pcr, d, kind, name, ver) in measured {
-            if m.measure(pcr, &d, kind, name, ver).is_err() {
-                fail("measured boot failed");
-            }
-        }
-    }
+    let monitor: HvMonitor = boot_flow::start_monitor(
+        &keys,
+        "aarch64",
+        boot_counter(),
+        controller_key,
+        boot_keys.hop_master(),
+        &measured,
+    )
+    .unwrap_or_else(|e| fail(e.message()));
+    MONITOR.call_once(|| spin::Mutex::new(monitor));
     hypercall::set_guest(guest, digest_kernel);
     println!(
         "measured hypervisor, kernel, initramfs, device tree and command line into PCRs 1, 3-6"
