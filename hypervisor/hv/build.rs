@@ -16,9 +16,7 @@ fn main() {
         .unwrap_or_else(|e| panic!("board {board}: {}: {e}", path.display()));
     // What this hypervisor has drivers for; the schema knows more (the boards being ported),
     // and a board that needs a driver not written yet stops the build with the reason.
-    use gw_board::{
-        BootCounterKind, ConsoleKind, EntropySource, GicKind, Mediator, ResetMethod, SmpMethod,
-    };
+    use gw_board::{ConsoleKind, EntropySource, GicKind, Mediator, ResetMethod, SmpMethod};
     let missing = |what: String| -> ! {
         panic!("board {board}: {what}: this hypervisor has no driver for it yet (docs/porting.md)")
     };
@@ -36,12 +34,6 @@ fn main() {
     }
     if b.reset != ResetMethod::Psci {
         missing(format!("reset method {:?}", b.reset));
-    }
-    if !matches!(
-        b.boot_counter.kind,
-        BootCounterKind::Pl031 | BootCounterKind::None
-    ) {
-        missing(format!("boot counter {:?}", b.boot_counter.kind));
     }
     let device_list = |owner: gw_board::Owner| -> String {
         b.instances()

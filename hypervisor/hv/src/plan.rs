@@ -70,28 +70,27 @@ impl<'a> BoardMap<'a> {
         }
     }
 
+    /// Every mediated page `(base, PAGE)`, in address order: the redistributor control pages,
+    /// one per CPU.
+    fn mediated(&self) -> impl Iterator<Item = (u64, u64)> + Clone + 'a {
+        let cpus = self.max_cpus;
+        self.gicr_control.into_iter().flat_map(move |(g, stride)| {
+            (0..cpus).map(move |k| (g.wrapping_add(k.wrapping_mul(stride)), PAGE))
+        })
+    }
+
     /// The mediated pages inside `[base, base + size)`, sorted: holes in that device's map.
     pub fn holes(&self, base: u64, size: u64) -> impl Iterator<Item = (u64, u64)> + Clone + 'a {
         let end = base.saturating_add(size);
-        let cpus = self.max_cpus;
-        self.gicr_control.into_iter().flat_map(move |(g, stride)| {
-            (0..cpus)
-                .map(move |k| (g.wrapping_add(k.wrapping_mul(stride)), PAGE))
-                .filter(move |&(p, _)| p >= base && p < end)
-        })
+        self.mediated().filter(move |&(p, _)| p >= base && p < end)
     }
 
     /// Every page stage 2 must never map, as ranges: the reservation, the kept devices and
     /// the mediated pages.
     pub fn forbidden(&self) -> impl Iterator<Item = (u64, u64)> + 'a {
-        let cpus = self.max_cpus;
-        let mediated = self
-            .gicr_control
-            .into_iter()
-            .flat_map(move |(g, stride)| (0..cpus).map(move |k| (g + k * stride, PAGE)));
         core::iter::once((self.ram_base, self.hv_reserved))
             .chain(self.kept_devices.iter().map(|&(_, b, s)| (b, s)))
-            .chain(mediated)
+            .chain(self.mediated())
     }
 
     /// Map the guest devices (page by page, mediated pages left out) and guest RAM
