@@ -87,6 +87,11 @@ pub struct Board {
     pub boot_counter: BootCounter,
     /// How secondary CPUs are started.
     pub smp: SmpMethod,
+    /// With `smp = "spin-table"`: the release address of CPU 0; CPU `k`'s is 8·`k` above it
+    /// (the loader's spin table, which must lie in the hypervisor's reservation so that only
+    /// the hypervisor can release a CPU).
+    #[serde(default)]
+    pub spin_table: Option<u64>,
     /// How the board is reset and powered off (the hypervisor's panic powers it off).
     pub reset: ResetMethod,
     /// The SMMU the hypervisor owns, if any.
@@ -96,6 +101,10 @@ pub struct Board {
     pub device: Vec<Device>,
     /// The guest kernel.
     pub kernel: Kernel,
+    /// The device tree the board boots with, when the image ships one (a loader that makes its
+    /// own, as QEMU's `virt` does, needs none).
+    #[serde(default)]
+    pub dtb: Option<Dtb>,
     /// How QEMU emulates the board, if it does.
     #[serde(default)]
     pub qemu: Option<Qemu>,
@@ -177,6 +186,18 @@ pub enum EntropySource {
     DtbSeeds,
     /// The CPU's RNDR (FEAT_RNG), where the CPU has it.
     Rndr,
+    /// The BCM2711's iproc RNG200 (a hypervisor-owned device with `driver = "bcm-rng200"`).
+    BcmRng200,
+}
+
+impl EntropySource {
+    /// The hypervisor-owned device driver this source reads, if it is a device.
+    pub fn driver(self) -> Option<Driver> {
+        match self {
+            EntropySource::BcmRng200 => Some(Driver::BcmRng200),
+            EntropySource::DtbSeeds | EntropySource::Rndr => None,
+        }
+    }
 }
 
 /// Where the boot counter comes from.
@@ -256,6 +277,16 @@ pub enum Owner {
     Withheld,
 }
 
+/// The hypervisor's own driver for a device it owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Driver {
+    /// The BCM283x/BCM2711 power-management block's watchdog: reset and power-off.
+    BcmPmWatchdog,
+    /// The BCM2711's iproc RNG200.
+    BcmRng200,
+}
+
 /// How the hypervisor mediates a device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -286,6 +317,9 @@ pub struct Device {
     /// For a mediated device: how the hypervisor mediates it.
     #[serde(default)]
     pub mediator: Option<Mediator>,
+    /// For a hypervisor-owned device: the hypervisor's driver for it.
+    #[serde(default)]
+    pub driver: Option<Driver>,
 }
 
 fn one() -> u64 {
@@ -344,6 +378,34 @@ impl KernelFlavour {
     }
 }
 
+/// The device tree an image ships: one from Debian's kernel package, edited.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dtb {
+    /// Path of the tree in the kernel package's `usr/lib/linux-image-<release>/`.
+    pub source: String,
+    /// Edits for every boot of the board (QEMU's own come on top: `[qemu] dtb_edits`).
+    #[serde(default)]
+    pub edits: Vec<DtbEdit>,
+}
+
+/// One edit of one device-tree node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DtbEdit {
+    /// The node's full path, e.g. `/soc/usb@7e980000`.
+    pub node: String,
+    /// Set `status = "disabled"` (the kernel then ignores the device).
+    #[serde(default)]
+    pub disable: bool,
+    /// Properties to delete.
+    #[serde(default)]
+    pub delete: Vec<String>,
+    /// String properties to set.
+    #[serde(default)]
+    pub set: std::collections::BTreeMap<String, String>,
+}
+
 /// The QEMU machine for a board.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -364,6 +426,22 @@ pub struct Qemu {
     /// Further arguments; `{disk}` is the image's disk, `{pci}` the PCI options.
     #[serde(default)]
     pub devices: Vec<String>,
+    /// The serial ports, as `-serial` values in order; `console` is the terminal. Empty: the
+    /// first port is the terminal (`-nographic`). Where several ports name `console` (the
+    /// hypervisor and the guest on different UARTs) they share it: their output is merged and
+    /// the keyboard goes to the one `console_input` names.
+    #[serde(default)]
+    pub serial: Vec<String>,
+    /// Which serial port (index in `serial`) takes the keyboard when several share the terminal.
+    #[serde(default)]
+    pub console_input: usize,
+    /// CPUs the machine always has (`-smp` must say this many), for machines that fix it.
+    #[serde(default)]
+    pub fixed_cpus: Option<u64>,
+    /// Edits of the board's device tree for QEMU's model of the board (blocks it does not
+    /// model, and their dependencies), on top of `[dtb] edits`.
+    #[serde(default)]
+    pub dtb_edits: Vec<DtbEdit>,
 }
 
 impl Board {
@@ -424,6 +502,14 @@ impl Board {
     /// The most RAM the guest's part of the first region can reach, from `ram_base`.
     pub fn max_ram(&self) -> u64 {
         self.memory.first().map_or(0, |m| m.size)
+    }
+
+    /// The register base of the hypervisor-owned device driven by `driver`, if the board has one.
+    pub fn driven(&self, driver: Driver) -> Option<u64> {
+        self.device
+            .iter()
+            .find(|d| d.driver == Some(driver))
+            .map(|d| d.base)
     }
 
     /// The boot counter's clock base, when it is a device.
@@ -507,6 +593,16 @@ impl Board {
                     "device {}: count must be at least 1, and repeats must not overlap (stride >= size)",
                     d.name
                 ));
+            }
+            if d.driver.is_some() && (d.owner != Owner::Hypervisor || d.count != 1) {
+                return Err(format!(
+                    "device {}: only a single device owned by the hypervisor has a driver",
+                    d.name
+                ));
+            }
+            if d.driver.is_some() && self.device.iter().filter(|o| o.driver == d.driver).count() > 1
+            {
+                return Err(format!("device {}: its driver is named twice", d.name));
             }
             if (d.owner == Owner::Mediated) != d.mediator.is_some() {
                 return Err(format!(
@@ -604,7 +700,46 @@ impl Board {
             if seen.contains(e) {
                 return Err(format!("entropy: {e:?} is listed twice"));
             }
+            if let Some(driver) = e.driver()
+                && self.driven(driver).is_none()
+            {
+                return Err(format!(
+                    "entropy: {e:?} needs a hypervisor-owned device with driver {driver:?}"
+                ));
+            }
             seen.push(*e);
+        }
+        if self.reset == ResetMethod::BcmPmWatchdog && self.driven(Driver::BcmPmWatchdog).is_none()
+        {
+            return Err(
+                "reset: bcm-pm-watchdog needs a hypervisor-owned device with driver bcm-pm-watchdog"
+                    .into(),
+            );
+        }
+        match (self.smp, self.spin_table) {
+            (SmpMethod::SpinTable, Some(base)) => {
+                let last = base
+                    .checked_add(8 * self.max_cpus)
+                    .ok_or("spin_table overflows")?;
+                if !base.is_multiple_of(8)
+                    || base < self.ram_base
+                    || last > self.ram_base.saturating_add(self.hv_reserved)
+                {
+                    return Err(
+                        "spin_table: 8-byte release addresses, one per CPU, inside the hypervisor's reservation (so only it can release a CPU)"
+                            .into(),
+                    );
+                }
+            }
+            (SmpMethod::SpinTable, None) => {
+                return Err(
+                    "smp = \"spin-table\" needs spin_table (CPU 0's release address)".into(),
+                );
+            }
+            (SmpMethod::Psci, Some(_)) => {
+                return Err("spin_table is only for smp = \"spin-table\"".into());
+            }
+            (SmpMethod::Psci, None) => {}
         }
         let hv_end = self
             .ram_base
@@ -743,6 +878,78 @@ size = 0x4_0000
                 "{to}"
             );
         }
+    }
+
+    #[test]
+    fn the_raspberry_pi_4_board_names_its_drivers_and_spin_table() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let b = Board::load(&root, "rpi4").unwrap();
+        assert_eq!(b.smp, SmpMethod::SpinTable);
+        assert_eq!(b.spin_table, Some(0xd8));
+        assert_eq!(b.driven(Driver::BcmPmWatchdog), Some(0xfe10_0000));
+        assert_eq!(b.driven(Driver::BcmRng200), Some(0xfe10_4000));
+        assert!(
+            b.target.features.is_empty(),
+            "the BCM2711 has no crypto instructions"
+        );
+        assert_eq!(b.kernel.flavour, KernelFlavour::Generic);
+        assert_eq!(
+            b.dtb.as_ref().unwrap().source,
+            "broadcom/bcm2711-rpi-4-b.dtb"
+        );
+        assert_eq!(b.qemu.as_ref().unwrap().fixed_cpus, Some(4));
+    }
+
+    #[test]
+    fn drivers_spin_tables_and_their_sources_are_checked() {
+        let invalid = |text: String| match Board::parse(&text) {
+            Err(BoardError::Invalid(why)) => why,
+            other => panic!("{text}: {other:?}"),
+        };
+        let wdog = "[[device]]\nname = \"pm\"\nowner = \"hypervisor\"\ndriver = \"bcm-pm-watchdog\"\nbase = 0x0a00_0000\nsize = 0x1000\n";
+        // The benign twins: each source or method with its device builds.
+        let ok =
+            format!("{MINIMAL}{wdog}").replace("reset = \"psci\"", "reset = \"bcm-pm-watchdog\"");
+        Board::parse(&ok).unwrap();
+        let spin = MINIMAL.replace(
+            "smp = \"psci\"",
+            "smp = \"spin-table\"\nspin_table = 0x4000_00d8",
+        );
+        assert_eq!(Board::parse(&spin).unwrap().spin_table, Some(0x4000_00d8));
+        // A watchdog reset with no watchdog, or the watchdog given to the guest.
+        assert!(
+            invalid(MINIMAL.replace("reset = \"psci\"", "reset = \"bcm-pm-watchdog\""))
+                .contains("needs a hypervisor-owned device")
+        );
+        assert!(
+            invalid(format!(
+                "{MINIMAL}{}",
+                wdog.replace("\"hypervisor\"", "\"guest\"")
+            ))
+            .contains("only a single device owned by the hypervisor has a driver")
+        );
+        // The RNG200 as a source without the device.
+        assert!(
+            invalid(MINIMAL.replace("[\"dtb-seeds\"]", "[\"bcm-rng200\"]"))
+                .contains("needs a hypervisor-owned device with driver")
+        );
+        // A spin table missing, outside the reservation (the guest could release a CPU), or
+        // named for a PSCI board.
+        assert!(
+            invalid(MINIMAL.replace("smp = \"psci\"", "smp = \"spin-table\""))
+                .contains("needs spin_table")
+        );
+        assert!(
+            invalid(MINIMAL.replace(
+                "smp = \"psci\"",
+                "smp = \"spin-table\"\nspin_table = 0x5000_0000"
+            ))
+            .contains("inside the hypervisor's reservation")
+        );
+        assert!(
+            invalid(MINIMAL.replace("smp = \"psci\"", "smp = \"psci\"\nspin_table = 0x4000_00d8"))
+                .contains("only for smp")
+        );
     }
 
     #[test]
