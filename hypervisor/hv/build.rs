@@ -14,27 +14,9 @@ fn main() {
     // devices stop the build here, not the boot.
     let b = gw_board::Board::load(root, &board)
         .unwrap_or_else(|e| panic!("board {board}: {}: {e}", path.display()));
-    // What this hypervisor has drivers for; the schema knows more (the boards being ported),
-    // and a board that needs a driver not written yet stops the build with the reason.
-    use gw_board::{ConsoleKind, EntropySource, GicKind, Mediator, ResetMethod, SmpMethod};
-    let missing = |what: String| -> ! {
-        panic!("board {board}: {what}: this hypervisor has no driver for it yet (docs/porting.md)")
-    };
-    if b.console.kind != ConsoleKind::Pl011 {
-        missing(format!("console {:?}", b.console.kind));
-    }
-    if b.interrupt_controller.kind != GicKind::Gicv3 {
-        missing(format!(
-            "interrupt controller {:?}",
-            b.interrupt_controller.kind
-        ));
-    }
-    if b.smp != SmpMethod::Psci {
-        missing(format!("SMP method {:?}", b.smp));
-    }
-    if b.reset != ResetMethod::Psci {
-        missing(format!("reset method {:?}", b.reset));
-    }
+    use gw_board::{ConsoleKind, Driver, EntropySource, GicKind, Mediator};
+    // Every kind the schema knows has a driver here (console, interrupt controller, SMP,
+    // reset, entropy, boot counter, IOMMU); a kind added to the schema first must be added here.
     let device_list = |owner: gw_board::Owner| -> String {
         b.instances()
             .filter(|(d, _, _)| d.owner == owner)
@@ -55,6 +37,16 @@ fn main() {
         None => "None".into(),
     };
     let expects = |e: EntropySource| b.entropy.contains(&e);
+    let opt = |v: Option<u64>| match v {
+        Some(v) => format!("Some({v:#x})"),
+        None => "None".into(),
+    };
+    // The schema checked that a spin table, a watchdog reset and an RNG200 source come with
+    // what they need; these are the drivers' register bases.
+    let spin_table = opt(b.spin_table);
+    let pm_watchdog = opt(b.driven(Driver::BcmPmWatchdog));
+    let rng200 = opt(b.driven(Driver::BcmRng200));
+    let gicv3 = b.interrupt_controller.kind == GicKind::Gicv3;
     let out = PathBuf::from(env::var("OUT_DIR").unwrap());
     fs::write(
         out.join("board.rs"),
@@ -64,7 +56,8 @@ fn main() {
              /// Base of RAM.\npub const RAM_BASE: u64 = {:#x};\n\
              /// Bytes of RAM the hypervisor keeps for itself, from RAM_BASE.\npub const HV_RESERVED: u64 = {:#x};\n\
              /// Size of the first memory region (from RAM_BASE): the most RAM the guest's part can reach.\npub const RAM_REGION_SIZE: u64 = {:#x};\n\
-             /// PL011 UART base.\npub const UART_PL011: u64 = {:#x};\n\
+             /// The console UART's base.\npub const UART_BASE: u64 = {:#x};\n\
+             /// Whether the console is the BCM mini-UART (else a PL011).\npub const CONSOLE_MINI_UART: bool = {};\n\
              /// Maximum CPUs.\npub const MAX_CPUS: usize = {};\n\
              /// Device window passed through to the guest.\npub const DEVICE_BASE: u64 = {:#x};\n\
              /// Size of the device window.\npub const DEVICE_SIZE: u64 = {:#x};\n\
@@ -74,9 +67,14 @@ fn main() {
              /// Devices the guest is given: name, base, size (whole pages).\npub const GUEST_DEVICES: &[(&str, u64, u64)] = &[\n{devices}];\n\
              /// Devices kept from the guest (the hypervisor's own, and withheld ones): name, base, size.\npub const KEPT_DEVICES: &[(&str, u64, u64)] = &[\n{kept}];\n\
              /// Whether the board's loader puts rng-seed/kaslr-seed in the device tree.\npub const EXPECTS_DTB_SEEDS: bool = {};\n\
-             /// Whether the board's CPUs have RNDR.\npub const EXPECTS_RNDR: bool = {};\n",
-            b.name, b.load_address, b.ram_base, b.hv_reserved, b.max_ram(), b.console.base, b.max_cpus, b.device_base, b.device_size, b.boot_clock(),
-            expects(EntropySource::DtbSeeds), expects(EntropySource::Rndr),
+             /// Whether the board's CPUs have RNDR.\npub const EXPECTS_RNDR: bool = {};\n\
+             /// Whether the board's SoC RNG is a source.\npub const EXPECTS_SOC_RNG: bool = {};\n\
+             /// Whether the interrupt controller is a GICv3 (system-register CPU interface); else a GICv2.\npub const GICV3: bool = {gicv3};\n\
+             /// The loader's spin table (CPU 0's release address; CPU k's 8*k above), when secondaries start from it rather than through PSCI firmware.\npub const SPIN_TABLE: Option<u64> = {spin_table};\n\
+             /// The BCM PM watchdog the hypervisor resets and powers off through, in place of PSCI firmware.\npub const PM_WATCHDOG: Option<u64> = {pm_watchdog};\n\
+             /// The BCM2711 RNG200 the hypervisor draws entropy from.\npub const RNG200: Option<u64> = {rng200};\n",
+            b.name, b.load_address, b.ram_base, b.hv_reserved, b.max_ram(), b.console.base, b.console.kind == ConsoleKind::BcmMiniUart, b.max_cpus, b.device_base, b.device_size, b.boot_clock(),
+            expects(EntropySource::DtbSeeds), expects(EntropySource::Rndr), expects(EntropySource::BcmRng200),
         ),
     )
     .unwrap();

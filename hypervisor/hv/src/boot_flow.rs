@@ -83,6 +83,8 @@ pub struct EntropyInputs<'a> {
     pub kaslr_seed: &'a [u8],
     /// RNDR's output, if the CPU has it.
     pub rndr: &'a [u8],
+    /// The SoC's random number generator's output (RNG200), if it has one and it answered.
+    pub soc_rng: &'a [u8],
     /// The CPU's counter (predictable; always there).
     pub counter: &'a [u8],
 }
@@ -94,6 +96,8 @@ pub struct ExpectedEntropy {
     pub dtb_seeds: bool,
     /// The CPU's RNDR.
     pub rndr: bool,
+    /// The SoC's random number generator.
+    pub soc_rng: bool,
 }
 
 /// The boot's entropy from every input present, and the console's warnings: each source the
@@ -107,6 +111,7 @@ pub fn boot_entropy<'a>(
     e.add("dtb:rng-seed", i.rng_seed)
         .add("dtb:kaslr-seed", i.kaslr_seed)
         .add("rndr", i.rndr)
+        .add("soc-rng", i.soc_rng)
         .add("cntpct", i.counter);
     // A source that gives nothing is a loader or CPU that is not what the board data describes.
     if expected.dtb_seeds && i.rng_seed.is_empty() && i.kaslr_seed.is_empty() {
@@ -115,10 +120,13 @@ pub fn boot_entropy<'a>(
     if expected.rndr && i.rndr.is_empty() {
         warn("the board data expects the CPU's RNDR, and this boot has none");
     }
+    if expected.soc_rng && i.soc_rng.is_empty() {
+        warn("the board data expects the SoC's random number generator, and it gave nothing");
+    }
     if !e.has_unpredictable("cntpct") {
         warn(
-            "no per-boot entropy source (no loader seeds, no RNDR): this boot's hop keys differ \
-             from the last boot's only by the counter",
+            "no per-boot entropy source (no loader seeds, no RNDR, no SoC RNG): this boot's hop \
+             keys differ from the last boot's only by the counter",
         );
     }
     e
@@ -275,6 +283,7 @@ mod tests {
             rng_seed: &[],
             kaslr_seed: &[],
             rndr: &[],
+            soc_rng: &[],
             counter: &counter,
         };
         let seeds = EntropyInputs {
@@ -285,17 +294,38 @@ mod tests {
         let both = ExpectedEntropy {
             dtb_seeds: true,
             rndr: true,
+            soc_rng: false,
         };
         let w = warnings(none, both);
         assert_eq!(w.len(), 3, "{w:?}");
         let w = warnings(seeds, both);
         assert!(w.len() == 1 && w[0].contains("RNDR"), "{w:?}");
+        // A Raspberry Pi whose RNG200 gives nothing (QEMU does not model it) and whose loader
+        // passes no seeds: both named, and the boot has only the counter.
+        let pi = ExpectedEntropy {
+            dtb_seeds: true,
+            rndr: false,
+            soc_rng: true,
+        };
+        let w = warnings(none, pi);
+        assert_eq!(w.len(), 3, "{w:?}");
+        assert!(
+            w[1].contains("SoC's random number generator") && w[2].contains("only by the counter")
+        );
+        // Its benign twin: the RNG answered, so only the missing seeds are named.
+        let rng = EntropyInputs {
+            soc_rng: &[9; 32],
+            ..none
+        };
+        let w = warnings(rng, pi);
+        assert!(w.len() == 1 && w[0].contains("rng-seed"), "{w:?}");
         // The benign twin: what the board data expects is there, nothing to say.
         let w = warnings(
             seeds,
             ExpectedEntropy {
                 dtb_seeds: true,
                 rndr: false,
+                soc_rng: false,
             },
         );
         assert!(w.is_empty(), "{w:?}");

@@ -52,7 +52,8 @@ fn locate(blob: &[u8], value: &[u8]) -> (usize, usize) {
 }
 
 struct Places {
-    memory_reg: (usize, usize),
+    /// The `/memory` `reg` value's offset, and its address and size widths in bytes.
+    memory_reg: (usize, usize, usize),
     initrd_start: (usize, usize),
     initrd_end: (usize, usize),
 }
@@ -73,20 +74,46 @@ where
     prop_place(blob, node, "device_type").is_some_and(|(o, l)| &blob[o..o + l] == b"memory\0")
 }
 
+/// A node's `#address-cells` or `#size-cells` (1 or 2 here), or `default` when absent.
+fn cells<'b, N: Node>(
+    blob: &[u8],
+    node: &'b N,
+    name: &str,
+    default: usize,
+) -> Result<usize, DtbError>
+where
+    N::Property<'b>: Property,
+{
+    let n = match prop_place(blob, node, name) {
+        Some((o, l)) => be(&blob[o..o + l])? as usize,
+        None => default,
+    };
+    if (1..=2).contains(&n) {
+        Ok(n)
+    } else {
+        Err(DtbError::BadProperty)
+    }
+}
+
 fn places(blob: &[u8]) -> Result<(BootInfo, Places), DtbError> {
     let fdt = Fdt::new(blob).map_err(|_| DtbError::Invalid)?;
     let at = |(off, len): (usize, usize)| &blob[off..off + len];
-    let mem = fdt
-        .root()
+    let root = fdt.root();
+    // The root's cells give `/memory`'s widths (QEMU virt: 2 and 2; the Raspberry Pis: 2 and 1).
+    let (ac, sc) = (
+        cells(blob, &root, "#address-cells", 2)? * 4,
+        cells(blob, &root, "#size-cells", 1)? * 4,
+    );
+    let mem = root
         .children()
         .find(|n| n.name().starts_with("memory") && is_memory(blob, n))
         .ok_or(DtbError::NoMemory)?;
     let reg = prop_place(blob, &mem, "reg").ok_or(DtbError::NoMemory)?;
-    if reg.1 < 16 {
+    if reg.1 < ac + sc {
         return Err(DtbError::NoMemory);
     }
     let r = at(reg);
-    let memory = (be(&r[0..8])?, be(&r[8..16])?);
+    let memory = (be(&r[0..ac])?, be(&r[ac..ac + sc])?);
     let chosen = fdt.find_node("/chosen").ok_or(DtbError::NoInitrd)?;
     let start = prop_place(blob, &chosen, "linux,initrd-start").ok_or(DtbError::NoInitrd)?;
     let end = prop_place(blob, &chosen, "linux,initrd-end").ok_or(DtbError::NoInitrd)?;
@@ -96,7 +123,7 @@ fn places(blob: &[u8]) -> Result<(BootInfo, Places), DtbError> {
         total_size: u32::from_be_bytes([blob[4], blob[5], blob[6], blob[7]]) as usize,
     };
     let places = Places {
-        memory_reg: (reg.0, 16),
+        memory_reg: (reg.0, ac, sc),
         initrd_start: start,
         initrd_end: end,
     };
@@ -273,77 +300,136 @@ pub fn zero_padding(blob: &mut [u8]) -> Result<(), DtbError> {
 /// Properties that point the guest at the SMMU, which it is not given.
 pub const IOMMU_PROPERTIES: [&str; 2] = ["iommu-map", "iommu-map-mask"];
 
-/// Remove from the guest's tree every device it is not given: each child of the root with a
-/// `reg` whose base lies in none of `devices` (base, size) and that is not RAM, and the
-/// [`IOMMU_PROPERTIES`]. Removal is in place: the node's or property's tokens become FDT_NOP,
-/// which every reader skips, so nothing moves. Returns how many nodes were removed.
+/// One `ranges` entry of a bus: child address, parent address, size.
+type Range = (u64, u64, u64);
+
+/// A bus node's `ranges` (child cells `ac`, parent cells `pac`, size cells `sc`), at most 8
+/// entries; an empty `ranges` is the identity (`None`).
+fn bus_ranges(
+    v: &[u8],
+    ac: usize,
+    pac: usize,
+    sc: usize,
+) -> Result<Option<heapless::Vec<Range, 8>>, DtbError> {
+    if v.is_empty() {
+        return Ok(None);
+    }
+    let entry = (ac + pac + sc) * 4;
+    if !v.len().is_multiple_of(entry) {
+        return Err(DtbError::BadProperty);
+    }
+    let mut out = heapless::Vec::new();
+    for e in v.chunks_exact(entry) {
+        let (c, rest) = e.split_at(ac * 4);
+        let (p, size) = rest.split_at(pac * 4);
+        out.push((be(c)?, be(p)?, be(size)?))
+            .map_err(|_| DtbError::BadProperty)?;
+    }
+    Ok(Some(out))
+}
+
+/// Remove from the guest's tree every device it is not given: each node with a `reg` whose
+/// first base lies in none of `devices` (base, size) and that is not RAM, whether a child of the
+/// root or of a bus below it (a node with `ranges`, through which its children's addresses are
+/// translated; a child no range covers is removed), and the [`IOMMU_PROPERTIES`]. The
+/// reserved-memory node's children (RAM, not devices) stay. Removal is in place: the node's or
+/// property's tokens become FDT_NOP, which every reader skips, so nothing moves. Returns how
+/// many nodes were removed.
 pub fn prune_for_guest(blob: &mut [u8], devices: &[(u64, u64)]) -> Result<usize, DtbError> {
     // Offsets of the `reg` values of nodes to remove, and of property values to remove.
-    let mut drop_regs: heapless::Vec<usize, 128> = heapless::Vec::new();
+    let mut drop_regs: heapless::Vec<usize, 256> = heapless::Vec::new();
     let mut drop_props: heapless::Vec<usize, 16> = heapless::Vec::new();
     {
         let fdt = Fdt::new(blob).map_err(|_| DtbError::Invalid)?;
         let root = fdt.root();
-        let cells = |name: &str, default: usize| {
-            prop_place(blob, &root, name)
-                .map(|(o, l)| be(&blob[o..o + l]).map(|v| v as usize))
-                .unwrap_or(Ok(default))
+        let root_ac = cells(blob, &root, "#address-cells", 2)?;
+        let given = |base: u64| {
+            devices
+                .iter()
+                .any(|&(b, size)| base >= b && base - b < size)
         };
-        let addr_cells = cells("#address-cells", 2)?;
-        if !(1..=2).contains(&addr_cells) {
-            return Err(DtbError::BadProperty);
-        }
+        // Whether a node with a `reg` is a device the guest is not given, its first base read
+        // with `ac` cells and translated by `translate`.
+        let doomed = |off: usize, len: usize, ac: usize, translate: &dyn Fn(u64) -> Option<u64>| {
+            if len < ac * 4 {
+                return Err(DtbError::BadProperty);
+            }
+            let base = be(&blob[off..off + ac * 4])?;
+            Ok(!translate(base).is_some_and(given))
+        };
         for n in root.children() {
             for name in IOMMU_PROPERTIES {
                 if let Some((off, _)) = prop_place(blob, &n, name) {
                     drop_props.push(off).map_err(|_| DtbError::Invalid)?;
                 }
             }
-            let Some((off, len)) = prop_place(blob, &n, "reg") else {
+            if is_memory(blob, &n) || n.name() == "reserved-memory" {
+                continue;
+            }
+            if let Some((off, len)) = prop_place(blob, &n, "reg") {
+                if doomed(off, len, root_ac, &|b| Some(b))? {
+                    drop_regs.push(off).map_err(|_| DtbError::Invalid)?;
+                }
+                continue;
+            }
+            // A bus: its children's addresses are translated by its `ranges`.
+            let Some((roff, rlen)) = prop_place(blob, &n, "ranges") else {
                 continue;
             };
-            if is_memory(blob, &n) {
-                continue;
-            }
-            if len < addr_cells * 4 {
-                return Err(DtbError::BadProperty);
-            }
-            let base = be(&blob[off..off + addr_cells * 4])?;
-            let given = devices
-                .iter()
-                .any(|&(b, size)| base >= b && base - b < size);
-            if !given {
-                drop_regs.push(off).map_err(|_| DtbError::Invalid)?;
+            let (ac, sc) = (
+                cells(blob, &n, "#address-cells", 2)?,
+                cells(blob, &n, "#size-cells", 1)?,
+            );
+            let ranges = bus_ranges(&blob[roff..roff + rlen], ac, root_ac, sc)?;
+            let translate = |b: u64| match &ranges {
+                None => Some(b),
+                Some(rs) => rs
+                    .iter()
+                    .find(|&&(c, _, size)| b >= c && b - c < size)
+                    .map(|&(c, p, _)| p + (b - c)),
+            };
+            for child in n.children() {
+                if let Some((off, len)) = prop_place(blob, &child, "reg")
+                    && doomed(off, len, ac, &translate)?
+                {
+                    drop_regs.push(off).map_err(|_| DtbError::Invalid)?;
+                }
             }
         }
     }
-    // Spans to turn into FDT_NOP: whole depth-1 nodes holding a dropped `reg`, and properties.
+    // Spans to turn into FDT_NOP: whole nodes (children of the root or of a bus) holding a
+    // dropped `reg`, and properties.
     let nop = |blob: &mut [u8], (a, b): (usize, usize)| {
         for w in blob[a..b].chunks_exact_mut(4) {
             w.copy_from_slice(&4u32.to_be_bytes());
         }
     };
-    let (mut depth, mut start, mut doomed) = (0usize, 0usize, false);
+    // The open nodes at depths 2 and 3 (the root is depth 1): where each began, and whether it
+    // goes.
+    let mut depth = 0usize;
+    let mut open = [(0usize, false); 2];
     let mut tokens = Tokens::new(blob)?;
     while let Some(t) = tokens.next(blob)? {
         match t.kind {
             1 => {
                 depth += 1;
-                if depth == 2 {
-                    (start, doomed) = (t.pos, false);
+                if let Some(slot) = open.get_mut(depth.wrapping_sub(2)) {
+                    *slot = (t.pos, false);
                 }
             }
             2 => {
                 // A node's tokens all lie before its END_NODE: it is NOPed once it is whole.
-                if depth == 2 && doomed {
+                if let Some(&(start, true)) = open.get(depth.wrapping_sub(2)) {
                     nop(blob, (start, t.next));
                 }
                 depth = depth.saturating_sub(1);
             }
             3 => {
                 let value = t.pos + 12;
-                if depth == 2 && drop_regs.contains(&value) {
-                    doomed = true;
+                if drop_regs.contains(&value)
+                    && let Some(slot) = open.get_mut(depth.wrapping_sub(2))
+                {
+                    slot.1 = true;
                 }
                 if drop_props.contains(&value) {
                     nop(blob, (t.pos, t.next));
@@ -372,9 +458,9 @@ pub fn edit_for_guest(
     initrd: (u64, u64),
 ) -> Result<(), DtbError> {
     let (_, p) = places(blob)?;
-    let (off, _) = p.memory_reg;
-    put(blob, (off, 8), memory.0)?;
-    put(blob, (off + 8, 8), memory.1)?;
+    let (off, ac, sc) = p.memory_reg;
+    put(blob, (off, ac), memory.0)?;
+    put(blob, (off + ac, sc), memory.1)?;
     put(blob, p.initrd_start, initrd.0)?;
     put(blob, p.initrd_end, initrd.1)?;
     Ok(())
@@ -621,6 +707,164 @@ mod tests {
         let left = root_children(&bare);
         assert!(left.iter().any(|n| n == "memory@40000000"));
         assert!(!left.iter().any(|n| n.starts_with("pl011")), "{left:?}");
+    }
+
+    /// A tree shaped like the Raspberry Pi 4's: 2 address and 1 size cell at the root, devices
+    /// on buses whose `ranges` move them (`/soc`: 0x7e.. to 0xfe..; `/emmc2bus`: 2-cell child
+    /// addresses), reserved memory, and a root-level GIC.
+    fn pi_like() -> Vec<u8> {
+        use dtoolkit::model::{DeviceTree, DeviceTreeNode as N, DeviceTreeProperty as P};
+        let p = |n: &str, v: &[u32]| {
+            P::new_unchecked(
+                n,
+                v.iter().flat_map(|c| c.to_be_bytes()).collect::<Vec<u8>>(),
+            )
+        };
+        let dev =
+            |name: &str, reg: &[u32]| N::builder(name).unwrap().property(p("reg", reg)).build();
+        let mut t = DeviceTree::new();
+        t.root.add_property(p("#address-cells", &[2]));
+        t.root.add_property(p("#size-cells", &[1]));
+        t.root.add_child(
+            N::builder("memory@0")
+                .unwrap()
+                .property(P::new_unchecked("device_type", "memory"))
+                .property(p("reg", &[0, 0, 0x3c00_0000]))
+                .build(),
+        );
+        t.root.add_child(
+            N::builder("chosen")
+                .unwrap()
+                .property(p("linux,initrd-start", &[0, 0x0800_0000]))
+                .property(p("linux,initrd-end", &[0, 0x0900_0000]))
+                .build(),
+        );
+        t.root.add_child(
+            N::builder("reserved-memory")
+                .unwrap()
+                .property(p("#address-cells", &[2]))
+                .property(p("#size-cells", &[1]))
+                .property(P::new_unchecked("ranges", Vec::<u8>::new()))
+                .child(dev("nvram@0", &[0, 0, 0]))
+                .build(),
+        );
+        t.root.add_child(
+            N::builder("soc")
+                .unwrap()
+                .property(p("#address-cells", &[1]))
+                .property(p("#size-cells", &[1]))
+                .property(p(
+                    "ranges",
+                    &[
+                        0x7e00_0000,
+                        0,
+                        0xfe00_0000,
+                        0x180_0000,
+                        0x4000_0000,
+                        0,
+                        0xff80_0000,
+                        0x80_0000,
+                    ],
+                ))
+                .child(dev("serial@7e215040", &[0x7e21_5040, 0x40]))
+                .child(dev(
+                    "watchdog@7e100000",
+                    &[0x7e10_0000, 0x114, 0x7e00_a000, 0x24],
+                ))
+                .child(dev("rng@7e104000", &[0x7e10_4000, 0x28]))
+                .child(dev(
+                    "interrupt-controller@40041000",
+                    &[0x4004_1000, 0x1000, 0x4004_4000, 0x2000],
+                ))
+                .child(dev("local_intc@40000000", &[0x4000_0000, 0x100]))
+                .child(dev("nowhere@1000", &[0x1000, 0x100]))
+                .child(N::builder("firmware").unwrap().build())
+                .build(),
+        );
+        t.root.add_child(
+            N::builder("emmc2bus")
+                .unwrap()
+                .property(p("#address-cells", &[2]))
+                .property(p("#size-cells", &[1]))
+                .property(p("ranges", &[0, 0x7e00_0000, 0, 0xfe00_0000, 0x180_0000]))
+                .child(dev("mmc@7e340000", &[0, 0x7e34_0000, 0x100]))
+                .build(),
+        );
+        t.root
+            .add_child(dev("gpu@ff846000", &[0, 0xff84_6000, 0x1000]));
+        t.to_dtb()
+    }
+
+    fn names_under(blob: &[u8], path: &str) -> Vec<String> {
+        let fdt = Fdt::new(blob).unwrap();
+        fdt.find_node(path)
+            .unwrap()
+            .children()
+            .map(|n| n.name().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn a_raspberry_pi_tree_keeps_exactly_the_given_devices_behind_its_buses() {
+        let given = [
+            (0xfe21_5000, 0x1000), // the mini-UART's page
+            (0xfe34_0000, 0x1000), // EMMC2
+            (0xff84_1000, 0x3000), // GIC distributor and CPU interface
+        ];
+        let mut blob = pi_like();
+        let removed = prune_for_guest(&mut blob, &given).unwrap();
+        // The watchdog and RNG (hypervisor-owned), the ARM-local block, a device no range
+        // translates, and the root-level node at a kept address.
+        assert_eq!(removed, 5);
+        let soc = names_under(&blob, "/soc");
+        assert_eq!(
+            soc,
+            [
+                "serial@7e215040",
+                "interrupt-controller@40041000",
+                "firmware"
+            ],
+            "{soc:?}"
+        );
+        assert_eq!(names_under(&blob, "/emmc2bus"), ["mmc@7e340000"]);
+        assert_eq!(names_under(&blob, "/reserved-memory"), ["nvram@0"]);
+        assert!(!root_children(&blob).iter().any(|n| n.starts_with("gpu")));
+        // Its benign twin: given everything, only the node no range translates goes.
+        let mut all = pi_like();
+        assert_eq!(prune_for_guest(&mut all, &[(0, u64::MAX)]).unwrap(), 1);
+        assert_eq!(
+            names_under(&all, "/soc"),
+            [
+                "serial@7e215040",
+                "watchdog@7e100000",
+                "rng@7e104000",
+                "interrupt-controller@40041000",
+                "local_intc@40000000",
+                "firmware"
+            ]
+        );
+    }
+
+    #[test]
+    fn memory_with_one_size_cell_is_read_and_edited_in_its_width() {
+        let mut blob = pi_like();
+        let i = inspect(&blob).unwrap();
+        assert_eq!(i.memory, (0, 0x3c00_0000));
+        assert_eq!(i.initrd, (0x0800_0000, 0x0900_0000));
+        edit_for_guest(
+            &mut blob,
+            (0x100_0000, 0x3b00_0000),
+            (0x0810_0000, 0x0910_0000),
+        )
+        .unwrap();
+        let i = inspect(&blob).unwrap();
+        assert_eq!(i.memory, (0x100_0000, 0x3b00_0000));
+        assert_eq!(i.initrd, (0x0810_0000, 0x0910_0000));
+        // A size that needs two cells does not fit one: refused, not truncated.
+        assert_eq!(
+            edit_for_guest(&mut blob, (0x100_0000, 1 << 32), (0, 1)),
+            Err(DtbError::BadProperty)
+        );
     }
 
     #[test]

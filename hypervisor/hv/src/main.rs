@@ -7,10 +7,10 @@ use core::panic::PanicInfo;
 use gatewarden_hv::{
     VERSION,
     arch::aarch64::{
-        boot, code,
+        bcm, boot, code,
         cpu::{self, enter_guest},
         hypercall::{self, HvMonitor, MONITOR},
-        mmu, smmu, trap,
+        mmu, power, smmu, trap,
     },
     board, boot_flow, bundle, dtb, layout, println,
 };
@@ -43,9 +43,6 @@ static GW_DEVICE_SECRET: [u8; 40] =
 #[used]
 static GW_CONTROLLER_KEY: [u8; 40] =
     *b"GWCTRLK1\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
-
-/// VTTBR_EL2 for secondaries (set by the primary before any CPU_ON).
-static VTTBR: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 unsafe extern "C" {
     static __measured_end: u8;
@@ -159,16 +156,26 @@ extern "C" fn hv_primary_main(dtb_pa: u64) -> ! {
     dtb::zero_padding(blob).unwrap_or_else(|_| fail("malformed device tree structure block"));
     let digest_dtb = vtpm::sha256(blob);
     let digest_cmdline = vtpm::sha256(dtb::bootargs(blob).unwrap_or(&[]));
+    let soc_rng = match bcm::rng200(cpu::counter, cpu::counter_frequency()) {
+        Ok(r) => Some(r),
+        Err(bcm::RngAbsent::NotOnBoard) => None,
+        Err(why) => {
+            println!("the SoC's RNG200 gives nothing: {why:?}");
+            None
+        }
+    };
     let (rndr, counter) = (cpu::rndr(), cpu::counter().to_le_bytes());
     let inputs = boot_flow::EntropyInputs {
         rng_seed: seeds.value(0),
         kaslr_seed: seeds.value(1),
         rndr: rndr.as_ref().map_or(&[][..], |r| &r[..]),
+        soc_rng: soc_rng.as_ref().map_or(&[][..], |r| &r[..]),
         counter: &counter,
     };
     let expected = boot_flow::ExpectedEntropy {
         dtb_seeds: board::EXPECTS_DTB_SEEDS,
         rndr: board::EXPECTS_RNDR,
+        soc_rng: board::EXPECTS_SOC_RNG,
     };
     let entropy = boot_flow::boot_entropy(&inputs, expected, |w| println!("WARNING: {w}"));
     let boot_keys = keys.boot_keys(&entropy);
@@ -211,7 +218,7 @@ extern "C" fn hv_primary_main(dtb_pa: u64) -> ! {
     );
 
     let vttbr = mmu::build_stage2(guest);
-    VTTBR.store(vttbr, core::sync::atomic::Ordering::Release);
+    power::set_guest_vttbr(vttbr);
     match board::SMMU {
         Some((base, _, streams)) => smmu::enable(base, streams, vttbr, mmu::VTCR_VALUE),
         None => println!(
@@ -232,23 +239,15 @@ extern "C" fn hv_primary_main(dtb_pa: u64) -> ! {
 extern "C" fn hv_secondary_main(idx: u64) -> ! {
     mmu::enable_el2_mmu();
     trap::install();
-    cpu::init_el2_for_guest(
-        VTTBR.load(core::sync::atomic::Ordering::Acquire),
-        mmu::VTCR_VALUE,
-    );
-    cpu::tlbi_guest();
-    let (entry, ctx) = trap::secondary_guest_entry(idx as usize);
-    // CPU `idx` runs, and takes its traps, on its own stack: the one secondary_entry chose.
-    enter_guest(entry, ctx, boot::cpu_stack(idx).1)
+    // Enters the guest at the entry the guest's CPU_ON named, on this CPU's own stack.
+    power::run_secondary(idx as usize)
 }
 
 #[panic_handler]
 fn panic(info: &PanicInfo<'_>) -> ! {
     println!("PANIC on CPU {}: {info}", cpu::cpu_id());
     println!("stopping all CPUs");
-    // PSCI SYSTEM_OFF stops every CPU; never return into the guest.
-    cpu::smc(0x8400_0008, 0, 0, 0);
-    loop {
-        aarch64_cpu::asm::wfe();
-    }
+    // Power-off (PSCI SYSTEM_OFF, or the board's watchdog) stops every CPU; never return into
+    // the guest.
+    power::system_off()
 }

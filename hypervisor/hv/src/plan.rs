@@ -30,6 +30,9 @@ pub struct BoardMap<'a> {
     pub kept_devices: &'a [(&'a str, u64, u64)],
     /// Mediated redistributor control pages: the first, and the stride (one per CPU).
     pub gicr_control: Option<(u64, u64)>,
+    /// The loader's spin table (CPU 0's release address), inside the reservation: the EL2 map
+    /// gives the hypervisor its page so that it can release the secondaries.
+    pub spin_table: Option<u64>,
 }
 
 /// Why the plan could not be built, or was built wrong.
@@ -154,6 +157,10 @@ impl<'a> BoardMap<'a> {
         for s in stacks {
             map(m, s, El2Kind::ReadWrite, "a CPU's stack")?;
         }
+        if let Some(t) = self.spin_table {
+            let page = t & !(PAGE - 1);
+            map(m, (page, page + PAGE), El2Kind::ReadWrite, "the spin table")?;
+        }
         let guest = self.ram_base + self.hv_reserved;
         map(
             m,
@@ -174,6 +181,7 @@ pub const BOARD: BoardMap<'static> = BoardMap {
     guest_devices: crate::board::GUEST_DEVICES,
     kept_devices: crate::board::KEPT_DEVICES,
     gicr_control: crate::board::GICR_FILTER,
+    spin_table: crate::board::SPIN_TABLE,
 };
 
 #[cfg(test)]
@@ -214,6 +222,7 @@ mod tests {
                 guest_devices: list(&[gw_board::Owner::Guest]),
                 kept_devices: list(&[gw_board::Owner::Hypervisor, gw_board::Owner::Withheld]),
                 gicr_control: b.mediated(gw_board::Mediator::GicrControl),
+                spin_table: b.spin_table,
             };
             out.push((b, map));
         }
@@ -370,7 +379,7 @@ mod tests {
             assert!(m.translate(map.ram_base + map.hv_reserved - PAGE).is_none());
             // A window that reaches into RAM is refused.
             let bad = BoardMap {
-                device_window: (dev, map.ram_base + PAGE - dev),
+                device_window: (map.ram_base + map.hv_reserved, PAGE),
                 ..map
             };
             let mut t = Tables::new(512);

@@ -58,6 +58,11 @@ park:
     b       park
 
     .section .text
+    .global spin_entry
+// Released from the loader's spin table (x0-x3 = 0): the CPU's index from MPIDR.
+spin_entry:
+    mrs     x0, mpidr_el1
+    and     x0, x0, #0xff
     .global secondary_entry
 secondary_entry:
     // x0 = CPU index (1..MAX_CPUS). Stack i sits above the primary's.
@@ -74,6 +79,8 @@ secondary_entry:
 unsafe extern "C" {
     /// Secondary entry point (PSCI CPU_ON target).
     pub fn secondary_entry();
+    /// Entry of a secondary released from the loader's spin table.
+    pub fn spin_entry();
     /// Start of the loaded image.
     pub static __image_start: u8;
     /// End of the image in memory (bss and stacks included).
@@ -101,6 +108,11 @@ pub fn cpu_stack(idx: u64) -> (u64, u64) {
             primary_top + k * stride,
         ),
     }
+}
+
+/// Physical address of `spin_entry` (identity-mapped).
+pub fn spin_entry_address() -> u64 {
+    spin_entry as *const () as usize as u64
 }
 
 /// Physical address of `secondary_entry` (identity-mapped).

@@ -1,13 +1,26 @@
-//! Polled PL011 console. Shared with the guest, so the hypervisor only writes before the guest
-//! runs, on faults it logs, and on panic.
+//! Polled console on the board's UART: a PL011, or the BCM283x/BCM2711 mini-UART (board.toml
+//! `[console]`). Shared with the guest, so the hypervisor only writes before the guest runs, on
+//! faults it logs, and on panic. The loader (the Pi firmware with `enable_uart=1`, QEMU) has
+//! set the UART up; the hypervisor only waits for room and writes.
 
 use core::fmt;
 
-use crate::board::UART_PL011;
+use crate::board::{CONSOLE_MINI_UART, UART_BASE};
 
-const DR: u64 = 0x00;
-const FR: u64 = 0x18;
-const FR_TXFF: u32 = 1 << 5;
+/// PL011: data register, flag register and its "transmit FIFO full" bit.
+mod pl011 {
+    pub const DR: u64 = 0x00;
+    pub const FR: u64 = 0x18;
+    pub const FR_TXFF: u32 = 1 << 5;
+}
+
+/// Mini-UART (from `AUX_MU_IO`): I/O register, line status register and its "transmitter
+/// can accept a byte" bit.
+mod mini {
+    pub const IO: u64 = 0x00;
+    pub const LSR: u64 = 0x14;
+    pub const LSR_TX_EMPTY: u32 = 1 << 5;
+}
 
 /// The console; writes are serialised by [`LOCK`].
 pub struct Console;
@@ -17,11 +30,18 @@ pub static LOCK: spin::Mutex<()> = spin::Mutex::new(());
 
 impl Console {
     fn putc(b: u8) {
-        // SAFETY: UART_PL011 is the board's PL011, mapped as device memory at EL2; FR and DR
-        // are 32-bit registers, accessed with volatile 32-bit loads and stores.
+        // (status register, the bits that say "room", the bits' value then, data register)
+        let (status, mask, room, data) = if CONSOLE_MINI_UART {
+            (mini::LSR, mini::LSR_TX_EMPTY, mini::LSR_TX_EMPTY, mini::IO)
+        } else {
+            (pl011::FR, pl011::FR_TXFF, 0, pl011::DR)
+        };
+        // SAFETY: UART_BASE is the board's UART of the kind named, inside the device window the
+        // EL2 map covers as device memory; its status and data registers are 32-bit, accessed
+        // with volatile 32-bit loads and stores.
         unsafe {
-            while core::ptr::read_volatile((UART_PL011 + FR) as *const u32) & FR_TXFF != 0 {}
-            core::ptr::write_volatile((UART_PL011 + DR) as *mut u32, b as u32);
+            while core::ptr::read_volatile((UART_BASE + status) as *const u32) & mask != room {}
+            core::ptr::write_volatile((UART_BASE + data) as *mut u32, b as u32);
         }
     }
 }

@@ -29,8 +29,11 @@ pub fn init_el2_for_guest(vttbr: u64, vtcr: u64) {
     CNTVOFF_EL2.set(0);
     // Guest may use FP/SIMD (TFP clear); RES1 bits set.
     CPTR_EL2.set(0x33ff);
-    // Guest reaches the GICv3 CPU interface through system registers.
-    ICC_SRE_EL2.set(0b1001);
+    if crate::board::GICV3 {
+        // Guest reaches the GICv3 CPU interface through system registers. (On a GICv2 the
+        // register is UNDEFINED: the guest's CPU interface is memory-mapped, in stage 2.)
+        ICC_SRE_EL2.set(0b1001);
+    }
     VMPIDR_EL2.set(MPIDR_EL1.get());
     let midr = MIDR_EL1.get();
     // SAFETY: VPIDR_EL2 is an EL2 register we run at; writing it only changes what the guest
@@ -69,6 +72,26 @@ pub fn clean_for_guest(addr: u64, len: u64) {
     unsafe { core::arch::asm!("dsb sy", "ic iallu", "dsb sy", "isb") };
 }
 
+/// Clean and invalidate `[addr, addr + len)` to the point of coherency: for a CPU about to read
+/// it with its caches off.
+pub fn clean_invalidate(addr: u64, len: u64) {
+    let line = dcache_line() as u64;
+    let mut a = addr & !(line - 1);
+    while a < addr + len {
+        // SAFETY: `dc civac` on an identity-mapped address writes a dirty line back and drops it.
+        unsafe { core::arch::asm!("dc civac, {}", in(reg) a) };
+        a += line;
+    }
+    // SAFETY: a barrier has no memory-safety effect.
+    unsafe { core::arch::asm!("dsb sy") };
+}
+
+/// Wake every CPU waiting in `wfe` (after a store it should see).
+pub fn wake_all() {
+    // SAFETY: barrier and event have no memory-safety effect.
+    unsafe { core::arch::asm!("dsb sy", "sev") };
+}
+
 /// Call the platform firmware (PSCI through SMC from EL2).
 pub fn smc(fid: u64, a1: u64, a2: u64, a3: u64) -> u64 {
     let ret: u64;
@@ -101,6 +124,11 @@ pub fn counter() -> u64 {
     // SAFETY: reading the physical counter has no side effects.
     unsafe { core::arch::asm!("isb", "mrs {}, cntpct_el0", out(reg) cnt) };
     cnt
+}
+
+/// The counter's frequency in Hz (CNTFRQ_EL0, set by the loader).
+pub fn counter_frequency() -> u64 {
+    CNTFRQ_EL0.get()
 }
 
 /// 32 bytes from the CPU's random number generator (RNDR, FEAT_RNG), or `None` when the CPU

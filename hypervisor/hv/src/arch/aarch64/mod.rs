@@ -4,7 +4,8 @@
 //! builder (`pagetable`), the guest stage-1 walker (`stage1`), exception routing
 //! (`exception`), the GICv3 redistributor filter (`gicr`), SMMUv3 formats (`smmuv3`) and the
 //! vDSO finder (`vdso`). The hardware modules (entry, console, EL2 MMU, exception vectors,
-//! PSCI, guest entry, the SMMU driver, the boot-time clock read) build only for bare-metal
+//! PSCI and the board's power (`power`), the Broadcom watchdog and RNG (`bcm`), guest entry, the
+//! SMMU driver, the boot-time clock read) build only for bare-metal
 //! aarch64, and hold every `unsafe` of the hypervisor.
 
 pub mod exception;
@@ -14,6 +15,8 @@ pub mod smmuv3;
 pub mod stage1;
 pub mod vdso;
 
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod bcm;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod boot;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
@@ -26,6 +29,8 @@ pub mod cpu;
 pub mod hypercall;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod mmu;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod power;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod rtc;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]

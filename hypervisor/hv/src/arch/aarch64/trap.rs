@@ -201,19 +201,6 @@ pub fn install() {
 
 /// SMCCC "not supported".
 const NOT_SUPPORTED: u64 = -1i64 as u64;
-/// PSCI "invalid parameters".
-const INVALID_PARAMETERS: u64 = -2i64 as u64;
-
-/// Where each secondary CPU enters the guest: (entry, context), set by the guest's CPU_ON.
-static SECONDARY_ENTRY: [AtomicU64; 2 * MAX_CPUS] = [const { AtomicU64::new(0) }; 2 * MAX_CPUS];
-
-/// The guest entry recorded for CPU `idx` by CPU_ON.
-pub fn secondary_guest_entry(idx: usize) -> (u64, u64) {
-    (
-        SECONDARY_ENTRY[2 * idx].load(Ordering::Acquire),
-        SECONDARY_ENTRY[2 * idx + 1].load(Ordering::Acquire),
-    )
-}
 
 /// Every trap from the guest must run on the trapping CPU's own stack: one CPU's trap frames on
 /// another's stack corrupt it (the secondary CPUs once entered the guest on their neighbour's).
@@ -392,12 +379,23 @@ fn emulate_gicr(f: &mut TrapFrame, m: &MemoryFault, page: u64, off: u64) {
 /// Aborts the hypervisor took while translating a guest buffer (and answered BAD_ADDRESS).
 static WALK_ABORTS: AtomicU64 = AtomicU64::new(0);
 
-/// A synchronous exception at EL2. The only one expected is an abort during the walk of a
-/// guest buffer's translation (`hypercall::at_fixup`): it resumes where the translation answers
-/// "fault". Anything else is a hypervisor bug and stops the machine.
+/// A synchronous exception at EL2. The only ones expected are an abort during the walk of a
+/// guest buffer's translation (`hypercall::at_fixup`), which resumes where the translation
+/// answers "fault", and an abort of a device probe (`bcm::probe_fixup`). Anything else is a hypervisor bug and stops the machine.
 #[unsafe(no_mangle)]
 extern "C" fn hv_el2_sync(f: &mut TrapFrame) {
     let esr = ESR_EL2.get();
+    if (esr >> 26) & 0x3f == exception::ec::DABT_CUR
+        && let Some(resume) = super::bcm::probe_fixup(f.elr)
+    {
+        // A probe of a device the board data names and the machine lacks (`bcm::rng200`).
+        println!(
+            "no device answers at {:#x} (ESR {esr:#x}): taken as absent",
+            FAR_EL2.get()
+        );
+        f.elr = resume;
+        return;
+    }
     if (esr >> 26) & 0x3f == exception::ec::DABT_CUR
         && let Some(resume) = super::hypercall::at_fixup(f.elr)
     {
@@ -435,49 +433,27 @@ fn call(f: &mut TrapFrame) {
     };
 }
 
-const PSCI_VERSION: u64 = 0x8400_0000;
-const CPU_OFF: u64 = 0x8400_0002;
-const MIGRATE_INFO_TYPE: u64 = 0x8400_0006;
-const SYSTEM_OFF: u64 = 0x8400_0008;
-const SYSTEM_RESET: u64 = 0x8400_0009;
-const PSCI_FEATURES: u64 = 0x8400_000a;
-const CPU_ON: u64 = 0xc400_0003;
-const AFFINITY_INFO: u64 = 0xc400_0004;
-
+/// The guest's PSCI calls, answered by the hypervisor (`power`), whatever the board has below.
 fn psci(fid: u64, f: &mut TrapFrame) -> u64 {
+    use super::power::{self, psci::*};
     match fid {
-        PSCI_VERSION => 0x1_0000,
-        PSCI_FEATURES => match f.x[1] & 0xffff_ffff {
-            PSCI_VERSION | CPU_OFF | MIGRATE_INFO_TYPE | SYSTEM_OFF | SYSTEM_RESET
-            | PSCI_FEATURES | CPU_ON | AFFINITY_INFO | 0x8000_0000 => 0,
+        VERSION => 0x1_0000,
+        FEATURES => match f.x[1] & 0xffff_ffff {
+            VERSION | CPU_OFF | MIGRATE_INFO_TYPE | SYSTEM_OFF | SYSTEM_RESET | FEATURES
+            | CPU_ON | AFFINITY_INFO | 0x8000_0000 => 0,
             _ => NOT_SUPPORTED,
         },
-        CPU_ON => {
-            let (mpidr, entry, ctx) = (f.x[1], f.x[2], f.x[3]);
-            let idx = (mpidr & 0xff) as usize;
-            if idx >= MAX_CPUS || mpidr & !0xff != 0 {
-                return INVALID_PARAMETERS;
-            }
-            SECONDARY_ENTRY[2 * idx].store(entry, Ordering::Release);
-            SECONDARY_ENTRY[2 * idx + 1].store(ctx, Ordering::Release);
-            // The CPU starts in the hypervisor, which then enters the guest at `entry`.
-            cpu::smc(
-                CPU_ON,
-                mpidr,
-                super::boot::secondary_entry_address(),
-                idx as u64,
-            )
-        }
-        CPU_OFF => cpu::smc(CPU_OFF, 0, 0, 0),
-        AFFINITY_INFO => cpu::smc(AFFINITY_INFO, f.x[1], f.x[2], 0),
+        CPU_ON => power::cpu_on(f.x[1], f.x[2], f.x[3]),
+        CPU_OFF => power::cpu_off(),
+        AFFINITY_INFO => power::affinity_info(f.x[1], f.x[2]),
         MIGRATE_INFO_TYPE => 2, // no trusted OS to migrate
         SYSTEM_OFF => {
             println!("guest requested SYSTEM_OFF");
-            cpu::smc(SYSTEM_OFF, 0, 0, 0)
+            power::system_off()
         }
         SYSTEM_RESET => {
             println!("guest requested SYSTEM_RESET");
-            cpu::smc(SYSTEM_RESET, 0, 0, 0)
+            power::system_reset()
         }
         _ => NOT_SUPPORTED,
     }
