@@ -99,35 +99,48 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-/// Run the boot benchmark and return the report section.
-pub fn bench_boot(root: &Path, runs: usize) -> Result<String> {
-    crate::setup::qemu(image::board_qemu(root, "qemu-virt")?)?;
-    let img = image::image(
-        root,
-        "qemu-virt",
-        &image::ImageOptions::for_board(root, "qemu-virt"),
-    )?;
-    let b = image::board_data(root, "qemu-virt")?;
+/// Run the boot benchmark on `board` and return the report section.
+pub fn bench_boot(root: &Path, board: &str, runs: usize) -> Result<String> {
+    crate::setup::qemu(image::board_qemu(root, board)?)?;
+    let img = image::image(root, board, &image::ImageOptions::for_board(root, board))?;
+    let b = image::board_data(root, board)?;
     let guest = fetch::fetch_guest(root, fetch::Arch::Arm64, b.kernel.flavour)?;
-    let initramfs = root.join("target/gatewarden/qemu-virt/initramfs.cpio");
+    let dir = root.join("target/gatewarden").join(board);
+    let initramfs = dir.join("initramfs.cpio");
+    let smp = img.fixed_cpus.unwrap_or(2);
     let bare = || {
         let mut q = Command::new("qemu-system-aarch64");
-        q.args([
-            "-M",
-            "virt,highmem=off,gic-version=3",
-            "-cpu",
-            "cortex-a72",
-            "-m",
-            "1G",
-            "-smp",
-            "2",
-        ]);
-        q.args(["-nographic", "-nic", "none", "-no-reboot"]);
-        q.arg("-kernel")
-            .arg(&guest.kernel)
-            .arg("-initrd")
-            .arg(&initramfs);
-        q.args(["-append", "console=ttyAMA0 rdinit=/init panic=-1"]);
+        if b.dtb.is_some() {
+            // The board's own machine and devices, the kernel in place of the hypervisor, the
+            // initramfs in place of the bundle, and the loader's spin table left in the tree.
+            let mut args = img.qemu_args.clone();
+            for (flag, with) in [
+                ("-kernel", guest.kernel.clone()),
+                ("-initrd", initramfs.clone()),
+                ("-dtb", dir.join("qemu-bare.dtb")),
+            ] {
+                if let Some(i) = args.iter().position(|a| a == flag) {
+                    args[i + 1] = with.display().to_string();
+                }
+            }
+            q.args(args);
+        } else {
+            q.args([
+                "-M",
+                "virt,highmem=off,gic-version=3",
+                "-cpu",
+                "cortex-a72",
+                "-m",
+                "1G",
+            ]);
+            q.args(["-nographic", "-nic", "none", "-no-reboot"]);
+            q.arg("-kernel")
+                .arg(&guest.kernel)
+                .arg("-initrd")
+                .arg(&initramfs);
+            q.args(["-append", "console=ttyAMA0 rdinit=/init panic=-1"]);
+        }
+        q.args(["-smp", &smp.to_string()]);
         q
     };
     let (mut t_bare, mut t_hv) = (Vec::new(), Vec::new());
@@ -164,13 +177,11 @@ pub fn bench_boot(root: &Path, runs: usize) -> Result<String> {
     let hz = nc["counter_hz"].as_f64().unwrap_or(0.0);
     let ticks = |k: &str| nc[k].as_f64().unwrap_or(0.0);
     let mut s = String::new();
+    writeln!(s, "## QEMU: boot time and null hypercall ({board}, TCG)\n")?;
+    let machine = b.qemu.as_ref().map_or("", |q| q.machine.as_str());
     writeln!(
         s,
-        "## QEMU: boot time and null hypercall (qemu-virt, TCG)\n"
-    )?;
-    writeln!(
-        s,
-        "`cargo xtask bench boot`: {runs} boots each, alternating, same kernel ({}) and initramfs, `-smp 2 -m 1G`; time from QEMU start to the guest's init line.\n",
+        "`cargo xtask bench boot --board {board}`: {runs} boots each, alternating, same kernel ({}) and initramfs, `-M {machine} -smp {smp}`; time from QEMU start to the guest's init line.\n",
         guest.release
     )?;
     writeln!(s, "| measurement | value |\n|---|---|")?;

@@ -27,8 +27,7 @@ impl Drop for Reaper {
 }
 
 /// Run the demo; stop after `epochs` results (`None`: until interrupted).
-pub fn demo(root: &Path, api: &str, epoch: &str, epochs: Option<usize>) -> Result<()> {
-    let board = "qemu-virt";
+pub fn demo(root: &Path, board: &str, api: &str, epoch: &str, epochs: Option<usize>) -> Result<()> {
     // Installed first: a machine without QEMU learns it before the long first build.
     let qemu_bin = crate::setup::qemu(image::board_qemu(root, board)?)?;
     let opts = ImageOptions::for_board(root, board);
@@ -127,7 +126,7 @@ pub fn demo(root: &Path, api: &str, epoch: &str, epochs: Option<usize>) -> Resul
         .collect();
     let qemu = Command::new(qemu_bin)
         .args(&args)
-        .args(["-smp", "2"])
+        .args(["-smp", &img.fixed_cpus.unwrap_or(2).to_string()])
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&console)?)
         .stderr(Stdio::inherit())

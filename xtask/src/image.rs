@@ -20,6 +20,8 @@ use crate::{cargo, fetch, run, setup};
 pub struct Image {
     /// QEMU arguments (all but `-smp`), as also written to `qemu.args`.
     pub qemu_args: Vec<String>,
+    /// CPUs the board's QEMU machine always has (`-smp` must say so), if it fixes them.
+    pub fixed_cpus: Option<u64>,
 }
 
 const INIT: &str = r#"#!/bin/busybox sh
@@ -29,13 +31,20 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 for m in $(cat /lib/modules/order); do insmod /lib/modules/$m || echo "gatewarden-guest: cannot load $m"; done
 echo "gatewarden-guest: up, $(grep -c ^processor /proc/cpuinfo) CPUs online"
+# A board without a clock (the Raspberry Pis) starts in 1970, when no certificate is valid yet:
+# as systemd does with its build time, the clock is advanced to no earlier than this release
+# (2026-12-01); a later time from the network corrects it.
+[ "$(date +%s)" -lt 1764547200 ] && date -s @1764547200 >/dev/null
 # Locked pages stay where they are: the hypervisor holds a caller's code pages read-only and
 # measures them once (docs/abi.md, "Program identity"); compaction would move them.
 echo 0 > /proc/sys/vm/compact_unevictable_allowed
 # Network ports by MAC address (probe order need not follow the command line):
 # the uplink 52:54:00:12:34:56, the data path's LAN 52:54:00:77:00:01 and WAN 52:54:00:77:00:02.
-port() { for d in /sys/class/net/*; do [ "$(cat $d/address)" = "$1" ] && echo ${d##*/}; done; }
-UPLINK=$(port 52:54:00:12:34:56)
+# Matched without the first octet: QEMU's usb-net (the Raspberry Pis' uplink) tells the guest
+# its MAC with 0x40 in place of 0x52.
+port() { for d in /sys/class/net/*; do [ "$(cut -c3- $d/address)" = "${1#??}" ] && echo ${d##*/}; done; }
+# A USB uplink (the Raspberry Pis' usb-net) appears a moment after its driver loads.
+for i in $(seq 1 50); do UPLINK=$(port 52:54:00:12:34:56); [ -n "$UPLINK" ] && break; sleep 0.2; done
 LAN=$(port 52:54:00:77:00:01)
 WAN=$(port 52:54:00:77:00:02)
 if [ -e /etc/gatewarden/agent.conf ] && [ -n "$UPLINK" ]; then
@@ -45,6 +54,9 @@ if [ -e /etc/gatewarden/agent.conf ] && [ -n "$UPLINK" ]; then
     ip link set $UPLINK up
     ip addr add 10.0.2.15/24 dev $UPLINK
     ip route add default via 10.0.2.2
+    # A USB link takes a moment to pass traffic; the agent's reconnect backoff would otherwise
+    # grow while it does.
+    for i in $(seq 1 20); do ping -c 1 -W 1 10.0.2.2 >/dev/null 2>&1 && break; done
     mkdir -p /var/lib/gatewarden-agent /run/gatewarden
     gw-agent --controller "$GW_CONTROLLER" --server-name "$GW_SERVER_NAME" --transport hypervisor >/tmp/gw-agent.log 2>&1 &
     echo "gatewarden-guest: agent started for controller $GW_CONTROLLER"
@@ -286,6 +298,37 @@ pub fn bare_metal_boards(root: &Path) -> Result<Vec<(String, &'static str)>> {
     Ok(out)
 }
 
+/// The aarch64 boards QEMU emulates (a `[qemu]` table), the ones the tests boot: every other
+/// board first, `qemu-virt` last (its image is the default the other tasks leave behind).
+pub fn qemu_boards(root: &Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for (name, target) in bare_metal_boards(root)? {
+        let b = board_data(root, &name)?;
+        if b.qemu.is_some() && target.starts_with("aarch64") {
+            out.push(name);
+        }
+    }
+    out.sort_by_key(|n| n == "qemu-virt");
+    Ok(out)
+}
+
+/// What to type first so that the keyboard reaches the port `console_input` names: QEMU's
+/// multiplexer starts on the last port that joined it and Ctrl-A c moves to the next.
+pub fn console_keys(q: &gw_board::Qemu) -> String {
+    let ports: Vec<usize> = (0..q.serial.len())
+        .filter(|&i| q.serial[i] == "console")
+        .collect();
+    if ports.len() < 2 {
+        return String::new();
+    }
+    let want = ports
+        .iter()
+        .position(|&i| i == q.console_input)
+        .unwrap_or(0);
+    let presses = (want + ports.len() - (ports.len() - 1)) % ports.len();
+    "\u{1}c".repeat(presses)
+}
+
 /// QEMU arguments for the image (all but `-smp`), from the board's `[qemu]` table.
 fn qemu_args(board: &gw_board::Board, dir: &Path) -> Result<Vec<String>> {
     let q = board_qemu_data(board)?;
@@ -298,13 +341,44 @@ fn qemu_args(board: &gw_board::Board, dir: &Path) -> Result<Vec<String>> {
         "-m".into(),
         q.memory.clone(),
     ];
-    args.extend(["-nographic", "-nic", "none", "-no-reboot"].map(String::from));
+    let shared = q.serial.iter().filter(|s| *s == "console").count();
+    if q.serial.is_empty() {
+        args.push("-nographic".into());
+    } else {
+        args.extend(["-display", "none"].map(String::from));
+        if shared > 1 {
+            // One terminal for several UARTs (QEMU's multiplexer): Ctrl-A c moves the keyboard
+            // between them, Ctrl-A x quits.
+            args.extend(
+                [
+                    "-chardev",
+                    "stdio,id=console,mux=on,signal=off",
+                    "-monitor",
+                    "none",
+                ]
+                .map(String::from),
+            );
+        }
+        for s in &q.serial {
+            args.push("-serial".into());
+            args.push(match (s.as_str(), shared) {
+                ("console", 1) => "mon:stdio".into(),
+                ("console", _) => "chardev:console".into(),
+                _ => s.clone(),
+            });
+        }
+    }
+    args.extend(["-nic", "none", "-no-reboot"].map(String::from));
     args.extend([
         "-kernel".into(),
         path("hv.bin"),
         "-initrd".into(),
         path("bundle.bin"),
     ]);
+    if board.dtb.is_some() {
+        // The board's tree as QEMU's model of the board needs it (`board_dtb`).
+        args.extend(["-dtb".into(), path("qemu.dtb")]);
+    }
     args.extend(["-append".into(), q.append.clone()]);
     args.extend(q.devices.iter().map(|a| {
         a.replace("{disk}", &path("disk.img"))
@@ -315,12 +389,13 @@ fn qemu_args(board: &gw_board::Board, dir: &Path) -> Result<Vec<String>> {
 
 /// Build the image for `board`.
 pub fn image(root: &Path, board: &str, opts: &ImageOptions) -> Result<Image> {
-    if board != "qemu-virt" {
+    let board_t = board_data(root, board)?;
+    if board_t.arch != gw_board::Arch::Aarch64 {
         bail!(
-            "board {board}: only qemu-virt builds a bootable image so far (boards/ lists the others' data)"
+            "board {board}: only aarch64 boards build a bootable image so far ({:?} is planned)",
+            board_t.arch
         );
     }
-    let board_t = board_data(root, board)?;
     let guest = fetch::fetch_guest(root, fetch::Arch::Arm64, board_t.kernel.flavour)?;
     let triple = board_t.target.triple.as_str();
     let mut c = cargo();
@@ -347,10 +422,13 @@ pub fn image(root: &Path, board: &str, opts: &ImageOptions) -> Result<Image> {
 
     let dir = root.join("target/gatewarden").join(board);
     std::fs::create_dir_all(&dir)?;
+    board_dtb(&board_t, &guest, &dir)?;
     let elf = root
         .join("target")
         .join(triple)
         .join("release/gatewarden-hv");
+    // The ELF beside the image (symbols and sections for the tests: the instruction scan).
+    std::fs::copy(&elf, dir.join("hv.elf")).context("copying the hypervisor's ELF")?;
     let hv = dir.join("hv.bin");
     let status = Command::new(llvm_objcopy()?)
         .args(["-O", "binary"])
@@ -443,6 +521,10 @@ pub fn image(root: &Path, board: &str, opts: &ImageOptions) -> Result<Image> {
     std::fs::write(dir.join("disk.img"), &disk)?;
     let qemu_args = qemu_args(&board_t, &dir)?;
     std::fs::write(dir.join("qemu.args"), qemu_args.join("\n") + "\n")?;
+    std::fs::write(
+        dir.join("qemu.keys"),
+        console_keys(board_qemu_data(&board_t)?),
+    )?;
     std::fs::write(dir.join("initramfs.cpio"), &initrd)?;
     let bundle = gatewarden_hv::bundle::build(&kernel, &initrd);
     let bundle_path = dir.join("bundle.bin");
@@ -537,7 +619,45 @@ pub fn image(root: &Path, board: &str, opts: &ImageOptions) -> Result<Image> {
         bin.len() / 1024,
         bundle.len() >> 20
     );
-    Ok(Image { qemu_args })
+    Ok(Image {
+        qemu_args,
+        fixed_cpus: board_qemu_data(&board_t)?.fixed_cpus,
+    })
+}
+
+/// For a board that boots with a device tree from a file: Debian's tree from the kernel
+/// package with the board's edits, as `<dtb file name>` (what the SD card carries), and with
+/// QEMU's edits on top as `qemu.dtb` (what `-dtb` passes). Where the hypervisor releases the
+/// secondaries from the spin table, the guest starts them through its PSCI.
+fn board_dtb(b: &gw_board::Board, guest: &fetch::GuestFiles, dir: &Path) -> Result<()> {
+    let Some(d) = &b.dtb else { return Ok(()) };
+    let src = guest
+        .kernel_root
+        .join("usr/lib")
+        .join(format!("linux-image-{}", guest.release))
+        .join(&d.source);
+    let blob = std::fs::read(&src)
+        .with_context(|| format!("the board's device tree {}", src.display()))?;
+    let psci = b.smp == gw_board::SmpMethod::SpinTable;
+    let board_edits: Vec<&gw_board::DtbEdit> = d.edits.iter().collect();
+    let name = Path::new(&d.source)
+        .file_name()
+        .context("[dtb] source names no file")?;
+    let on_board = crate::boarddtb::edited(&blob, &board_edits, psci)
+        .with_context(|| format!("editing {}", src.display()))?;
+    std::fs::write(dir.join(name), on_board)?;
+    let mut all = board_edits;
+    if let Some(q) = &b.qemu {
+        all.extend(q.dtb_edits.iter());
+    }
+    let for_qemu = crate::boarddtb::edited(&blob, &all, psci)
+        .with_context(|| format!("editing {} for QEMU", src.display()))?;
+    std::fs::write(dir.join("qemu.dtb"), for_qemu)?;
+    // The same kernel bare on the machine (`bench boot`) keeps the loader's spin table.
+    let bare = crate::boarddtb::edited(&blob, &all, false)
+        .with_context(|| format!("editing {} for QEMU", src.display()))?;
+    std::fs::write(dir.join("qemu-bare.dtb"), bare)?;
+    Ok(())
 }
 
 /// The digests the hypervisor measures into PCR 5 for this image's device tree under QEMU, one
@@ -569,7 +689,11 @@ fn dtb_references(
         .join(board)
         .join("dumpdtb.dtb");
     let mut out = Vec::new();
-    for smp in 1..=max_cpus {
+    let cpus = match board_qemu_data(board_t)?.fixed_cpus {
+        Some(n) => n..=n,
+        None => 1..=max_cpus,
+    };
+    for smp in cpus {
         let _ = std::fs::remove_file(&tmp);
         let status = Command::new(qemu)
             .args(qemu_args)
@@ -601,6 +725,7 @@ fn dtb_references(
 
 /// The QEMU command line for `image` with `smp` CPUs (arguments from `qemu.args`).
 pub fn qemu_command(image: &Image, smp: u32) -> Command {
+    let smp = image.fixed_cpus.unwrap_or(smp as u64);
     let mut q = Command::new("qemu-system-aarch64");
     q.args(&image.qemu_args).args(["-smp", &smp.to_string()]);
     q
@@ -611,6 +736,13 @@ pub fn run_qemu(root: &Path, board: &str, smp: u32) -> Result<()> {
     setup::qemu(board_qemu(root, board)?)?;
     let image = image(root, board, &ImageOptions::for_board(root, board))?;
     eprintln!("==> booting {board} in QEMU (exit: Ctrl-A X, or `poweroff -f` in the guest)");
+    if let Some(q) = &board_data(root, board)?.qemu
+        && !console_keys(q).is_empty()
+    {
+        eprintln!(
+            "    the hypervisor and the guest print on different UARTs of this board, sharing this terminal: press Ctrl-A c to type to the guest"
+        );
+    }
     let status = qemu_command(&image, smp).status()?;
     if !status.success() {
         bail!("QEMU exited with {status}");

@@ -13,6 +13,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod boarddtb;
 mod bootbench;
 mod ctlbench;
 mod demo;
@@ -100,6 +101,9 @@ enum Task {
     /// The main job: build the image, start the controller (embedded SQLite), boot the gateway
     /// in QEMU under the hypervisor, print each attestation result and the dashboard address.
     Demo {
+        /// Board folder under boards/ (one QEMU emulates).
+        #[arg(long, default_value = "qemu-virt")]
+        board: String,
         /// Operator API and dashboard address.
         #[arg(long, default_value = "127.0.0.1:8443")]
         api: String,
@@ -154,6 +158,9 @@ enum Task {
         /// Which suite.
         #[arg(value_enum, default_value = "host")]
         suite: Suite,
+        /// Suite `boot`: the board (one QEMU emulates).
+        #[arg(long, default_value = "qemu-virt")]
+        board: String,
         /// Boots per configuration (suite `boot`).
         #[arg(long, default_value_t = 3)]
         runs: usize,
@@ -217,7 +224,12 @@ fn main() -> Result<()> {
         ),
         Task::NoStd => no_std(),
         Task::Guest => guest(),
-        Task::Demo { api, epoch, epochs } => demo::demo(&root, &api, &epoch, epochs),
+        Task::Demo {
+            board,
+            api,
+            epoch,
+            epochs,
+        } => demo::demo(&root, &board, &api, &epoch, epochs),
         Task::Image {
             board,
             controller_dir,
@@ -321,12 +333,17 @@ fn main() -> Result<()> {
             suite: Suite::Boot,
             runs,
             no_write,
+            board,
             ..
         } => {
-            let report = bootbench::bench_boot(&root, runs.max(1))?;
+            let report = bootbench::bench_boot(&root, &board, runs.max(1))?;
             println!("{report}");
+            let section = match board.as_str() {
+                "qemu-virt" => "qemu-boot".to_owned(),
+                other => format!("qemu-boot-{other}"),
+            };
             if !no_write {
-                write_section(&root.join("docs/benchmarks.md"), "qemu-boot", &report)?;
+                write_section(&root.join("docs/benchmarks.md"), &section, &report)?;
                 eprintln!("==> wrote docs/benchmarks.md");
             }
             Ok(())
@@ -436,11 +453,10 @@ fn test(root: &Path) -> Result<()> {
         }
         Err(_) => Some(services::TestPostgres::start(root)?),
     };
-    image::image(
-        root,
-        "qemu-virt",
-        &image::ImageOptions::for_board(root, "qemu-virt"),
-    )?;
+    // Every board QEMU emulates, each in target/gatewarden/<board>/ (the QEMU tests boot them).
+    for board in image::qemu_boards(root)? {
+        image::image(root, &board, &image::ImageOptions::for_board(root, &board))?;
+    }
     // The end-to-end tests in tests/ run the workspace's binaries, which `cargo test` only
     // builds for packages that have integration tests of their own.
     let mut b = cargo();
