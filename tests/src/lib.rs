@@ -1,6 +1,7 @@
 //! Helpers for Gatewarden's end-to-end tests: locate the workspace's binaries and run them,
 //! boot images in QEMU.
 
+pub mod a64;
 pub mod camera;
 pub mod fleet;
 pub mod netns;

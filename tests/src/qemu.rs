@@ -31,7 +31,12 @@ pub fn image_dir(board: &str) -> PathBuf {
 /// The qemu-virt image's own QEMU arguments (from boards/qemu-virt/board.toml via `cargo xtask
 /// image`), one per element.
 pub fn image_args() -> Vec<String> {
-    let dir = image_dir("qemu-virt");
+    board_args("qemu-virt")
+}
+
+/// Board `board`'s image's QEMU arguments (all but `-smp`), one per element.
+pub fn board_args(board: &str) -> Vec<String> {
+    let dir = image_dir(board);
     std::fs::read_to_string(dir.join("qemu.args"))
         .expect("qemu.args next to the image")
         .lines()
@@ -148,6 +153,8 @@ pub struct Qemu {
     out: Arc<Mutex<Vec<u8>>>,
     /// Bytes of output already consumed by `expect`.
     seen: usize,
+    /// Private copies of the machine's writable files (removed when QEMU is).
+    _scratch: tempfile::TempDir,
 }
 
 impl Qemu {
@@ -179,10 +186,46 @@ impl Qemu {
         Self::boot_with_args(smp, &args, extra)
     }
 
+    /// Boot board `board`'s image with `smp` CPUs, its agent's connections forwarded to
+    /// `controller` when given (as [`Qemu::boot_virt_with_controller`]).
+    pub fn boot_board(board: &str, smp: u32, controller: Option<std::net::SocketAddr>) -> Self {
+        let args: Vec<String> = board_args(board)
+            .into_iter()
+            .map(|l| match controller {
+                Some(addr) if l.starts_with("user,") => forward_to(&l, addr),
+                _ => l,
+            })
+            .collect();
+        let mut q = Self::boot_with_args(smp, &args, &[]);
+        // Where the hypervisor and the guest print on different UARTs sharing the terminal,
+        // the keys that give the guest's the keyboard (`cargo xtask image` writes them).
+        let keys = std::fs::read_to_string(image_dir(board).join("qemu.keys")).unwrap_or_default();
+        if !keys.is_empty() {
+            q.stdin.write_all(keys.as_bytes()).unwrap();
+            q.stdin.flush().unwrap();
+        }
+        q
+    }
+
     /// Boot QEMU with exactly `args` (an image's, edited by the caller), `-smp` and `extra`.
+    /// A writable SD card (QEMU refuses a read-only one) is booted from a private copy, so that
+    /// tests running at once do not share it.
     pub fn boot_with_args(smp: u32, args: &[String], extra: &[String]) -> Self {
+        let scratch = tempfile::tempdir().expect("a scratch directory");
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| match a.split_once(",file=") {
+                Some((opts, file)) if a.starts_with("if=sd,") => {
+                    let copy = scratch.path().join("sd.img");
+                    std::fs::copy(file, &copy)
+                        .unwrap_or_else(|e| panic!("copying the SD card {file}: {e}"));
+                    format!("{opts},file={}", copy.display())
+                }
+                _ => a.clone(),
+            })
+            .collect();
         let mut child = Command::new("qemu-system-aarch64")
-            .args(args)
+            .args(&args)
             .args(["-smp", &smp.to_string()])
             .args(extra)
             .stdin(Stdio::piped())
@@ -210,6 +253,7 @@ impl Qemu {
             stdin,
             out,
             seen: 0,
+            _scratch: scratch,
         }
     }
 

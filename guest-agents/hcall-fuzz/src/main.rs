@@ -29,6 +29,26 @@ struct Args {
     /// those registers itself and must give the guest's back).
     #[arg(long)]
     fp_check: Option<u32>,
+    /// A physical address of hypervisor memory on this board (a buffer there must never be
+    /// reached). Default: qemu-virt's image (boards/qemu-virt/board.toml).
+    #[arg(long, value_parser = parse_address, default_value = "0x40080000")]
+    hv_phys: u64,
+    /// Physical pages of devices the guest is not given, or given but never RAM, comma
+    /// separated (a buffer there is refused). Default: qemu-virt's fw_cfg, virtio-mmio and
+    /// platform-bus holes and an empty part of its PCIe window (the UART and other claimed
+    /// devices cannot be mapped through /dev/mem).
+    #[arg(long, value_parser = parse_address, value_delimiter = ',',
+          default_value = "0x9020000,0xa000000,0xc000000,0x10100000")]
+    device_pages: Vec<u64>,
+}
+
+/// A physical address in hex (`0x…`) or decimal.
+fn parse_address(s: &str) -> Result<u64, String> {
+    match s.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => s.parse(),
+    }
+    .map_err(|e| format!("{s:?} is not an address: {e}"))
 }
 
 #[cfg(all(target_arch = "aarch64", target_os = "linux"))]
@@ -53,13 +73,6 @@ mod fuzz {
 
     /// Arena size; one inaccessible guard page follows it.
     const ARENA: usize = 64 * 1024;
-    /// Hypervisor memory on qemu-virt (boards/qemu-virt/board.toml).
-    const HV_PHYS: u64 = 0x4008_0000;
-    /// qemu-virt device addresses (boards/qemu-virt/board.toml): holes stage 2 leaves unmapped
-    /// (fw_cfg, virtio-mmio, the platform bus) and a device it maps (an empty part of the PCIe
-    /// window; the UART and the other claimed devices cannot be mapped through /dev/mem). A
-    /// buffer there is never guest RAM.
-    const DEVICE_PAGES: [u64; 4] = [0x0902_0000, 0x0a00_0000, 0x0c00_0000, 0x1010_0000];
 
     fn ticks() -> u64 {
         let t: u64;
@@ -246,11 +259,11 @@ mod fuzz {
         buf.fill(0);
         // A user mapping of hypervisor memory: passing its address must never reach it.
         // SAFETY: we never touch the page, only pass its address.
-        let (_mem, hv) = unsafe { gw_hcall::window::map_phys_page(HV_PHYS) }
+        let (_mem, hv) = unsafe { gw_hcall::window::map_phys_page(args.hv_phys) }
             .context("mapping hypervisor memory")?;
         let hv = hv as u64;
         let mut devices = Vec::new();
-        for pa in DEVICE_PAGES {
+        for &pa in &args.device_pages {
             // SAFETY: as above: only the address is passed, the page is never touched.
             let (fd, p) = unsafe { gw_hcall::window::map_phys_page(pa) }
                 .with_context(|| format!("mapping device page {pa:#x}"))?;
