@@ -58,16 +58,23 @@ fn dcache_line() -> usize {
     4 << ((ctr >> 16) & 0xf)
 }
 
-/// Clean `[addr, addr + len)` to the point of coherency and invalidate the instruction cache,
-/// so a guest started with its caches off sees what the hypervisor copied.
-pub fn clean_for_guest(addr: u64, len: u64) {
+/// Run `op` on the address of every data-cache line of `[addr, addr + len)`.
+fn by_line(addr: u64, len: u64, op: impl Fn(u64)) {
     let line = dcache_line() as u64;
     let mut a = addr & !(line - 1);
     while a < addr + len {
-        // SAFETY: `dc cvac` on an identity-mapped address only writes dirty lines back.
-        unsafe { core::arch::asm!("dc cvac, {}", in(reg) a) };
+        op(a);
         a += line;
     }
+}
+
+/// Clean `[addr, addr + len)` to the point of coherency and invalidate the instruction cache,
+/// so a guest started with its caches off sees what the hypervisor copied.
+pub fn clean_for_guest(addr: u64, len: u64) {
+    // SAFETY: `dc cvac` on an identity-mapped address only writes a dirty line back.
+    by_line(addr, len, |a| unsafe {
+        core::arch::asm!("dc cvac, {}", in(reg) a)
+    });
     // SAFETY: barrier and instruction-cache invalidation have no memory-safety effect.
     unsafe { core::arch::asm!("dsb sy", "ic iallu", "dsb sy", "isb") };
 }
@@ -75,13 +82,10 @@ pub fn clean_for_guest(addr: u64, len: u64) {
 /// Clean and invalidate `[addr, addr + len)` to the point of coherency: for a CPU about to read
 /// it with its caches off.
 pub fn clean_invalidate(addr: u64, len: u64) {
-    let line = dcache_line() as u64;
-    let mut a = addr & !(line - 1);
-    while a < addr + len {
-        // SAFETY: `dc civac` on an identity-mapped address writes a dirty line back and drops it.
-        unsafe { core::arch::asm!("dc civac, {}", in(reg) a) };
-        a += line;
-    }
+    // SAFETY: `dc civac` on an identity-mapped address writes a dirty line back and drops it.
+    by_line(addr, len, |a| unsafe {
+        core::arch::asm!("dc civac, {}", in(reg) a)
+    });
     // SAFETY: a barrier has no memory-safety effect.
     unsafe { core::arch::asm!("dsb sy") };
 }
