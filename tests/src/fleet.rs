@@ -286,6 +286,25 @@ pub fn reasons(result: &serde_json::Value) -> Vec<String> {
     gw_controller::appraise::problems_in(&result["ear"])
 }
 
+/// A rogue process in the guest of `q` loads a firewall configuration (extends the firewall's
+/// config PCR with a digest of its own); returns the controller's next contraindicated result
+/// for gateway `id`.
+pub fn rogue_firewall_config(
+    q: &mut crate::qemu::Qemu,
+    ctl: &ControllerProc,
+    id: &str,
+) -> serde_json::Value {
+    let bogus = hex::encode(vtpm::sha256(b"allow everything"));
+    let out = q.run(&format!(
+        "gwctl --transport hypervisor pcr extend 512 {bogus} --kind middlebox-config --name firewall; echo rc=$?"
+    ));
+    assert!(out.contains("rc=0"), "{out}");
+    let after = ctl.last_result_id(id);
+    ctl.wait_result(id, after, "the modified config", |r| {
+        r["status"] == "contraindicated"
+    })
+}
+
 /// Status of one component in a result.
 pub fn component(result: &serde_json::Value, name: &str) -> String {
     result["ear"]["submods"][name]["ear.status"]

@@ -207,6 +207,16 @@ impl Qemu {
         q
     }
 
+    /// Boot board `board`'s image with `smp` CPUs and wait for the guest's shell (the
+    /// hypervisor entered the guest, the guest's init came up).
+    pub fn boot_to_shell(board: &str, smp: u32) -> Self {
+        let mut q = Self::boot_board(board, smp, None);
+        q.expect("gatewarden-hv: entering the guest kernel");
+        q.expect("gatewarden-guest: up");
+        q.expect("# ");
+        q
+    }
+
     /// Boot QEMU with exactly `args` (an image's, edited by the caller), `-smp` and `extra`.
     /// A writable SD card (QEMU refuses a read-only one) is booted from a private copy, so that
     /// tests running at once do not share it.

@@ -3,11 +3,7 @@
 use gw_tests::{hex32, qemu::Qemu};
 
 fn booted() -> Qemu {
-    let mut q = Qemu::boot_virt(2);
-    q.expect("gatewarden-hv: entering the guest kernel");
-    q.expect("gatewarden-guest: up");
-    q.expect("# ");
-    q
+    Qemu::boot_to_shell("qemu-virt", 2)
 }
 
 #[test]

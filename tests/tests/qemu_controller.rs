@@ -123,15 +123,7 @@ fn gateway_in_qemu_is_attested_and_a_modified_config_is_named() {
     assert!(fw.contains("192.0.2.1"), "{fw}");
 
     // A rogue process in the guest loads another firewall config: contraindicated, named.
-    let bogus = hex::encode(vtpm::sha256(b"allow everything"));
-    let out = q.run(&format!(
-        "gwctl --transport hypervisor pcr extend 512 {bogus} --kind middlebox-config --name firewall; echo rc=$?"
-    ));
-    assert!(out.contains("rc=0"), "{out}");
-    let after = ctl.last_result_id(&id);
-    let r = ctl.wait_result(&id, after, "the modified config", |r| {
-        r["status"] == "contraindicated"
-    });
+    let r = gw_tests::fleet::rogue_firewall_config(&mut q, &ctl, &id);
     assert!(
         reasons(&r)
             .iter()

@@ -8,11 +8,7 @@ use gw_tests::qemu::{Qemu, image_dir};
 const BOARD: &str = "rpi4";
 
 fn booted() -> Qemu {
-    let mut q = Qemu::boot_board(BOARD, 4, None);
-    q.expect("gatewarden-hv: entering the guest kernel");
-    q.expect("gatewarden-guest: up");
-    q.expect("# ");
-    q
+    Qemu::boot_to_shell(BOARD, 4)
 }
 
 #[test]
@@ -278,15 +274,7 @@ fn the_controller_attests_the_pi_over_usb_networking() {
     );
     assert!(reasons(&r).is_empty(), "{r:#}");
     // A rogue process loads a firewall configuration the controller never sent: named.
-    let bogus = hex::encode(vtpm::sha256(b"allow everything"));
-    let out = q.run(&format!(
-        "gwctl --transport hypervisor pcr extend 512 {bogus} --kind middlebox-config --name firewall; echo rc=$?"
-    ));
-    assert!(out.contains("rc=0"), "{out}");
-    let after = ctl.last_result_id(&id);
-    let r = ctl.wait_result(&id, after, "the modified config", |r| {
-        r["status"] == "contraindicated"
-    });
+    let r = gw_tests::fleet::rogue_firewall_config(&mut q, &ctl, &id);
     assert!(
         reasons(&r)
             .iter()
