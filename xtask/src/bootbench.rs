@@ -18,8 +18,9 @@ use crate::{fetch, image};
 const READY: &str = "gatewarden-guest: up";
 
 /// Boot `q`, return the time until the guest's init prints READY, and optionally run a shell
-/// command afterwards and return its output.
-fn boot(mut q: Command, then: Option<&str>) -> Result<(Duration, String)> {
+/// command afterwards (after typing `keys`, which give the guest's console the keyboard) and
+/// return its output.
+fn boot(mut q: Command, keys: &str, then: Option<&str>) -> Result<(Duration, String)> {
     let started = Instant::now();
     let mut child = q
         .stdin(Stdio::piped())
@@ -59,6 +60,7 @@ fn boot(mut q: Command, then: Option<&str>) -> Result<(Duration, String)> {
     let mut result = String::new();
     if let Some(cmd) = then {
         wait("# ", at)?;
+        stdin.write_all(keys.as_bytes())?;
         writeln!(stdin, "{cmd}; echo __bench_done__")?;
         let end = wait("__bench_done__", wait("__bench_done__", at)?)?;
         result = out.lock().unwrap()[at..end].to_owned();
@@ -150,11 +152,12 @@ pub fn bench_boot(root: &Path, board: &str, runs: usize) -> Result<String> {
             "==> boot run {}/{runs}: bare QEMU, then under the hypervisor",
             i + 1
         );
-        t_bare.push(boot(bare(), None)?.0.as_secs_f64());
+        t_bare.push(boot(bare(), "", None)?.0.as_secs_f64());
         let then = (i == 0).then_some(
             "gw-hcall-fuzz --null-calls 10000; insmod /lib/modules/extra/gwhvc.ko bench=10000 malformed=0; dmesg | grep -o 'gwhvc: null HVC.*'",
         );
-        let (t, out) = boot(image::qemu_command(&img, 2), then)?;
+        let keys = b.qemu.as_ref().map(image::console_keys).unwrap_or_default();
+        let (t, out) = boot(image::qemu_command(&img, 2), &keys, then)?;
         t_hv.push(t.as_secs_f64());
         if i == 0 {
             null = out
@@ -185,9 +188,14 @@ pub fn bench_boot(root: &Path, board: &str, runs: usize) -> Result<String> {
         guest.release
     )?;
     writeln!(s, "| measurement | value |\n|---|---|")?;
+    let bare_entry = if b.dtb.is_some() {
+        "the loader enters the kernel at EL2"
+    } else {
+        "kernel at EL1"
+    };
     writeln!(
         s,
-        "| boot to init, bare QEMU (kernel at EL1) | {mb:.2} s (median) |"
+        "| boot to init, bare QEMU ({bare_entry}) | {mb:.2} s (median) |"
     )?;
     writeln!(
         s,
