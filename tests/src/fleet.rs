@@ -286,6 +286,35 @@ pub fn reasons(result: &serde_json::Value) -> Vec<String> {
     gw_controller::appraise::problems_in(&result["ear"])
 }
 
+/// Wait for the first verified result of gateway `id` (booted in `q`) and check that every
+/// component of its measured boot chain and its agent affirm; returns the result.
+pub fn wait_boot_chain_affirmed(
+    ctl: &ControllerProc,
+    id: &str,
+    q: &mut crate::qemu::Qemu,
+) -> serde_json::Value {
+    let r = ctl.wait_result(id, 0, "a verified result", |r| {
+        r["ear"]["gw.counters"].is_array()
+    });
+    for c in [
+        "monitor",
+        "hypervisor",
+        "kernel",
+        "initramfs",
+        "cmdline",
+        "dtb",
+        "agent",
+    ] {
+        assert_eq!(
+            component(&r, c),
+            "affirming",
+            "{c}: {r:#}\nguest agent log:\n{}",
+            q.run("cat /tmp/gw-agent.log")
+        );
+    }
+    r
+}
+
 /// A rogue process in the guest of `q` loads a firewall configuration (extends the firewall's
 /// config PCR with a digest of its own); returns the controller's next contraindicated result
 /// for gateway `id`.

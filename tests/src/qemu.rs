@@ -217,6 +217,16 @@ impl Qemu {
         q
     }
 
+    /// The guest's arch-timer interrupts so far, summed over every CPU: with NO_HZ an idle CPU
+    /// may take no tick for a while, so a single column can stand still while the timer works.
+    pub fn timer_ticks(&mut self) -> u64 {
+        self.run("grep -m1 arch_timer /proc/interrupts")
+            .split_whitespace()
+            .skip(1)
+            .map_while(|n| n.parse::<u64>().ok())
+            .sum()
+    }
+
     /// Boot QEMU with exactly `args` (an image's, edited by the caller), `-smp` and `extra`.
     /// A writable SD card (QEMU refuses a read-only one) is booted from a private copy, so that
     /// tests running at once do not share it.

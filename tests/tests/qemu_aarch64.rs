@@ -45,18 +45,9 @@ fn boots_to_a_shell_on_two_vcpus_under_the_hypervisor() {
             .contains("virtio_rng"),
         "no virtio RNG"
     );
-    // Sum the arch-timer counts over every CPU: with NO_HZ an idle CPU may take no tick
-    // during the sleep, so a single column can stand still while the timer works.
-    let ticks = |q: &mut Qemu| -> u64 {
-        q.run("grep -m1 arch_timer /proc/interrupts")
-            .split_whitespace()
-            .skip(1)
-            .map_while(|n| n.parse::<u64>().ok())
-            .sum()
-    };
-    let before = ticks(&mut q);
+    let before = q.timer_ticks();
     q.run("sleep 1");
-    let after = ticks(&mut q);
+    let after = q.timer_ticks();
     assert!(
         after > before,
         "timer interrupts are not arriving ({before} then {after})"
