@@ -47,6 +47,8 @@ fn main() {
     let pm_watchdog = opt(b.driven(Driver::BcmPmWatchdog));
     let rng200 = opt(b.driven(Driver::BcmRng200));
     let gicv3 = b.interrupt_controller.kind == GicKind::Gicv3;
+    let mailbox = opt(b.mediated(Mediator::BcmMailbox).map(|(base, _)| base));
+    let secret_otp = b.secret == gw_board::SecretSource::BcmOtp;
     let out = PathBuf::from(env::var("OUT_DIR").unwrap());
     fs::write(
         out.join("board.rs"),
@@ -72,7 +74,9 @@ fn main() {
              /// Whether the interrupt controller is a GICv3 (system-register CPU interface); else a GICv2.\npub const GICV3: bool = {gicv3};\n\
              /// The loader's spin table (CPU 0's release address; CPU k's 8*k above), when secondaries start from it rather than through PSCI firmware.\npub const SPIN_TABLE: Option<u64> = {spin_table};\n\
              /// The BCM PM watchdog the hypervisor resets and powers off through, in place of PSCI firmware.\npub const PM_WATCHDOG: Option<u64> = {pm_watchdog};\n\
-             /// The BCM2711 RNG200 the hypervisor draws entropy from.\npub const RNG200: Option<u64> = {rng200};\n",
+             /// The BCM2711 RNG200 the hypervisor draws entropy from.\npub const RNG200: Option<u64> = {rng200};\n\
+             /// The VideoCore mailbox page the hypervisor mediates (the guest's property messages pass through it).\npub const MAILBOX: Option<u64> = {mailbox};\n\
+             /// Whether the device secret is the SoC's OTP private key (read through the mailbox) rather than the image's slot.\npub const SECRET_OTP: bool = {secret_otp};\n",
             b.name, b.load_address, b.ram_base, b.hv_reserved, b.max_ram(), b.console.base, b.console.kind == ConsoleKind::BcmMiniUart, b.max_cpus, b.device_base, b.device_size, b.boot_clock(),
             expects(EntropySource::DtbSeeds), expects(EntropySource::Rndr), expects(EntropySource::BcmRng200),
         ),

@@ -9,6 +9,8 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 
 /// HKDF salt: fixes the derivation to this version of the hierarchy.
 pub const HKDF_SALT: &[u8] = b"gatewarden/key-hierarchy/v1";
+/// HKDF salt for a device secret generated on the board (`BootEntropy::fresh_device_secret`).
+pub const FRESH_SECRET_SALT: &[u8] = b"gatewarden/fresh-device-secret/v1";
 /// HKDF info for the ed25519 attestation key (signs quotes).
 pub const INFO_ATTESTATION: &[u8] = b"attestation-key";
 /// HKDF info for the ed25519 control-channel key (trusted agent, AGENT_SIGN).
@@ -50,6 +52,19 @@ impl<'a> BootEntropy<'a> {
         self.sources[..self.len]
             .iter()
             .any(|(l, b)| *l != counter_label && !b.is_empty())
+    }
+
+    /// A new device secret for a board whose secret store is blank (a Raspberry Pi's OTP on
+    /// its first boot): HKDF-SHA256 over every source under its own salt, so it shares nothing
+    /// with any boot's keys. It is only as unpredictable as the sources: the caller checks
+    /// [`has_unpredictable`](Self::has_unpredictable) first.
+    pub fn fresh_device_secret(&self) -> DeviceSecret {
+        let mut ex = hkdf::HkdfExtract::<Sha256>::new(Some(FRESH_SECRET_SALT));
+        self.absorb(&mut ex);
+        let (mut prk, _) = ex.finalize();
+        let secret = DeviceSecret::new(prk.as_slice().try_into().expect("SHA-256 output"));
+        prk.as_mut_slice().zeroize();
+        secret
     }
 
     fn absorb(&self, ex: &mut hkdf::HkdfExtract<Sha256>) {
@@ -110,6 +125,19 @@ impl DeviceSecret {
     /// Wrap 32 secret bytes.
     pub const fn new(bytes: [u8; 32]) -> Self {
         Self(bytes)
+    }
+}
+
+impl DeviceSecret {
+    /// The secret's bytes, for writing it to the board's store once (a Pi's OTP) and for
+    /// comparing it with what the store reads back.
+    pub const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Whether the secret is all zero (a blank store).
+    pub fn is_blank(&self) -> bool {
+        self.0 == [0; 32]
     }
 }
 

@@ -94,6 +94,11 @@ pub struct Board {
     pub spin_table: Option<u64>,
     /// How the board is reset and powered off (the hypervisor's panic powers it off).
     pub reset: ResetMethod,
+    /// Where the device secret (the root of the key hierarchy) lives: written into the image
+    /// (`image`, the default), or in the SoC's one-time-programmable memory (`bcm-otp`), for
+    /// boards whose image sits on storage the guest owns (an SD card).
+    #[serde(default)]
+    pub secret: SecretSource,
     /// The SMMU the hypervisor owns, if any.
     #[serde(default)]
     pub iommu: Option<Iommu>,
@@ -221,6 +226,20 @@ pub enum BootCounterKind {
     None,
 }
 
+/// Where the device secret lives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SecretSource {
+    /// In the hypervisor image (`cargo xtask image` writes it): the image's storage must be out
+    /// of the guest's reach.
+    #[default]
+    Image,
+    /// The BCM2711's OTP private-key rows (56-63), read through the VideoCore mailbox, which
+    /// the hypervisor mediates (a `bcm-mailbox` device) so that the guest cannot ask for them;
+    /// programmed on the first boot from the boot's entropy when blank.
+    BcmOtp,
+}
+
 /// How secondary CPUs start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -294,6 +313,12 @@ pub enum Mediator {
     /// GICv3 redistributor control pages: accesses trap and are filtered so that LPIs stay off
     /// (one page per CPU, `count` = `max_cpus`, `stride` apart).
     GicrControl,
+    /// The BCM283x/BCM2711 VideoCore mailbox page (the ARM control block at 0x7e00b000):
+    /// the guest's property-channel messages are copied into hypervisor memory, their tags
+    /// checked against an allow-list (never the OTP private key), and the answers copied
+    /// back; every other register of the page is refused. One 4 KiB page inside a guest
+    /// device, so that the guest's tree keeps the mailbox node.
+    BcmMailbox,
 }
 
 /// A device (or `count` identical ones, `stride` apart).
@@ -646,6 +671,32 @@ impl Board {
         {
             return Err("only one device may list the redistributor control pages".into());
         }
+        let mailboxes: Vec<&Device> = self
+            .device
+            .iter()
+            .filter(|d| d.mediator == Some(Mediator::BcmMailbox))
+            .collect();
+        match mailboxes.as_slice() {
+            [] => {}
+            [d] => {
+                let inside_guest = self.instances().any(|(g, b, e)| {
+                    g.owner == Owner::Guest && d.base >= b && d.base + d.size <= e
+                });
+                if d.count != 1 || d.size != 4096 || !inside_guest {
+                    return Err(format!(
+                        "device {}: the mailbox is one 4 KiB page inside a guest device",
+                        d.name
+                    ));
+                }
+            }
+            _ => return Err("only one device may be the mediated mailbox".into()),
+        }
+        if self.secret == SecretSource::BcmOtp && mailboxes.is_empty() {
+            return Err(
+                "secret = \"bcm-otp\" needs the mailbox mediated by the hypervisor (mediator = \"bcm-mailbox\")"
+                    .into(),
+            );
+        }
         if let Some(i) = &self.iommu {
             if !(1..=1 << 16).contains(&i.streams) || !i.streams.is_power_of_two() {
                 return Err("iommu.streams must be a power of two up to 65536".into());
@@ -970,6 +1021,37 @@ size = 0x4_0000
         );
         // Mediated pages are not guest devices.
         assert_eq!(b.guest_devices().count(), 2);
+    }
+
+    #[test]
+    fn the_otp_secret_needs_the_mediated_mailbox_inside_a_guest_device() {
+        let invalid = |extra: &str| match with(extra) {
+            Err(BoardError::Invalid(why)) => why,
+            other => panic!("{extra}: {other:?}"),
+        };
+        let mailbox = |base: u64| {
+            format!(
+                "[[device]]\nname = \"mbox\"\nowner = \"mediated\"\nmediator = \"bcm-mailbox\"\n\
+                 base = {base:#x}\nsize = 0x1000\n"
+            )
+        };
+        // Benign: the mailbox page inside the guest's UART device range is accepted.
+        let guest =
+            "[[device]]\nname = \"soc\"\nowner = \"guest\"\nbase = 0x0c00_0000\nsize = 0x10_0000\n";
+        let b = with(&format!("{guest}{}", mailbox(0x0c00_b000))).unwrap();
+        assert_eq!(b.secret, SecretSource::Image);
+        assert_eq!(b.mediated(Mediator::BcmMailbox), Some((0x0c00_b000, 0)));
+        assert!(invalid(&mailbox(0x0c00_b000)).contains("inside a guest device"));
+        let toml = format!("secret = \"bcm-otp\"\n{MINIMAL}");
+        match Board::parse(&toml) {
+            Err(BoardError::Invalid(why)) => assert!(why.contains("bcm-mailbox"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        let toml = format!(
+            "secret = \"bcm-otp\"\n{MINIMAL}{guest}{}",
+            mailbox(0x0c00_b000)
+        );
+        assert_eq!(Board::parse(&toml).unwrap().secret, SecretSource::BcmOtp);
     }
 
     #[test]

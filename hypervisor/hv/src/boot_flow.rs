@@ -49,6 +49,77 @@ pub fn key_hierarchy(slot: &mut [u8; 40]) -> (KeyHierarchy, bool) {
     (keys, unprovisioned)
 }
 
+/// Bytes as lowercase hex, for the console.
+pub struct Hex<'a>(pub &'a [u8]);
+
+impl core::fmt::Display for Hex<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+/// Where this boot's device secret came from (`otp_secret`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretOrigin {
+    /// Read from the board's OTP.
+    Otp,
+    /// The OTP was blank: a secret was generated from this boot's entropy, programmed and read
+    /// back (the board's first boot).
+    Provisioned,
+    /// No secret: the all-zero development secret, and why.
+    Unprovisioned(&'static str),
+}
+
+/// Why the OTP could not be read or written (`arch` reports it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OtpFailed;
+
+/// The device secret of a board that keeps it in OTP: `read` gives the stored rows (all zero
+/// when blank); a blank store gets a secret generated from `entropy` and written with
+/// `program` (which reads it back), but only when a source other than the counter
+/// (`counter_label`) gave bytes, since an OTP secret is written once and for the board's life.
+/// Anything else leaves the board unprovisioned (all-zero secret, announced by the caller).
+pub fn otp_secret(
+    read: impl FnOnce() -> Result<[u8; 32], OtpFailed>,
+    entropy: &BootEntropy<'_>,
+    counter_label: &str,
+    program: impl FnOnce(&[u8; 32]) -> Result<(), OtpFailed>,
+) -> (DeviceSecret, SecretOrigin) {
+    let blank = || DeviceSecret::new([0; 32]);
+    match read() {
+        Err(OtpFailed) => (
+            blank(),
+            SecretOrigin::Unprovisioned("the OTP does not answer through the mailbox"),
+        ),
+        Ok(mut rows) if rows != [0; 32] => {
+            let secret = DeviceSecret::new(rows);
+            rows.zeroize();
+            (secret, SecretOrigin::Otp)
+        }
+        Ok(_) if !entropy.has_unpredictable(counter_label) => (
+            blank(),
+            SecretOrigin::Unprovisioned(
+                "the OTP is blank and this boot has no entropy source to generate a secret from",
+            ),
+        ),
+        Ok(_) => {
+            let fresh = entropy.fresh_device_secret();
+            match program(fresh.as_bytes()) {
+                Ok(()) => (fresh, SecretOrigin::Provisioned),
+                Err(OtpFailed) => (
+                    blank(),
+                    SecretOrigin::Unprovisioned("programming the blank OTP failed"),
+                ),
+            }
+        }
+    }
+}
+
+/// The key hierarchy from a device secret, and whether it is the unprovisioned (all-zero) one.
+pub fn keys_from(secret: &DeviceSecret) -> (KeyHierarchy, bool) {
+    (KeyHierarchy::derive(secret), secret.is_blank())
+}
+
 /// The controller's command key from its provisioned slot (`GWCTRLK1` and 32 bytes): `None`
 /// when all zero (not provisioned), refused when not a valid ed25519 point or a weak one.
 pub fn controller_key(slot: &[u8; 40]) -> Result<Option<ed25519_dalek::VerifyingKey>, BootError> {
@@ -262,6 +333,61 @@ mod tests {
             controller_key(&slot(b"GWCTRLK1", weak)),
             Err(BootError::BadControllerKey)
         );
+    }
+
+    #[test]
+    fn a_blank_otp_is_provisioned_once_and_only_from_real_entropy() {
+        use core::cell::RefCell;
+        let otp = RefCell::new([0u8; 32]);
+        let writes = RefCell::new(0);
+        let read = || Ok(*otp.borrow());
+        let program = |k: &[u8; 32]| {
+            *writes.borrow_mut() += 1;
+            // One-time programmable: bits only go from 0 to 1.
+            let mut o = otp.borrow_mut();
+            for (b, n) in o.iter_mut().zip(k) {
+                *b |= n;
+            }
+            Ok(())
+        };
+        // Only the counter: refused, nothing written.
+        let counter = 42u64.to_le_bytes();
+        let mut weak = BootEntropy::default();
+        weak.add("cntpct", &counter);
+        let (s, o) = otp_secret(read, &weak, "cntpct", program);
+        assert!(matches!(o, SecretOrigin::Unprovisioned(_)) && s.is_blank());
+        assert_eq!(*writes.borrow(), 0);
+        // A firmware seed: a secret is generated and written once.
+        let seed = [7u8; 64];
+        let mut strong = BootEntropy::default();
+        strong.add("dtb:rng-seed", &seed).add("cntpct", &counter);
+        let (first, o) = otp_secret(read, &strong, "cntpct", program);
+        assert_eq!(o, SecretOrigin::Provisioned);
+        assert!(!first.is_blank());
+        assert_eq!(&*otp.borrow(), first.as_bytes());
+        // Next boot, other entropy: the OTP's secret, nothing written again.
+        let other = [9u8; 64];
+        let mut next = BootEntropy::default();
+        next.add("dtb:rng-seed", &other);
+        let (again, o) = otp_secret(read, &next, "cntpct", program);
+        assert_eq!((o, again.as_bytes()), (SecretOrigin::Otp, first.as_bytes()));
+        assert_eq!(*writes.borrow(), 1);
+        // The keys follow the secret.
+        let (k1, blank1) = keys_from(&first);
+        let (k2, _) = keys_from(&again);
+        assert!(!blank1);
+        assert_eq!(
+            k1.attestation_key().verifying_key(),
+            k2.attestation_key().verifying_key()
+        );
+        // Another board (blank OTP, other seed) gets another secret.
+        let (other_board, _) = otp_secret(|| Ok([0; 32]), &next, "cntpct", |_| Ok(()));
+        assert_ne!(other_board.as_bytes(), first.as_bytes());
+        // A mailbox that does not answer, or a write that fails: unprovisioned.
+        let (s, o) = otp_secret(|| Err(OtpFailed), &strong, "cntpct", |_| Ok(()));
+        assert!(matches!(o, SecretOrigin::Unprovisioned(_)) && s.is_blank());
+        let (s, o) = otp_secret(|| Ok([0; 32]), &strong, "cntpct", |_| Err(OtpFailed));
+        assert!(matches!(o, SecretOrigin::Unprovisioned(_)) && s.is_blank());
     }
 
     #[test]

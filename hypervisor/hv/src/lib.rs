@@ -11,6 +11,7 @@ pub mod dtb;
 pub mod exit;
 pub mod guest;
 pub mod layout;
+pub mod mailbox;
 pub mod plan;
 
 pub mod arch;

@@ -136,21 +136,10 @@ extern "C" fn hv_primary_main(dtb_pa: u64) -> ! {
     });
     println!("device tree: {removed} device nodes the guest is not given removed");
 
-    // Volatile: the bytes are patched into the image after linking, so the compiler must not
-    // fold the all-zero initialiser.
-    // SAFETY: reading a static of plain bytes.
-    let mut stored: [u8; 40] =
-        unsafe { core::ptr::read_volatile(core::ptr::addr_of!(GW_DEVICE_SECRET)) };
-    let (keys, unprovisioned) = boot_flow::key_hierarchy(&mut stored);
-    if unprovisioned {
-        println!(
-            "WARNING: unprovisioned image (all-zero device secret); provision it with cargo xtask image"
-        );
-    }
-
     // Per-boot keys from the device secret and every per-boot source the board has: the
     // loader's seeds (taken out of the tree, which then measures the same on every boot), the
-    // CPU's RNDR where present, and the counter. The guest gets seeds derived for it instead.
+    // CPU's RNDR where present, the SoC's generator, and the counter. The guest gets seeds
+    // derived for it instead.
     let mut seeds =
         dtb::take_seeds(blob).unwrap_or_else(|_| fail("cannot read the device tree's seeds"));
     dtb::zero_padding(blob).unwrap_or_else(|_| fail("malformed device tree structure block"));
@@ -178,6 +167,44 @@ extern "C" fn hv_primary_main(dtb_pa: u64) -> ! {
         soc_rng: board::EXPECTS_SOC_RNG,
     };
     let entropy = boot_flow::boot_entropy(&inputs, expected, |w| println!("WARNING: {w}"));
+
+    let (keys, unprovisioned) = if board::SECRET_OTP {
+        // The SD card is the guest's: the secret is the SoC's OTP, read before the guest runs
+        // (the mailbox is mediated from then on, and never forwards these tags).
+        let (secret, origin) = boot_flow::otp_secret(
+            || bcm::mbox::otp_key().map_err(|_| boot_flow::OtpFailed),
+            &entropy,
+            "cntpct",
+            |k| bcm::mbox::otp_program(k).map_err(|_| boot_flow::OtpFailed),
+        );
+        match origin {
+            boot_flow::SecretOrigin::Otp => println!("device secret: read from the SoC's OTP"),
+            boot_flow::SecretOrigin::Provisioned => println!(
+                "device secret: the OTP was blank; generated from this boot's entropy and programmed into it (first boot)"
+            ),
+            boot_flow::SecretOrigin::Unprovisioned(why) => println!("WARNING: {why}"),
+        }
+        boot_flow::keys_from(&secret)
+    } else {
+        // Volatile: the bytes are patched into the image after linking, so the compiler must
+        // not fold the all-zero initialiser.
+        // SAFETY: reading a static of plain bytes.
+        let mut stored: [u8; 40] =
+            unsafe { core::ptr::read_volatile(core::ptr::addr_of!(GW_DEVICE_SECRET)) };
+        boot_flow::key_hierarchy(&mut stored)
+    };
+    if unprovisioned {
+        println!(
+            "WARNING: unprovisioned (all-zero device secret): its keys are public; provision it (docs/flashing.md, cargo xtask image)"
+        );
+    }
+    // Public: what the vendor endorses after a board's first boot (`cargo xtask endorse`).
+    println!(
+        "device identity: attestation key {} agent key {}",
+        boot_flow::Hex(&keys.attestation_key().verifying_key().to_bytes()),
+        boot_flow::Hex(&keys.control_key().verifying_key().to_bytes())
+    );
+
     let boot_keys = keys.boot_keys(&entropy);
     // Once the keys are derived the copies of the loader's seeds are wiped.
     seeds.wipe();

@@ -30,10 +30,15 @@ pub struct BoardMap<'a> {
     pub kept_devices: &'a [(&'a str, u64, u64)],
     /// Mediated redistributor control pages: the first, and the stride (one per CPU).
     pub gicr_control: Option<(u64, u64)>,
+    /// The mediated VideoCore mailbox page.
+    pub mailbox: Option<u64>,
     /// The loader's spin table (CPU 0's release address), inside the reservation: the EL2 map
     /// gives the hypervisor its page so that it can release the secondaries.
     pub spin_table: Option<u64>,
 }
+
+/// Most mediated pages inside one guest device (one redistributor page per CPU, the mailbox).
+pub const MAX_HOLES: usize = 128;
 
 /// Why the plan could not be built, or was built wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,19 +78,28 @@ impl<'a> BoardMap<'a> {
         }
     }
 
-    /// Every mediated page `(base, PAGE)`, in address order: the redistributor control pages,
-    /// one per CPU.
+    /// Every mediated page `(base, PAGE)`: the redistributor control pages, one per CPU, and
+    /// the mailbox page.
     fn mediated(&self) -> impl Iterator<Item = (u64, u64)> + Clone + 'a {
         let cpus = self.max_cpus;
-        self.gicr_control.into_iter().flat_map(move |(g, stride)| {
-            (0..cpus).map(move |k| (g.wrapping_add(k.wrapping_mul(stride)), PAGE))
-        })
+        self.gicr_control
+            .into_iter()
+            .flat_map(move |(g, stride)| {
+                (0..cpus).map(move |k| (g.wrapping_add(k.wrapping_mul(stride)), PAGE))
+            })
+            .chain(self.mailbox.map(|m| (m, PAGE)))
     }
 
     /// The mediated pages inside `[base, base + size)`, sorted: holes in that device's map.
-    pub fn holes(&self, base: u64, size: u64) -> impl Iterator<Item = (u64, u64)> + Clone + 'a {
+    pub fn holes(&self, base: u64, size: u64) -> heapless::Vec<(u64, u64), MAX_HOLES> {
         let end = base.saturating_add(size);
-        self.mediated().filter(move |&(p, _)| p >= base && p < end)
+        let mut h: heapless::Vec<(u64, u64), MAX_HOLES> = self
+            .mediated()
+            .filter(move |&(p, _)| p >= base && p < end)
+            .take(MAX_HOLES)
+            .collect();
+        h.sort_unstable();
+        h
     }
 
     /// Every page stage 2 must never map, as ranges: the reservation, the kept devices and
@@ -181,6 +195,7 @@ pub const BOARD: BoardMap<'static> = BoardMap {
     guest_devices: crate::board::GUEST_DEVICES,
     kept_devices: crate::board::KEPT_DEVICES,
     gicr_control: crate::board::GICR_FILTER,
+    mailbox: crate::board::MAILBOX,
     spin_table: crate::board::SPIN_TABLE,
 };
 
@@ -222,6 +237,7 @@ mod tests {
                 guest_devices: list(&[gw_board::Owner::Guest]),
                 kept_devices: list(&[gw_board::Owner::Hypervisor, gw_board::Owner::Withheld]),
                 gicr_control: b.mediated(gw_board::Mediator::GicrControl),
+                mailbox: b.mediated(gw_board::Mediator::BcmMailbox).map(|(m, _)| m),
                 spin_table: b.spin_table,
             };
             out.push((b, map));
@@ -262,6 +278,7 @@ mod tests {
         assert_eq!(m.guest_devices, BOARD.guest_devices);
         assert_eq!(m.kept_devices, BOARD.kept_devices);
         assert_eq!(m.gicr_control, BOARD.gicr_control);
+        assert_eq!(m.mailbox, BOARD.mailbox);
     }
 
     proptest! {
@@ -292,7 +309,7 @@ mod tests {
                     let pages = size / PAGE;
                     for p in [0, pages - 1, probe % pages] {
                         let at = base + p * PAGE;
-                        let hole = map.holes(base, size).any(|(h, _)| h == at);
+                        let hole = map.holes(base, size).iter().any(|&(h, _)| h == at);
                         let got = s2.translate(at);
                         prop_assert_eq!(got.is_none(), hole, "{} {} {:#x}", b.name, name, at);
                         if let Some((d, _)) = got {

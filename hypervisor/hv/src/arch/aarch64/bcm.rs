@@ -148,3 +148,255 @@ pub fn rng200(counter: impl Fn() -> u64, freq: u64) -> Result<[u8; 32], RngAbsen
     }
     Ok(out)
 }
+
+/// The VideoCore mailbox: the hypervisor's own OTP messages at boot, and the guest's property
+/// messages, mediated (`crate::mailbox` has the policy; docs/mailbox.md the format).
+pub mod mbox {
+    use crate::board::MAILBOX;
+    use crate::mailbox::{
+        self, CHANNEL_PROPERTY, Forwarded, MAX_MESSAGE, OTP_MESSAGE_WORDS, OtpError, Register,
+        STATUS_EMPTY, STATUS_FULL, reg,
+    };
+
+    use super::super::{cpu, hypercall::in_guest_ram};
+    use crate::println;
+
+    /// The hypervisor's copy of a message: what the VideoCore reads and answers into, in
+    /// hypervisor memory (never a guest-writable buffer). The slack after the largest message
+    /// takes any answer a firmware writes past a tag's declared size.
+    #[repr(C, align(64))]
+    struct Copy([u8; 2 * MAX_MESSAGE]);
+
+    /// A guest message the firmware has not answered yet.
+    struct InFlight {
+        /// The guest's buffer (ARM physical) and its size.
+        guest: u64,
+        len: usize,
+        /// The guest's posted word (bus address and channel), given back on receipt.
+        posted: u32,
+        forwarded: Forwarded,
+    }
+
+    struct State {
+        copy: Copy,
+        in_flight: Option<InFlight>,
+        refused: u64,
+    }
+
+    static STATE: spin::Mutex<State> = spin::Mutex::new(State {
+        copy: Copy([0; 2 * MAX_MESSAGE]),
+        in_flight: None,
+        refused: 0,
+    });
+
+    fn read(off: u64) -> u32 {
+        super::read32(MAILBOX.unwrap_or(0) + off)
+    }
+
+    fn write(off: u64, v: u32) {
+        super::write32(MAILBOX.unwrap_or(0) + off, v)
+    }
+
+    /// The property-channel word posting the copy.
+    fn posted_copy(c: &Copy) -> u32 {
+        mailbox::phys_to_bus(c.0.as_ptr() as u64) | CHANNEL_PROPERTY
+    }
+
+    /// Send the hypervisor's own message and wait (about a second) for its answer. Only before
+    /// the guest runs: nobody else uses the mailbox then.
+    fn call(words: &mut [u32; OTP_MESSAGE_WORDS]) -> Result<(), OtpError> {
+        let Some(base) = MAILBOX else {
+            return Err(OtpError::NoAnswer);
+        };
+        let mut s = STATE.lock();
+        let bytes = &mut s.copy.0[..OTP_MESSAGE_WORDS * 4];
+        for (b, w) in bytes.chunks_mut(4).zip(words.iter()) {
+            b.copy_from_slice(&w.to_le_bytes());
+        }
+        let addr = s.copy.0.as_ptr() as u64;
+        cpu::clean_invalidate(addr, (OTP_MESSAGE_WORDS * 4) as u64);
+        let deadline = cpu::counter() + cpu::counter_frequency();
+        // Answers left from the loader are dropped first.
+        while super::probe_read32(base + reg::MAIL0_STATUS).ok_or(OtpError::NoAnswer)?
+            & STATUS_EMPTY
+            == 0
+        {
+            read(reg::MAIL0_READ);
+        }
+        while read(reg::MAIL1_STATUS) & STATUS_FULL != 0 {
+            if cpu::counter() > deadline {
+                return Err(OtpError::NoAnswer);
+            }
+        }
+        let posted = posted_copy(&s.copy);
+        write(reg::MAIL1_WRITE, posted);
+        loop {
+            if read(reg::MAIL0_STATUS) & STATUS_EMPTY == 0 && read(reg::MAIL0_READ) == posted {
+                break;
+            }
+            if cpu::counter() > deadline {
+                return Err(OtpError::NoAnswer);
+            }
+        }
+        cpu::clean_invalidate(addr, (OTP_MESSAGE_WORDS * 4) as u64);
+        for (w, b) in words.iter_mut().zip(s.copy.0.chunks(4)) {
+            *w = u32::from_le_bytes(b.try_into().unwrap());
+        }
+        s.copy.0[..OTP_MESSAGE_WORDS * 4].fill(0);
+        Ok(())
+    }
+
+    /// The OTP's private-key rows (all zero on a board never provisioned).
+    pub fn otp_key() -> Result<[u8; 32], OtpError> {
+        let mut m = mailbox::otp_message(None);
+        call(&mut m)?;
+        let key = mailbox::otp_key(&m);
+        m.fill(0);
+        key
+    }
+
+    /// Program the OTP's private-key rows with `key` and read them back.
+    pub fn otp_program(key: &[u8; 32]) -> Result<(), OtpError> {
+        let mut m = mailbox::otp_message(Some(key));
+        let answered = call(&mut m).and_then(|()| mailbox::otp_written(&m));
+        m.fill(0);
+        answered?;
+        match otp_key() {
+            Ok(k) if k == *key => Ok(()),
+            _ => Err(OtpError::Unsupported),
+        }
+    }
+
+    /// How a guest access to the mailbox page ends.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Answer {
+        /// A read: the guest's register gets the value.
+        Value(u32),
+        /// A write, done.
+        Done,
+        /// Refused: the guest gets an abort.
+        Abort,
+    }
+
+    /// Do a guest's `size`-byte access at `offset` into the mailbox page (`value` for a
+    /// write).
+    pub fn guest_access(offset: u64, size: u8, value: Option<u64>) -> Answer {
+        match mailbox::register(offset, size, value.is_some()) {
+            Register::Refuse => Answer::Abort,
+            Register::Read => Answer::Value(read(offset)),
+            Register::Write => {
+                write(offset, value.unwrap_or(0) as u32);
+                Answer::Done
+            }
+            Register::Receive { peek } => Answer::Value(receive(offset, peek)),
+            Register::Send => {
+                send(value.unwrap_or(0) as u32);
+                Answer::Done
+            }
+        }
+    }
+
+    /// Refusals, reported on the console (the first few, then every 1024th).
+    fn refuse(s: &mut State, why: &str, posted: u32) {
+        s.refused += 1;
+        if s.refused <= 8 || s.refused.is_multiple_of(1024) {
+            println!(
+                "mailbox: guest message {posted:#x} refused ({why}); {} refused so far",
+                s.refused
+            );
+        }
+    }
+
+    /// The guest posts `posted`: a property message in guest RAM is copied, its allowed tags
+    /// forwarded from the hypervisor's copy. Anything else is dropped (the guest's driver then
+    /// times out, as with a firmware that never answers).
+    fn send(posted: u32) {
+        let mut s = STATE.lock();
+        if posted & 0xf != CHANNEL_PROPERTY {
+            return refuse(&mut s, "not the property channel", posted);
+        }
+        if s.in_flight.is_some() {
+            return refuse(&mut s, "another message is in flight", posted);
+        }
+        let guest = mailbox::bus_to_phys(posted & !0xf);
+        if !in_guest_ram(guest) || !in_guest_ram(guest + 3) {
+            return refuse(&mut s, "buffer outside guest RAM", posted);
+        }
+        // The guest's buffer may be mapped non-cacheable on its side: read it from memory.
+        cpu::clean_invalidate(guest, 4);
+        // SAFETY: `guest` is 16-byte aligned guest RAM (checked above), identity-mapped at EL2.
+        let head = unsafe { core::ptr::read_volatile(guest as *const [u8; 4]) };
+        let Ok(len) = mailbox::message_size(head) else {
+            return refuse(&mut s, "bad size", posted);
+        };
+        if !in_guest_ram(guest + len as u64 - 1) {
+            return refuse(&mut s, "buffer outside guest RAM", posted);
+        }
+        cpu::clean_invalidate(guest, len as u64);
+        let mut msg = [0u8; MAX_MESSAGE];
+        // SAFETY: [guest, guest + len) is guest RAM (both ends checked; guest RAM is one
+        // range), identity-mapped at EL2; read once, so a guest CPU changing it meanwhile
+        // cannot make the checked and the forwarded bytes differ.
+        unsafe {
+            core::ptr::copy_nonoverlapping(guest as *const u8, msg.as_mut_ptr(), len);
+        }
+        let copy = &mut s.copy.0[..MAX_MESSAGE];
+        copy.fill(0);
+        let forwarded = match mailbox::sanitize(&msg[..len], copy) {
+            Ok(f) => f,
+            Err(e) => {
+                let why = match e {
+                    mailbox::MessageError::BadSize => "bad size",
+                    mailbox::MessageError::NotARequest => "not a request",
+                    mailbox::MessageError::Malformed => "malformed tags",
+                    mailbox::MessageError::TooManyTags => "too many tags",
+                };
+                return refuse(&mut s, why, posted);
+            }
+        };
+        if forwarded.refused > 0 {
+            refuse(
+                &mut s,
+                "tags outside the allow-list left unanswered",
+                posted,
+            );
+        }
+        let addr = s.copy.0.as_ptr() as u64;
+        cpu::clean_invalidate(addr, s.copy.0.len() as u64);
+        let ours = posted_copy(&s.copy);
+        s.in_flight = Some(InFlight {
+            guest,
+            len,
+            posted,
+            forwarded,
+        });
+        write(reg::MAIL1_WRITE, ours);
+    }
+
+    /// The guest reads (or peeks at) mailbox 0: the answer to its message is copied back into
+    /// its buffer and reads as the word it posted.
+    fn receive(offset: u64, peek: bool) -> u32 {
+        let mut s = STATE.lock();
+        let v = read(offset);
+        if v != posted_copy(&s.copy) {
+            return v;
+        }
+        let Some(f) = s.in_flight.as_ref() else {
+            return v;
+        };
+        let posted = f.posted;
+        if peek {
+            return posted;
+        }
+        let f = s.in_flight.take().unwrap();
+        let addr = s.copy.0.as_ptr() as u64;
+        cpu::clean_invalidate(addr, s.copy.0.len() as u64);
+        // SAFETY: the buffer was checked to be guest RAM when the message was posted, and
+        // guest RAM never changes; identity-mapped at EL2.
+        let guest = unsafe { core::slice::from_raw_parts_mut(f.guest as *mut u8, f.len) };
+        mailbox::complete(guest, &s.copy.0, &f.forwarded);
+        cpu::clean_invalidate(f.guest, f.len as u64);
+        s.copy.0.fill(0);
+        posted
+    }
+}

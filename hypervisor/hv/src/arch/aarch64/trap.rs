@@ -10,7 +10,7 @@ use crate::{
         exception::{self, Mode},
         gicr,
     },
-    board::{GICR_FILTER, MAX_CPUS},
+    board::{GICR_FILTER, MAILBOX, MAX_CPUS},
     exit::{Conduit, Exit, FaultAccess, MemoryFault},
     println,
 };
@@ -304,6 +304,13 @@ fn memory_fault(f: &mut TrapFrame, m: MemoryFault) {
         emulate_gicr(f, &m, page, off);
         return;
     }
+    if data
+        && let Some(page) = MAILBOX
+        && m.ipa & !0xfff == page
+    {
+        emulate_mailbox(f, &m, m.ipa & 0xfff);
+        return;
+    }
     let n = FAULTS.fetch_add(1, Ordering::Relaxed);
     if n < 16 || n.is_multiple_of(1024) {
         println!(
@@ -373,6 +380,27 @@ fn emulate_gicr(f: &mut TrapFrame, m: &MemoryFault, page: u64, off: u64) {
         f.x[srt] = v;
     }
     // Past the access: 4 bytes, or 2 for a 16-bit Thumb instruction.
+    f.elr += m.instruction_len as u64;
+}
+
+/// Do a guest's access to the mediated VideoCore mailbox page (`bcm::mbox`).
+fn emulate_mailbox(f: &mut TrapFrame, m: &MemoryFault, off: u64) {
+    let Some(access) = m.mmio else {
+        inject_abort(f, true, m.va);
+        return;
+    };
+    let srt = access.reg as usize;
+    let value = if srt == 31 { 0 } else { f.x[srt] };
+    let write = m.access == FaultAccess::Write;
+    use super::bcm::mbox::{Answer, guest_access};
+    match guest_access(off, access.size, write.then_some(value)) {
+        Answer::Abort => {
+            inject_abort(f, true, m.va);
+            return;
+        }
+        Answer::Value(v) if srt != 31 => f.x[srt] = v as u64,
+        Answer::Value(_) | Answer::Done => {}
+    }
     f.elr += m.instruction_len as u64;
 }
 
