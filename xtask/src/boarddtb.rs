@@ -4,12 +4,64 @@
 //! implies: where it releases the secondaries from the loader's spin table itself, the guest's
 //! CPUs are started through PSCI, which the hypervisor answers.
 
+use std::path::Path;
+
 use anyhow::{Context, Result, bail};
 use dtoolkit::{
     Node,
     fdt::Fdt,
     model::{DeviceTree, DeviceTreeNode, DeviceTreeProperty},
 };
+
+/// `blob` with a 64-byte `/chosen/rng-seed`, as the Raspberry Pi firmware passes one: QEMU's
+/// model of the board passes none, so the image's QEMU tree carries it and every boot gets
+/// fresh bytes in its place (`reseed`).
+pub fn with_rng_seed(blob: &[u8]) -> Result<Vec<u8>> {
+    let fdt = Fdt::new(blob).map_err(|e| anyhow::anyhow!("not a device tree: {e}"))?;
+    let mut tree = DeviceTree::from_fdt(&fdt);
+    if tree.find_node_mut("/chosen").is_none() {
+        let chosen = DeviceTreeNode::builder("chosen")
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .build();
+        tree.root.add_child(chosen);
+    }
+    let chosen = tree.find_node_mut("/chosen").context("/chosen")?;
+    let mut seed = vec![0u8; 64];
+    getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("random seed: {e}"))?;
+    chosen.remove_property("rng-seed");
+    chosen.add_property(DeviceTreeProperty::new_unchecked("rng-seed", seed));
+    Ok(tree.to_dtb())
+}
+
+/// Fresh random bytes in place of the loader's seeds in `blob` (each boot's, as a firmware
+/// makes them); how many seeds there were.
+pub fn reseed(blob: &mut [u8]) -> Result<usize> {
+    let places = gatewarden_hv::dtb::seed_places(blob)
+        .map_err(|e| anyhow::anyhow!("not a device tree: {e:?}"))?;
+    let mut n = 0;
+    for (off, len) in places.into_iter().flatten() {
+        getrandom::fill(&mut blob[off..off + len])
+            .map_err(|e| anyhow::anyhow!("random seed: {e}"))?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// `args` (a QEMU command line) with its `-dtb` file copied, with fresh seeds, to
+/// `qemu-boot.dtb` beside it: each boot's seeds differ, as a firmware's do.
+pub fn fresh_seeds(args: &[String]) -> Result<Vec<String>> {
+    let mut out = args.to_vec();
+    if let Some(i) = args.iter().position(|a| a == "-dtb")
+        && let Some(file) = args.get(i + 1)
+    {
+        let mut blob = std::fs::read(file).with_context(|| format!("reading {file}"))?;
+        reseed(&mut blob)?;
+        let copy = Path::new(file).with_file_name("qemu-boot.dtb");
+        std::fs::write(&copy, &blob).with_context(|| format!("writing {}", copy.display()))?;
+        out[i + 1] = copy.display().to_string();
+    }
+    Ok(out)
+}
 
 /// `source` with `edits` applied and, when `psci`, the guest's CPUs moved from the spin table
 /// to PSCI (`/psci` with the HVC conduit; each `/cpus/cpu@N` gets `enable-method = "psci"`).
@@ -119,6 +171,20 @@ mod tests {
                 .trim_end_matches('\0')
                 .to_owned(),
         )
+    }
+
+    #[test]
+    fn the_qemu_tree_gets_a_seed_that_each_boot_replaces() {
+        let t = with_rng_seed(&tree()).unwrap();
+        let places = gatewarden_hv::dtb::seed_places(&t).unwrap();
+        let (off, len) = places[0].expect("rng-seed");
+        assert_eq!(len, 64);
+        let mut again = t.clone();
+        assert_eq!(reseed(&mut again).unwrap(), 1);
+        assert_ne!(t[off..off + len], again[off..off + len]);
+        // Only the seed's bytes change.
+        assert_eq!(t[..off], again[..off]);
+        assert_eq!(t[off + len..], again[off + len..]);
     }
 
     #[test]

@@ -157,7 +157,7 @@ pub fn bench_boot(root: &Path, board: &str, runs: usize) -> Result<String> {
             "gw-hcall-fuzz --null-calls 10000; insmod /lib/modules/extra/gwhvc.ko bench=10000 malformed=0; dmesg | grep -o 'gwhvc: null HVC.*'",
         );
         let keys = b.qemu.as_ref().map(image::console_keys).unwrap_or_default();
-        let (t, out) = boot(image::qemu_command(&img, 2), &keys, then)?;
+        let (t, out) = boot(image::qemu_command(&img, 2)?, &keys, then)?;
         t_hv.push(t.as_secs_f64());
         if i == 0 {
             null = out

@@ -43,7 +43,13 @@ pub fn demo(root: &Path, board: &str, api: &str, epoch: &str, epochs: Option<usi
     let vendor = std::fs::read_to_string(dir.join("vendor.pub"))?;
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("manifest.json"))?)?;
-    let gateway = manifest["gateway_id"].as_str().unwrap_or("?").to_owned();
+    // A board that makes its device secret on its first boot has no endorsement in its image:
+    // the demo plays the vendor's part once the gateway has booted (`endorse_when_up`).
+    let mut gateway = manifest["gateway_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let mut endorse = gateway.is_empty();
 
     eprintln!(
         "==> starting the controller (state and SQLite database in {})",
@@ -113,8 +119,7 @@ pub fn demo(root: &Path, board: &str, api: &str, epoch: &str, epochs: Option<usi
         ",guestfwd=tcp:10.0.2.100:7443-cmd:{} relay {agent_addr}",
         ctl_bin.display()
     );
-    let args: Vec<String> = img
-        .qemu_args
+    let args: Vec<String> = crate::boarddtb::fresh_seeds(&img.qemu_args)?
         .iter()
         .map(|a| {
             if a.starts_with("user,") {
@@ -124,14 +129,19 @@ pub fn demo(root: &Path, board: &str, api: &str, epoch: &str, epochs: Option<usi
             }
         })
         .collect();
-    let qemu = Command::new(qemu_bin)
+    let mut qemu = Command::new(qemu_bin)
         .args(&args)
         .args(["-smp", &img.fixed_cpus.unwrap_or(2).to_string()])
-        .stdin(Stdio::null())
+        .stdin(if endorse {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(std::fs::File::create(&console)?)
         .stderr(Stdio::inherit())
         .spawn()
         .with_context(|| format!("starting {qemu_bin}"))?;
+    let mut qemu_stdin = qemu.stdin.take();
     children.0.push(qemu);
 
     let token = state.join("operator.token");
@@ -148,6 +158,12 @@ pub fn demo(root: &Path, board: &str, api: &str, epoch: &str, epochs: Option<usi
     let started = Instant::now();
     let mut seen = 0usize;
     loop {
+        if endorse && let Some(id) = endorse_when_up(root, board, &console, &dir, &mut qemu_stdin)?
+        {
+            eprintln!("==> endorsed gateway {id} (its secret was made on this first boot)");
+            gateway = id;
+            endorse = false;
+        }
         match rx.recv_timeout(Duration::from_secs(1)) {
             Ok(line) => {
                 println!("{line}");
@@ -177,4 +193,49 @@ pub fn demo(root: &Path, board: &str, api: &str, epoch: &str, epochs: Option<usi
             );
         }
     }
+}
+
+/// Once the gateway's console shows its public keys (the hypervisor prints them) and the
+/// guest's shell, endorse them with the vendor key and type the endorsement into the guest,
+/// where the agent waits for it. The gateway id, when done.
+fn endorse_when_up(
+    root: &Path,
+    board: &str,
+    console: &Path,
+    dir: &Path,
+    stdin: &mut Option<std::process::ChildStdin>,
+) -> Result<Option<String>> {
+    use std::io::Write;
+    let text = std::fs::read_to_string(console).unwrap_or_default();
+    let Some(line) = text
+        .lines()
+        .find(|l| l.contains("device identity: attestation key "))
+    else {
+        return Ok(None);
+    };
+    if !text.contains("gatewarden-guest: up") {
+        return Ok(None);
+    }
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let after = |w: &str| {
+        words
+            .windows(3)
+            .find(|x| x[0] == w && x[1] == "key")
+            .map(|x| x[2].to_owned())
+    };
+    let (Some(ak), Some(agent)) = (after("attestation"), after("agent")) else {
+        bail!("unexpected identity line on the console: {line:?}");
+    };
+    let json = image::endorse(root, board, &ak, &agent, None)?;
+    let e: serde_json::Value = serde_json::from_slice(&json)?;
+    let id = e["gateway_id"].as_str().unwrap_or_default().to_owned();
+    let compact = serde_json::to_string(&e)?;
+    let keys = std::fs::read_to_string(dir.join("qemu.keys")).unwrap_or_default();
+    let w = stdin.as_mut().context("QEMU's console input")?;
+    write!(
+        w,
+        "{keys}\nprintf '%s' '{compact}' > /etc/gatewarden/endorsement.tmp && mv /etc/gatewarden/endorsement.tmp /etc/gatewarden/endorsement.json\n"
+    )?;
+    w.flush()?;
+    Ok(Some(id))
 }

@@ -123,9 +123,10 @@ fn llvm_objcopy() -> Result<PathBuf> {
     Ok(p)
 }
 
-/// The guest kernel modules in `guest-agents/kmod`: `gwhvc.ko` (hypercalls by HVC from EL1)
-/// and `gwdma.ko` (DMA attacks from the guest kernel, for the isolation tests).
-pub const KMODS: [&str; 2] = ["gwhvc", "gwdma"];
+/// The guest kernel modules in `guest-agents/kmod`: `gwhvc.ko` (hypercalls by HVC from EL1),
+/// `gwdma.ko` (DMA attacks from the guest kernel) and `gwmbox.ko` (the Pis' mailbox asked for
+/// the OTP secret), for the isolation tests.
+pub const KMODS: [&str; 3] = ["gwhvc", "gwdma", "gwmbox"];
 
 /// Build the guest kernel modules ([`KMODS`]) against Debian's headers for the guest kernel,
 /// with debug info stripped. Kbuild writes its output next to the sources, so they are copied to
@@ -387,6 +388,35 @@ fn qemu_args(board: &gw_board::Board, dir: &Path) -> Result<Vec<String>> {
     Ok(args)
 }
 
+/// The gateway id an image or an endorsement gets by default: the board and the start of the
+/// attestation key.
+pub fn default_gateway_id(board: &str, ak: &ed25519_dalek::VerifyingKey) -> String {
+    format!("{board}-{}", &hex(&ak.to_bytes())[..8])
+}
+
+/// The vendor's endorsement of a gateway whose public keys are `ak` (attestation) and `agent`
+/// (control channel), as the agent reads it (`/etc/gatewarden/endorsement.json`).
+pub fn endorse(
+    root: &Path,
+    board: &str,
+    ak: &str,
+    agent: &str,
+    gateway_id: Option<String>,
+) -> Result<Vec<u8>> {
+    let key = |what: &str, h: &str| -> Result<ed25519_dalek::VerifyingKey> {
+        let b = gw_proto::hex32(h.trim())
+            .with_context(|| format!("the {what} key must be 64 hex digits (gwctl version)"))?;
+        ed25519_dalek::VerifyingKey::from_bytes(&b)
+            .with_context(|| format!("the {what} key is not an ed25519 public key"))
+    };
+    let (ak, agent) = (key("attestation", ak)?, key("agent", agent)?);
+    let id = gateway_id.unwrap_or_else(|| default_gateway_id(board, &ak));
+    gw_proto::endorse::check_id(&id)?;
+    let vendor = crate::provision::vendor_key(root)?;
+    let e = gw_proto::endorse::Endorsement::sign(&vendor, &id, &ak, &agent)?;
+    Ok(serde_json::to_vec_pretty(&e)?)
+}
+
 /// Build the image for `board`.
 pub fn image(root: &Path, board: &str, opts: &ImageOptions) -> Result<Image> {
     let board_t = board_data(root, board)?;
@@ -438,14 +468,19 @@ pub fn image(root: &Path, board: &str, opts: &ImageOptions) -> Result<Image> {
     if !status.success() {
         bail!("llvm-objcopy failed");
     }
-    // Provision a fresh per-image device secret after the marker.
+    // Provision a fresh per-image device secret after the marker, unless the board keeps its
+    // secret in the SoC (the Pis' OTP, made on the board's first boot): then the image's slot
+    // stays zero, and the hypervisor never reads it.
     let mut bin = std::fs::read(&hv)?;
     let at = bin
         .windows(8)
         .position(|w| w == b"GWSECRT1")
         .context("device-secret marker not found in hv.bin")?;
+    let secret_in_image = board_t.secret == gw_board::SecretSource::Image;
     let mut secret = [0u8; 32];
-    getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("random device secret: {e}"))?;
+    if secret_in_image {
+        getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("random device secret: {e}"))?;
+    }
     bin[at + 8..at + 40].copy_from_slice(&secret);
     std::fs::write(&hv, &bin)?;
     // The image header's res2 field says how many bytes the hypervisor measures of itself.
@@ -466,21 +501,32 @@ pub fn image(root: &Path, board: &str, opts: &ImageOptions) -> Result<Image> {
     }
     bin[at + 8..at + 40].copy_from_slice(&controller.command_key);
     std::fs::write(&hv, &bin)?;
-    let keys = vtpm::KeyHierarchy::derive(&vtpm::DeviceSecret::new(secret));
-    let attestation_key = hex(&keys.attestation_key().verifying_key().to_bytes());
-    let agent_key = hex(&keys.control_key().verifying_key().to_bytes());
-    let gateway_id = opts
-        .gateway_id
-        .clone()
-        .unwrap_or_else(|| format!("{board}-{}", &attestation_key[..8]));
     let vendor = crate::provision::vendor_key(root)?;
-    let endorsement = gw_proto::endorse::Endorsement::sign(
-        &vendor,
-        &gateway_id,
-        &keys.attestation_key().verifying_key(),
-        &keys.control_key().verifying_key(),
-    )?;
-    let endorsement_json = serde_json::to_vec_pretty(&endorsement)?;
+    // The gateway's identity is known here only when the image carries its secret; a board
+    // that makes its own is endorsed after its first boot (`cargo xtask endorse`).
+    let identity = if secret_in_image {
+        let keys = vtpm::KeyHierarchy::derive(&vtpm::DeviceSecret::new(secret));
+        let (ak, agent) = (
+            keys.attestation_key().verifying_key(),
+            keys.control_key().verifying_key(),
+        );
+        let gateway_id = opts
+            .gateway_id
+            .clone()
+            .unwrap_or_else(|| default_gateway_id(board, &ak));
+        let endorsement = gw_proto::endorse::Endorsement::sign(&vendor, &gateway_id, &ak, &agent)?;
+        Some((
+            gateway_id,
+            hex(&ak.to_bytes()),
+            hex(&agent.to_bytes()),
+            serde_json::to_vec_pretty(&endorsement)?,
+        ))
+    } else {
+        eprintln!(
+            "==> board {board} makes its device secret on its first boot (OTP): the image carries no secret and no endorsement; endorse each board with `cargo xtask endorse` (docs/flashing.md)"
+        );
+        None
+    };
     let agent_conf = format!(
         "GW_CONTROLLER={}\nGW_SERVER_NAME={}\n",
         opts.controller_addr, opts.server_name
@@ -509,11 +555,15 @@ pub fn image(root: &Path, board: &str, opts: &ImageOptions) -> Result<Image> {
         &programs,
         &modules,
         &extra,
-        &[
-            ("controller-ca.pem", controller.ca_pem.clone()),
-            ("endorsement.json", endorsement_json.clone()),
-            ("agent.conf", agent_conf.into_bytes()),
-        ],
+        &identity
+            .as_ref()
+            .map(|(_, _, _, e)| ("endorsement.json", e.clone()))
+            .into_iter()
+            .chain([
+                ("controller-ca.pem", controller.ca_pem.clone()),
+                ("agent.conf", agent_conf.into_bytes()),
+            ])
+            .collect::<Vec<_>>(),
     )?;
     // A small disk for the guest's virtio-blk device, with a label the tests read back.
     let mut disk = vec![0u8; 1 << 20];
@@ -584,18 +634,26 @@ pub fn image(root: &Path, board: &str, opts: &ImageOptions) -> Result<Image> {
         dir.join("reference.json"),
         serde_json::to_vec_pretty(&signed)?,
     )?;
-    std::fs::write(dir.join("endorsement.json"), &endorsement_json)?;
+    let endorsement_file = dir.join("endorsement.json");
+    match &identity {
+        Some((_, _, _, e)) => std::fs::write(&endorsement_file, e)?,
+        None => match std::fs::remove_file(&endorsement_file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        },
+    }
     std::fs::write(
         dir.join("vendor.pub"),
         hex(&vendor.verifying_key().to_bytes()) + "\n",
     )?;
     let manifest = json!({
         "board": board,
-        "gateway_id": gateway_id,
+        "gateway_id": identity.as_ref().map(|i| i.0.clone()),
         "controller_dir": opts.controller_dir,
         "version": env!("CARGO_PKG_VERSION"),
-        "attestation_key": attestation_key,
-        "agent_key": agent_key,
+        "attestation_key": identity.as_ref().map(|i| i.1.clone()),
+        "agent_key": identity.as_ref().map(|i| i.2.clone()),
+        "secret": if secret_in_image { "image" } else { "bcm-otp" },
         "components": {
             "hypervisor": { "pcr": 1, "sha256": hex(&d_hv) },
             "kernel": { "pcr": 3, "sha256": hex(&d_kernel), "release": guest.release },
@@ -614,10 +672,13 @@ pub fn image(root: &Path, board: &str, opts: &ImageOptions) -> Result<Image> {
         serde_json::to_string_pretty(&manifest)?,
     )?;
     eprintln!(
-        "==> image in {}: hv.bin ({} KiB), bundle.bin ({} MiB), manifest.json, reference.json (signed), gateway {gateway_id}",
+        "==> image in {}: hv.bin ({} KiB), bundle.bin ({} MiB), manifest.json, reference.json (signed), gateway {}",
         dir.display(),
         bin.len() / 1024,
-        bundle.len() >> 20
+        bundle.len() >> 20,
+        identity
+            .as_ref()
+            .map_or("endorsed after its first boot", |i| i.0.as_str()),
     );
     Ok(Image {
         qemu_args,
@@ -651,6 +712,7 @@ fn board_dtb(b: &gw_board::Board, guest: &fetch::GuestFiles, dir: &Path) -> Resu
         all.extend(q.dtb_edits.iter());
     }
     let for_qemu = crate::boarddtb::edited(&blob, &all, psci)
+        .and_then(|t| crate::boarddtb::with_rng_seed(&t))
         .with_context(|| format!("editing {} for QEMU", src.display()))?;
     std::fs::write(dir.join("qemu.dtb"), for_qemu)?;
     // The same kernel bare on the machine (`bench boot`) keeps the loader's spin table.
@@ -724,11 +786,12 @@ fn dtb_references(
 }
 
 /// The QEMU command line for `image` with `smp` CPUs (arguments from `qemu.args`).
-pub fn qemu_command(image: &Image, smp: u32) -> Command {
+pub fn qemu_command(image: &Image, smp: u32) -> Result<Command> {
     let smp = image.fixed_cpus.unwrap_or(smp as u64);
     let mut q = Command::new("qemu-system-aarch64");
-    q.args(&image.qemu_args).args(["-smp", &smp.to_string()]);
-    q
+    q.args(crate::boarddtb::fresh_seeds(&image.qemu_args)?)
+        .args(["-smp", &smp.to_string()]);
+    Ok(q)
 }
 
 /// Boot the image in QEMU with the serial console on this terminal.
@@ -743,7 +806,7 @@ pub fn run_qemu(root: &Path, board: &str, smp: u32) -> Result<()> {
             "    the hypervisor and the guest print on different UARTs of this board, sharing this terminal: press Ctrl-A c to type to the guest"
         );
     }
-    let status = qemu_command(&image, smp).status()?;
+    let status = qemu_command(&image, smp)?.status()?;
     if !status.success() {
         bail!("QEMU exited with {status}");
     }

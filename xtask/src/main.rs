@@ -132,6 +132,27 @@ enum Task {
         #[arg(long)]
         gateway_id: Option<String>,
     },
+    /// Endorse a gateway whose device secret was made on the board (a Raspberry Pi's OTP, on
+    /// its first boot): sign its public keys, as `gwctl --json version` prints them on the
+    /// gateway, with the vendor key (.cache/vendor.key), and write the endorsement the agent
+    /// reads (copy it to the boot partition's gatewarden/endorsement.json; docs/flashing.md).
+    Endorse {
+        /// Board folder under boards/ (the default gateway id starts with it).
+        #[arg(long)]
+        board: String,
+        /// The gateway's attestation public key (64 hex digits).
+        #[arg(long)]
+        attestation_key: String,
+        /// The gateway's agent (control-channel) public key (64 hex digits).
+        #[arg(long)]
+        agent_key: String,
+        /// Gateway id (default: board name and the start of the attestation key).
+        #[arg(long)]
+        gateway_id: Option<String>,
+        /// Where to write the endorsement (default: standard output).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
     /// Build the image and boot it in QEMU with the serial console here.
     Run {
         /// Board folder under boards/.
@@ -245,6 +266,24 @@ fn main() -> Result<()> {
             image::image(&root, &board, &opts).map(drop)
         }
         Task::Run { board, smp } => image::run_qemu(&root, &board, smp),
+        Task::Endorse {
+            board,
+            attestation_key,
+            agent_key,
+            gateway_id,
+            output,
+        } => {
+            let json = image::endorse(&root, &board, &attestation_key, &agent_key, gateway_id)?;
+            match output {
+                Some(p) => {
+                    std::fs::write(&p, &json)
+                        .with_context(|| format!("writing {}", p.display()))?;
+                    eprintln!("==> wrote {}", p.display());
+                }
+                None => println!("{}", String::from_utf8_lossy(&json)),
+            }
+            Ok(())
+        }
         Task::FetchGuest { arch, flavour } => {
             let flavour = match flavour.as_str() {
                 "generic" => gw_board::KernelFlavour::Generic,

@@ -34,8 +34,26 @@ pub struct GatewayArgs {
 }
 
 impl GatewayArgs {
+    /// A board that makes its device secret on its first boot (a Raspberry Pi's OTP) has no
+    /// endorsement in its image: the vendor signs the gateway's public keys (`gwctl version`)
+    /// after that boot (`cargo xtask endorse`, docs/flashing.md) and the file appears later.
+    fn wait_for_endorsement(&self) {
+        let mut told = false;
+        while !self.endorsement.exists() {
+            if !told {
+                tracing::warn!(
+                    path = %self.endorsement.display(),
+                    "no endorsement yet: this gateway's public keys (gwctl version) must be endorsed by its vendor (cargo xtask endorse); waiting for the file"
+                );
+                told = true;
+            }
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+    }
+
     /// Read the provisioned CA certificate and endorsement: `(ca_pem, endorsement)`.
     pub fn provisioned(&self) -> Result<(Vec<u8>, Endorsement)> {
+        self.wait_for_endorsement();
         let endorsement: Endorsement = serde_json::from_slice(
             &std::fs::read(&self.endorsement)
                 .with_context(|| format!("reading {}", self.endorsement.display()))?,
