@@ -217,6 +217,44 @@ impl Qemu {
         q
     }
 
+    /// Endorse the running gateway as its vendor does after a board's first boot (a board
+    /// whose device secret is made on the board, `secret = "bcm-otp"`): read its public keys
+    /// with `gwctl version`, sign them with the development vendor key (.cache/vendor.key, as
+    /// `cargo xtask endorse` does) and put the endorsement where the waiting agent reads it.
+    /// Returns the gateway id and the attestation key (hex).
+    pub fn endorse_in_guest(&mut self, board: &str) -> (String, String) {
+        let out = self.run("gwctl --json --transport hypervisor version");
+        let line = out
+            .lines()
+            .find(|l| l.trim_start().starts_with('{'))
+            .unwrap_or_else(|| panic!("no JSON from gwctl version:\n{out}"));
+        let v: serde_json::Value = serde_json::from_str(line.trim()).expect("gwctl version JSON");
+        let key = |k: &str| {
+            let b: [u8; 32] = hex::decode(v[k].as_str().expect("a key"))
+                .expect("hex")
+                .try_into()
+                .expect("32 bytes");
+            ed25519_dalek::VerifyingKey::from_bytes(&b).expect("an ed25519 key")
+        };
+        let (ak, agent) = (key("attestation_key"), key("agent_key"));
+        let root = image_dir(board).join("../../..");
+        let vendor_hex = std::fs::read_to_string(root.join(".cache/vendor.key"))
+            .expect("the development vendor key (.cache/vendor.key, made by cargo xtask image)");
+        let vendor = ed25519_dalek::SigningKey::from_bytes(
+            &gw_proto::hex32(vendor_hex.trim()).expect("vendor key hex"),
+        );
+        let ak_hex = hex::encode(ak.to_bytes());
+        let id = format!("{board}-{}", &ak_hex[..8]);
+        let e = gw_proto::endorse::Endorsement::sign(&vendor, &id, &ak, &agent).expect("signed");
+        let json = serde_json::to_string(&e).unwrap();
+        assert!(!json.contains('\''));
+        let r = self.run(&format!(
+            "printf '%s' '{json}' > /etc/gatewarden/endorsement.tmp && mv /etc/gatewarden/endorsement.tmp /etc/gatewarden/endorsement.json; echo rc=$?"
+        ));
+        assert!(r.contains("rc=0"), "{r}");
+        (id, ak_hex)
+    }
+
     /// The guest's arch-timer interrupts so far, summed over every CPU: with NO_HZ an idle CPU
     /// may take no tick for a while, so a single column can stand still while the timer works.
     pub fn timer_ticks(&mut self) -> u64 {
@@ -232,6 +270,21 @@ impl Qemu {
     /// tests running at once do not share it.
     pub fn boot_with_args(smp: u32, args: &[String], extra: &[String]) -> Self {
         let scratch = tempfile::tempdir().expect("a scratch directory");
+        let mut args = args.to_vec();
+        // A board's tree carries the loader's seeds: each boot gets its own, as from a
+        // firmware (`cargo xtask run` does the same).
+        if let Some(i) = args.iter().position(|a| a == "-dtb")
+            && i + 1 < args.len()
+        {
+            let mut blob = std::fs::read(&args[i + 1]).expect("the board's device tree");
+            let places = gatewarden_hv::dtb::seed_places(&blob).expect("a device tree");
+            for (off, len) in places.into_iter().flatten() {
+                rand::RngCore::fill_bytes(&mut rand::rng(), &mut blob[off..off + len]);
+            }
+            let copy = scratch.path().join("boot.dtb");
+            std::fs::write(&copy, &blob).expect("writing the boot's device tree");
+            args[i + 1] = copy.display().to_string();
+        }
         let args: Vec<String> = args
             .iter()
             .map(|a| match a.split_once(",file=") {

@@ -221,14 +221,22 @@ fn the_controller_attests_the_pi_over_usb_networking() {
     let img = image_dir(BOARD);
     // The state directory lives as long as the controller (a `..` would drop it at once).
     let ImageController {
-        ctl,
-        gateway_id: id,
-        state: _state,
-        ..
+        ctl, state: _state, ..
     } = ImageController::start_endorsed(&img, "3s");
     let mut q = Qemu::boot_board(BOARD, 4, Some(ctl.agent_addr));
     q.expect("gatewarden-guest: agent started");
     q.expect("# ");
+    // The board made its secret on this first boot: the image has no endorsement, and the
+    // agent waits for the vendor's.
+    let deadline = std::time::Instant::now() + gw_tests::fleet::WAIT;
+    while !q
+        .run("cat /tmp/gw-agent.log")
+        .contains("no endorsement yet")
+    {
+        assert!(std::time::Instant::now() < deadline, "{}", q.output());
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let (id, _) = q.endorse_in_guest(BOARD);
     let deadline = std::time::Instant::now() + gw_tests::fleet::WAIT;
     while ctl
         .request(hyper::Method::GET, &format!("/api/v1/gateways/{id}"), None)
@@ -258,4 +266,130 @@ fn the_controller_attests_the_pi_over_usb_networking() {
             .any(|x| x == "config:firewall: measured, but this controller sent no policy"),
         "{r:#}"
     );
+}
+
+/// The hypervisor's "device identity" line: the attestation and agent public keys it printed
+/// last in `out`.
+fn identity(out: &str) -> String {
+    out.lines()
+        .rfind(|l| l.contains("device identity: attestation key "))
+        .unwrap_or_else(|| panic!("no identity line:\n{out}"))
+        .split("device identity: ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+/// The device secret is not in the image: a blank board (QEMU's OTP starts blank) makes one on
+/// its first boot from the boot's entropy and programs it into the OTP; after a reset the
+/// hypervisor reads the same secret back (same identity); another board booted from the very
+/// same files makes another; the image's secret slot is empty.
+#[test]
+fn the_device_secret_is_made_on_the_board_kept_in_otp_and_not_in_the_image() {
+    let hv = std::fs::read(image_dir(BOARD).join("hv.bin")).unwrap();
+    let at = hv
+        .windows(8)
+        .position(|w| w == b"GWSECRT1")
+        .expect("the secret slot");
+    assert_eq!(
+        hv[at + 8..at + 40],
+        [0; 32],
+        "the rpi4 image carries a secret"
+    );
+
+    let args: Vec<String> = gw_tests::qemu::board_args(BOARD)
+        .into_iter()
+        .filter(|a| a != "-no-reboot")
+        .collect();
+    let mut q = Qemu::boot_with_args(4, &args, &[]);
+    let keys = std::fs::read_to_string(image_dir(BOARD).join("qemu.keys")).unwrap();
+    q.expect("gatewarden-guest: up");
+    let first = q.output();
+    assert!(
+        first.contains("device secret: the OTP was blank; generated from this boot's entropy and programmed into it"),
+        "{first}"
+    );
+    assert!(!first.contains("unprovisioned"), "{first}");
+    let id = identity(&first);
+    q.send(&keys);
+    q.expect("# ");
+    // A reset keeps the OTP (QEMU keeps it until it exits, as the SoC keeps it for ever).
+    q.send("reboot -f");
+    q.expect("device secret: read from the SoC's OTP");
+    q.expect("gatewarden-guest: up");
+    assert_eq!(identity(&q.output()), id);
+    drop(q);
+
+    // Another board (a fresh QEMU: blank OTP), the same SD card files: another identity.
+    let mut other = Qemu::boot_with_args(4, &args, &[]);
+    other.expect("gatewarden-hv: entering the guest kernel");
+    let out = other.output();
+    assert!(out.contains("programmed into it"), "{out}");
+    assert_ne!(
+        identity(&out),
+        id,
+        "two boards from one image share a secret"
+    );
+}
+
+/// The VideoCore mailbox is mediated. The guest kernel, as an attacker (gwmbox.ko), posts raw
+/// property messages: the OTP private-key rows that hold the device secret are never read or
+/// written (the tag comes back unanswered), and a message at a hypervisor address is dropped;
+/// the benign twin, the firmware revision through the same registers, is answered. Linux's own
+/// firmware driver works through the mediation (its probe asks the revision).
+#[test]
+fn the_guest_cannot_reach_the_otp_secret_through_the_mailbox() {
+    let mut q = booted();
+    let boot = q.output();
+    assert!(
+        boot.contains("raspberrypi-firmware soc:firmware: Attached to firmware"),
+        "{boot}"
+    );
+    let r = q.run(
+        "insmod /lib/modules/extra/gwmbox.ko mbox=0xfe00b880 hv_write=0x80000; dmesg | grep 'gwmbox: mbox' | sed 's/^\\[[^]]*\\] //'",
+    );
+    let line = |what: &str| {
+        r.lines()
+            .find(|l| l.contains(&format!("gwmbox: mbox {what}:")))
+            .unwrap_or_else(|| panic!("no {what} line:\n{r}\n{}", q.output()))
+            .trim_end()
+            .to_owned()
+    };
+    let benign = line("benign");
+    // Answered: the message's code and the tag's response bit set, the posted word back.
+    assert!(
+        benign.contains("code 0x80000000 tag 0x80000004"),
+        "{benign}"
+    );
+    let posted = benign
+        .split("(posted ")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap();
+    assert!(benign.contains(&format!("got {posted} ")), "{benign}");
+    // The key tag unanswered (its request/response word still 0, no response bit), the rows
+    // zero.
+    let get = line("otp-get");
+    assert!(get.contains("code 0x80000000 tag 0x0 rows"), "{get}");
+    assert!(
+        get.ends_with(
+            "rows 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000"
+        ),
+        "{get}"
+    );
+    assert!(line("otp-set").ends_with("code 0x80000000 tag 0x0"), "{r}");
+    assert!(line("hv-buffer").ends_with("got 0x0"), "{r}");
+    let log = q.output();
+    assert!(
+        log.contains("tags outside the allow-list left unanswered")
+            && log.contains("refused (buffer outside guest RAM)"),
+        "{log}"
+    );
+    // The secret did not change: the hypervisor read it once, before the guest ran; the
+    // guest still works (a hypercall answers).
+    let v = q.run("gwctl --json --transport hypervisor version");
+    assert!(v.contains("\"attestation_key\""), "{v}");
 }
