@@ -113,6 +113,20 @@ pub struct Board {
     /// How QEMU emulates the board, if it does.
     #[serde(default)]
     pub qemu: Option<Qemu>,
+    /// The flashable SD card image, for a board whose firmware boots from one (needs `[dtb]`).
+    #[serde(default)]
+    pub sdcard: Option<SdCard>,
+}
+
+/// The flashable SD card image (`cargo xtask image` writes `gatewarden-<board>.img`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SdCard {
+    /// The Debian package with the board's boot firmware (its `usr/lib/<package>/` files go to
+    /// the boot partition), from the archive's `non-free-firmware` component.
+    pub firmware: String,
+    /// The guest kernel's command line on the board (`cmdline.txt`).
+    pub cmdline: String,
 }
 
 /// A region of RAM.
@@ -690,6 +704,9 @@ impl Board {
                 }
             }
             _ => return Err("only one device may be the mediated mailbox".into()),
+        }
+        if self.sdcard.is_some() && self.dtb.is_none() {
+            return Err("[sdcard] needs [dtb]: the firmware loads the tree from the card".into());
         }
         if self.secret == SecretSource::BcmOtp && mailboxes.is_empty() {
             return Err(
