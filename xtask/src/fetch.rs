@@ -255,6 +255,33 @@ fn fetch_headers(dir: &Path, debs: &Path, release: &str, arch: Arch) -> Result<P
 
 /// Download (once) and unpack the guest kernel of `flavour` (the board's `kernel.flavour`) and
 /// busybox for `arch`.
+/// The boot firmware of a board that boots from an SD card: Debian's `package` (from the
+/// `non-free-firmware` component) unpacked once into `.cache/firmware/`; the directory with
+/// its files (`usr/lib/<package>`) and its copyright file.
+pub fn fetch_firmware(root: &Path, package: &str) -> Result<(PathBuf, PathBuf)> {
+    let dir = root.join(".cache/firmware");
+    let debs = dir.join("debs");
+    std::fs::create_dir_all(&debs).with_context(|| format!("creating {}", debs.display()))?;
+    let unpacked = dir.join(package);
+    if !unpacked.exists() {
+        crate::setup::non_free_firmware(package)?;
+        let deb = download(&debs, package)?;
+        extract(&deb, &unpacked)?;
+    }
+    let files = unpacked.join("usr/lib").join(package);
+    let copyright = unpacked
+        .join("usr/share/doc")
+        .join(package)
+        .join("copyright");
+    if !files.is_dir() {
+        bail!(
+            "{package} has no usr/lib/{package}/ ({})",
+            unpacked.display()
+        );
+    }
+    Ok((files, copyright))
+}
+
 pub fn fetch_guest(
     root: &Path,
     arch: Arch,

@@ -34,6 +34,8 @@ const PACKAGES: &[&str] = &[
     "qemu-efi-aarch64",
     "iperf3",
     "libiperf0",
+    "mtools",
+    "bmap-tools",
     "tcpdump",
     "ethtool",
     "postgresql",
@@ -101,8 +103,9 @@ pub fn fresh_check(root: &Path, o: &Options) -> Result<()> {
         tc.channel
     );
     eprintln!(
-        "  apt:        {} (if xtask added it) and the arm64 architecture",
-        setup::BACKPORTS_FILE
+        "  apt:        {} and {} (if xtask added them) and the arm64 architecture",
+        setup::BACKPORTS_FILE,
+        setup::NON_FREE_FIRMWARE_FILE
     );
     eprintln!("  caches:     {}/.cache/guest", root.display());
     if !o.yes {
@@ -134,10 +137,11 @@ pub fn fresh_check(root: &Path, o: &Options) -> Result<()> {
     // PostgreSQL's purge leaves the clusters' configuration when other versions' packages stay.
     let _ = std::fs::remove_dir_all("/etc/postgresql");
     let _ = std::fs::remove_dir_all("/var/lib/postgresql");
-    if Path::new(setup::BACKPORTS_FILE).exists() {
-        std::fs::remove_file(setup::BACKPORTS_FILE)
-            .with_context(|| format!("removing {}", setup::BACKPORTS_FILE))?;
-        eprintln!("==> removed {}", setup::BACKPORTS_FILE);
+    for added in [setup::BACKPORTS_FILE, setup::NON_FREE_FIRMWARE_FILE] {
+        if Path::new(added).exists() {
+            std::fs::remove_file(added).with_context(|| format!("removing {added}"))?;
+            eprintln!("==> removed {added}");
+        }
     }
     let foreign = Command::new("dpkg")
         .arg("--print-foreign-architectures")

@@ -47,6 +47,20 @@ port() { for d in /sys/class/net/*; do [ "$(cut -c3- $d/address)" = "${1#??}" ] 
 for i in $(seq 1 50); do UPLINK=$(port 52:54:00:12:34:56); [ -n "$UPLINK" ] && break; sleep 0.2; done
 LAN=$(port 52:54:00:77:00:01)
 WAN=$(port 52:54:00:77:00:02)
+# A board that boots from an SD card (the Raspberry Pis): its boot partition, read-only, holds
+# the vendor's endorsement of this board once it is provisioned (docs/flashing.md).
+# The card's number depends on the SD hosts' probe order: the first partition 1 that mounts.
+if [ -d /sys/class/mmc_host ] && grep -q vfat /proc/filesystems; then
+    for i in $(seq 1 25); do ls /dev/mmcblk*p1 >/dev/null 2>&1 && break; sleep 0.2; done
+    mkdir -p /boot/firmware
+    for p in /dev/mmcblk*p1; do mount -t vfat -o ro $p /boot/firmware 2>/dev/null && break; done
+    if [ -d /boot/firmware/gatewarden ] \
+        && [ -e /boot/firmware/gatewarden/endorsement.json ] \
+        && [ ! -e /etc/gatewarden/endorsement.json ]; then
+        cp /boot/firmware/gatewarden/endorsement.json /etc/gatewarden/endorsement.json
+        echo "gatewarden-guest: endorsement from the boot partition"
+    fi
+fi
 if [ -e /etc/gatewarden/agent.conf ] && [ -n "$UPLINK" ]; then
     . /etc/gatewarden/agent.conf
     # QEMU user networking; the controller is reached through the host's forward.
@@ -382,7 +396,7 @@ fn qemu_args(board: &gw_board::Board, dir: &Path) -> Result<Vec<String>> {
     }
     args.extend(["-append".into(), q.append.clone()]);
     args.extend(q.devices.iter().map(|a| {
-        a.replace("{disk}", &path("disk.img"))
+        a.replace("{disk}", &path(&disk_file(board)))
             .replace("{pci}", &q.pci_options)
     }));
     Ok(args)
@@ -565,10 +579,13 @@ pub fn image(root: &Path, board: &str, opts: &ImageOptions) -> Result<Image> {
             ])
             .collect::<Vec<_>>(),
     )?;
-    // A small disk for the guest's virtio-blk device, with a label the tests read back.
-    let mut disk = vec![0u8; 1 << 20];
-    disk[..20].copy_from_slice(b"GATEWARDEN-TEST-DISK");
-    std::fs::write(dir.join("disk.img"), &disk)?;
+    // A small disk for the guest's block device, with a label the tests read back (a board
+    // with an SD card image boots that instead).
+    if board_t.sdcard.is_none() {
+        let mut disk = vec![0u8; 1 << 20];
+        disk[..20].copy_from_slice(b"GATEWARDEN-TEST-DISK");
+        std::fs::write(dir.join("disk.img"), &disk)?;
+    }
     let qemu_args = qemu_args(&board_t, &dir)?;
     std::fs::write(dir.join("qemu.args"), qemu_args.join("\n") + "\n")?;
     std::fs::write(
@@ -579,6 +596,9 @@ pub fn image(root: &Path, board: &str, opts: &ImageOptions) -> Result<Image> {
     let bundle = gatewarden_hv::bundle::build(&kernel, &initrd);
     let bundle_path = dir.join("bundle.bin");
     std::fs::write(&bundle_path, &bundle)?;
+    if let Some(sd) = &board_t.sdcard {
+        sd_image(root, board, &board_t, sd, &dir, &bin, &bundle)?;
+    }
     let (d_hv, d_kernel, d_initrd) = (
         vtpm::sha256(&bin[..measured]),
         vtpm::sha256(&kernel),
@@ -598,6 +618,10 @@ pub fn image(root: &Path, board: &str, opts: &ImageOptions) -> Result<Image> {
         .allow("initramfs", &d_initrd)
         .allow("cmdline", &vtpm::sha256(append.as_bytes()))
         .allow("agent", &crate::provision::el0_program_id(&agent_elf)?);
+    if let Some(sd) = &board_t.sdcard {
+        // The board's own command line (the SD card's cmdline.txt).
+        reference.allow("cmdline", &vtpm::sha256(sd.cmdline.as_bytes()));
+    }
     // The boot chain the hypervisor always measures (PCRs 1 and 3-6): every quote must cover
     // them, so a log that hid one would be named.
     use vtpm::pcr::{
@@ -684,6 +708,79 @@ pub fn image(root: &Path, board: &str, opts: &ImageOptions) -> Result<Image> {
         qemu_args,
         fixed_cpus: board_qemu_data(&board_t)?.fixed_cpus,
     })
+}
+
+/// The SD card file QEMU boots for a board: the flashable image where the board has one (the
+/// tests boot the very card a vendor flashes), else a small test disk.
+pub fn disk_file(board: &gw_board::Board) -> String {
+    match board.sdcard {
+        Some(_) => format!("gatewarden-{}.img", board.name),
+        None => "disk.img".into(),
+    }
+}
+
+/// Write `gatewarden-<board>.img` (`sdimage`): the firmware package's files, `config.txt`,
+/// `cmdline.txt`, the hypervisor `hv` (as provisioned), the guest `bundle` and the board's
+/// device tree on the boot partition; an empty state partition.
+fn sd_image(
+    root: &Path,
+    board: &str,
+    b: &gw_board::Board,
+    sd: &gw_board::SdCard,
+    dir: &Path,
+    hv: &[u8],
+    bundle: &[u8],
+) -> Result<()> {
+    let (firmware, copyright) = crate::fetch::fetch_firmware(root, &sd.firmware)?;
+    let dtb_source = &b.dtb.as_ref().context("[sdcard] needs [dtb]")?.source;
+    let dtb_name = Path::new(dtb_source)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("[dtb] source names no file")?
+        .to_owned();
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&firmware)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()?;
+    names.sort();
+    for p in names.iter().filter(|p| p.is_file()) {
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        files.push((name.to_owned(), std::fs::read(p)?));
+    }
+    files.push((
+        format!("COPYING.{}", sd.firmware),
+        std::fs::read(&copyright).with_context(|| format!("reading {}", copyright.display()))?,
+    ));
+    files.extend([
+        (
+            "config.txt".to_owned(),
+            crate::sdimage::config_txt(board, &dtb_name).into_bytes(),
+        ),
+        ("cmdline.txt".to_owned(), format!("{}\n", sd.cmdline).into_bytes()),
+        ("hv.bin".to_owned(), hv.to_vec()),
+        ("bundle.bin".to_owned(), bundle.to_vec()),
+        (dtb_name.clone(), std::fs::read(dir.join(&dtb_name))?),
+        (
+            "gatewarden/README.txt".to_owned(),
+            b"Gatewarden: put this board's endorsement here as endorsement.json (cargo xtask endorse; docs/flashing.md).\r\n"
+                .to_vec(),
+        ),
+    ]);
+    crate::setup::ensure(&[crate::setup::MKE2FS, crate::setup::BMAPTOOL])?;
+    let out = dir.join(disk_file(b));
+    crate::sdimage::write(&out, &files)?;
+    // The block map: `bmaptool copy` writes only the blocks the image uses.
+    let bmap = out.with_extension("img.bmap");
+    let mut c = Command::new("bmaptool");
+    c.arg("create").arg("-o").arg(&bmap).arg(&out);
+    crate::run("the SD card image's block map (bmaptool create)", c)?;
+    eprintln!(
+        "==> SD card image {} ({} MiB: boot partition with {} files, state partition)",
+        out.display(),
+        crate::sdimage::IMAGE_SIZE >> 20,
+        files.len()
+    );
+    Ok(())
 }
 
 /// For a board that boots with a device tree from a file: Debian's tree from the kernel

@@ -21,6 +21,7 @@ mod fetch;
 mod fresh;
 mod image;
 mod provision;
+mod sdimage;
 mod services;
 mod setup;
 

@@ -96,6 +96,25 @@ pub const CHROMEDRIVER: Need = Need {
     why: "ChromeDriver (drives Chromium in the dashboard test)",
 };
 
+/// Lists and reads the SD card image's FAT boot partition in the tests.
+pub const MTOOLS: Need = Need {
+    command: "mdir",
+    packages: &["mtools"],
+    why: "mtools (the SD card image test reads its boot partition)",
+};
+/// Formats the SD card image's state partition.
+pub const MKE2FS: Need = Need {
+    command: "mke2fs",
+    packages: &["e2fsprogs"],
+    why: "mke2fs (the SD card image's ext4 state partition)",
+};
+/// Writes the SD card image's block map (`bmaptool copy` flashes only the used blocks).
+pub const BMAPTOOL: Need = Need {
+    command: "bmaptool",
+    packages: &["bmap-tools"],
+    why: "bmaptool (the SD card image's block map)",
+};
+
 /// The oldest QEMU the project runs on: raspi4b, SMMUv3 stage 2 and the facts in docs/qemu.md
 /// are 10.0's.
 pub const QEMU_MIN_MAJOR: u32 = 10;
@@ -149,6 +168,7 @@ pub const TEST_TOOLS: &[Need] = &[
     PSQL,
     CHROMIUM,
     CHROMEDRIVER,
+    MTOOLS,
 ];
 
 static TOOLCHAIN_CHECKED: AtomicBool = AtomicBool::new(false);
@@ -438,6 +458,54 @@ fn backports_release() -> Result<Option<String>> {
         .with_context(|| format!("writing {}", path.display()))?;
     APT_UPDATED.store(false, Ordering::SeqCst);
     Ok(Some(suite.into()))
+}
+
+/// Where the `non-free-firmware` source goes when xtask adds it (removed again by
+/// `fresh-check`): the Raspberry Pis' boot firmware (`raspi-firmware`) is there.
+pub const NON_FREE_FIRMWARE_FILE: &str =
+    "/etc/apt/sources.list.d/gatewarden-non-free-firmware.sources";
+
+/// Make apt able to download `package` from Debian's `non-free-firmware` component: when apt
+/// knows no such package, add the component for this release (the archive's address taken
+/// from the existing Debian entry) and update.
+pub fn non_free_firmware(package: &str) -> Result<()> {
+    let known = Command::new("apt-cache")
+        .args(["show", "-q", package])
+        .output()
+        .is_ok_and(|o| o.status.success() && !o.stdout.is_empty());
+    if known {
+        return Ok(());
+    }
+    let os = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
+    let codename = os_codename(&os).context("no VERSION_CODENAME in /etc/os-release")?;
+    let (uri, signed_by) = read_apt_sources()
+        .iter()
+        .find_map(|(_, text)| debian_source(text, &codename))
+        .with_context(|| {
+            format!(
+                "apt's sources have no Debian {codename} entry to take the archive's address from; add the non-free-firmware component by hand"
+            )
+        })?;
+    eprintln!(
+        "==> adding Debian's non-free-firmware component to apt's sources ({NON_FREE_FIRMWARE_FILE}): {package} (the board's boot firmware) is there"
+    );
+    require_root(&format!(
+        "add {codename} non-free-firmware to apt's sources, then: apt-get download {package}"
+    ))?;
+    let mut stanza = format!(
+        "# Added by `cargo xtask` (xtask/src/setup.rs): the Raspberry Pi boot firmware comes from here.\n\
+         Types: deb\nURIs: {uri}\nSuites: {codename}\nComponents: non-free-firmware\n"
+    );
+    if let Some(k) = signed_by {
+        stanza.push_str(&format!("Signed-By: {k}\n"));
+    }
+    std::fs::write(NON_FREE_FIRMWARE_FILE, stanza)
+        .with_context(|| format!("writing {NON_FREE_FIRMWARE_FILE}"))?;
+    let status = Command::new("apt-get").args(["update", "-q"]).status()?;
+    if !status.success() {
+        bail!("apt-get update failed");
+    }
+    Ok(())
 }
 
 /// Where the backports source goes when xtask adds it (removed again by `fresh-check`).
