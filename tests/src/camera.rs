@@ -207,6 +207,13 @@ pub struct DatapathVm {
 impl DatapathVm {
     /// Boot the qemu-virt image (2 CPUs), its agent forwarded to `controller`.
     pub fn boot(controller: SocketAddr) -> DatapathVm {
+        Self::boot_board("qemu-virt", 2, controller)
+    }
+
+    /// Boot board `board`'s image with `smp` CPUs and the board's own kind of NIC for the LAN
+    /// and WAN ports (virtio on qemu-virt; QEMU's usb-net behind the Pis' dwc2 port, QEMU adding
+    /// a hub for them).
+    pub fn boot_board(board: &str, smp: u32, controller: SocketAddr) -> DatapathVm {
         let tag = std::process::id() % 100_000;
         let (lan_tap, wan_tap) = (format!("gwq{tag}l"), format!("gwq{tag}w"));
         let mut extra = Vec::new();
@@ -218,10 +225,14 @@ impl DatapathVm {
                 "-netdev".to_string(),
                 format!("tap,id={name},ifname={tap},script=no,downscript=no,vnet_hdr=off"),
                 "-device".to_string(),
-                crate::qemu::net_device(name, mac),
+                crate::qemu::board_net_device(board, name, mac),
             ]);
         }
-        let mut q = Qemu::boot_virt_with(2, controller, &extra);
+        let mut q = if board == "qemu-virt" {
+            Qemu::boot_virt_with(smp, controller, &extra)
+        } else {
+            Qemu::boot_board_with(board, smp, Some(controller), &extra)
+        };
         let dev = Netns::new(&format!("gwqd{tag}-dev"));
         let cli = Netns::new(&format!("gwqd{tag}-cli"));
         wait_for(

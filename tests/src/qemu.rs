@@ -48,7 +48,12 @@ pub fn board_args(board: &str) -> Vec<String> {
 /// A `-device` value for one more guest network port like the image's uplink (the same virtio
 /// PCI device and options: behind the SMMU), on `netdev` with `mac`.
 pub fn net_device(netdev: &str, mac: &str) -> String {
-    let uplink = image_args()
+    board_net_device("qemu-virt", netdev, mac)
+}
+
+/// [`net_device`] for board `board`'s image (the Raspberry Pis' are QEMU's usb-net).
+pub fn board_net_device(board: &str, netdev: &str, mac: &str) -> String {
+    let uplink = board_args(board)
         .into_iter()
         .find(|a| a.contains("netdev=net0,"))
         .expect("the image's arguments have the uplink's -device");
@@ -189,6 +194,16 @@ impl Qemu {
     /// Boot board `board`'s image with `smp` CPUs, its agent's connections forwarded to
     /// `controller` when given (as [`Qemu::boot_virt_with_controller`]).
     pub fn boot_board(board: &str, smp: u32, controller: Option<std::net::SocketAddr>) -> Self {
+        Self::boot_board_with(board, smp, controller, &[])
+    }
+
+    /// [`Qemu::boot_board`] with more QEMU arguments (extra NICs).
+    pub fn boot_board_with(
+        board: &str,
+        smp: u32,
+        controller: Option<std::net::SocketAddr>,
+        extra: &[String],
+    ) -> Self {
         let args: Vec<String> = board_args(board)
             .into_iter()
             .map(|l| match controller {
@@ -196,7 +211,7 @@ impl Qemu {
                 _ => l,
             })
             .collect();
-        let mut q = Self::boot_with_args(smp, &args, &[]);
+        let mut q = Self::boot_with_args(smp, &args, extra);
         // Where the hypervisor and the guest print on different UARTs sharing the terminal,
         // the keys that give the guest's the keyboard (`cargo xtask image` writes them).
         let keys = std::fs::read_to_string(image_dir(board).join("qemu.keys")).unwrap_or_default();

@@ -516,3 +516,53 @@ fn the_sd_card_image_holds_the_firmware_and_the_booted_files() {
     let bmap = std::fs::read_to_string(dir.join("gatewarden-rpi4.img.bmap")).unwrap();
     assert!(bmap.contains("<bmap version"), "{bmap}");
 }
+
+/// The data path on the Pi: QEMU gives raspi4b two more usb-net devices (behind a hub it adds
+/// to the dwc2 port) as the LAN and WAN ports; the camera's traffic passes through the vSwitch
+/// and the hypervisor-signed middlebox chain, the MUD-disallowed and IDS-matched requests are
+/// dropped (`camera::check_traffic`: each attack has its benign twin).
+#[test]
+fn the_data_path_carries_device_traffic_through_the_signed_chain_over_usb() {
+    use gw_tests::camera;
+    use gw_tests::fleet::ImageController;
+    assert!(
+        gw_tests::netns::available(),
+        "the data-path test needs network namespaces and tap devices (root)"
+    );
+    let img = image_dir(BOARD);
+    let ImageController { state, ctl, .. } = ImageController::start_endorsed(&img, "3s");
+    let camera::DatapathVm { mut q, dev, cli } =
+        camera::DatapathVm::boot_board(BOARD, 4, ctl.agent_addr);
+    let (id, _) = q.endorse_in_guest(BOARD);
+    let deadline = std::time::Instant::now() + gw_tests::fleet::WAIT;
+    while ctl
+        .request(hyper::Method::GET, &format!("/api/v1/gateways/{id}"), None)
+        .0
+        != 200
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gateway never enrolled; guest agent log:\n{}",
+            q.run("cat /tmp/gw-agent.log")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    let r = camera::set_camera_policy(&ctl, state.path(), &id).unwrap();
+    assert_ne!(r["status"], "contraindicated", "{r:#}");
+    let stats = format!(
+        "/run/gatewarden/datapath/stats/{}.json",
+        camera::stage("firewall")
+    );
+    let deadline = std::time::Instant::now() + gw_tests::fleet::WAIT;
+    while !q.run(&format!("cat {stats}")).contains('{') {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the camera's chain never started:\n{}",
+            q.run("tail -n 40 /tmp/gw-vswitch.log")
+        );
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    camera::check_traffic(&dev, &cli, std::time::Duration::from_secs(60), || {
+        String::new()
+    });
+}

@@ -47,6 +47,15 @@ port() { for d in /sys/class/net/*; do [ "$(cut -c3- $d/address)" = "${1#??}" ] 
 for i in $(seq 1 50); do UPLINK=$(port 52:54:00:12:34:56); [ -n "$UPLINK" ] && break; sleep 0.2; done
 LAN=$(port 52:54:00:77:00:01)
 WAN=$(port 52:54:00:77:00:02)
+# USB ports (the Raspberry Pis' usb-net LAN and WAN) enumerate one after another behind a hub:
+# with a USB uplink, give the rest up to 3 s once it is there.
+if [ -n "$UPLINK" ] && readlink -f /sys/class/net/$UPLINK/device | grep -q /usb; then
+    for i in $(seq 1 15); do
+        LAN=$(port 52:54:00:77:00:01); WAN=$(port 52:54:00:77:00:02)
+        [ -n "$LAN" ] && [ -n "$WAN" ] && break
+        sleep 0.2
+    done
+fi
 # A board that boots from an SD card (the Raspberry Pis): its boot partition, read-only, holds
 # the vendor's endorsement of this board once it is provisioned (docs/flashing.md).
 # The card's number depends on the SD hosts' probe order: the first partition 1 that mounts.
