@@ -204,6 +204,15 @@ impl Qemu {
         controller: Option<std::net::SocketAddr>,
         extra: &[String],
     ) -> Self {
+        Self::boot_board_args(board, smp, controller, extra)
+    }
+
+    fn boot_board_args(
+        board: &str,
+        smp: u32,
+        controller: Option<std::net::SocketAddr>,
+        extra: &[String],
+    ) -> Self {
         let args: Vec<String> = board_args(board)
             .into_iter()
             .map(|l| match controller {

@@ -24,7 +24,8 @@ pub use keys::{BootEntropy, BootKeys, DeviceSecret, KeyHierarchy};
 pub use log::{ComponentKind, Event, EventLog, EventName, EventVersion};
 pub use pcr::{Locality, PCR_COUNT, PcrBank, PcrIndex, PcrSelection};
 pub use quote::{
-    Counters, MonitorIdentity, MonitorKind, NONCE_LEN, QuoteBody, QuoteError, SignedQuote,
+    Counters, MonitorIdentity, MonitorKind, NO_BOOT_COUNTER, NONCE_LEN, QuoteBody, QuoteError,
+    SignedQuote,
 };
 #[cfg(feature = "alloc")]
 pub use verify::{Evidence, Expectation, Verified, VerifyError, verify, verify_batch};

@@ -216,6 +216,11 @@ impl SignedQuote {
     }
 }
 
+/// The boot counter a board without a persistent source quotes on every boot (the hypervisor's
+/// fallback): the verifier takes a quote counter that starts over there as a reboot
+/// (docs/quote-format.md).
+pub const NO_BOOT_COUNTER: u64 = 0;
+
 /// Signs quotes; keeps the counters.
 pub(crate) struct Attestor {
     key: SigningKey,

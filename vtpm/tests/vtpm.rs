@@ -523,6 +523,38 @@ fn counter_rollback_is_rejected() {
     ));
 }
 
+/// A board without a boot counter (a Raspberry Pi: the hypervisor quotes boot counter 0,
+/// `NO_BOOT_COUNTER`, on every boot): a reboot restarts the quote counter and is accepted; a
+/// board that had a counter and quotes 0 is still a rollback.
+#[test]
+fn a_counterless_board_reboots_without_a_rollback() {
+    let nonce = [1; 32];
+    let none = vtpm::verify::NO_BOOT_COUNTER;
+    let mut before = Vtpm::<256>::new(&keys(1), identity(), none);
+    let key = before.attestation_public_key();
+    let sel = selection();
+    let mut last = None;
+    for _ in 0..3 {
+        let q = take(&mut before, &nonce, &sel);
+        last = Some(check(&q, &key, &nonce, last).unwrap().body.counters);
+    }
+    // The reboot: counters (0, 1) after (0, 3).
+    let mut after = Vtpm::<256>::new(&keys(1), identity(), none);
+    let q = take(&mut after, &nonce, &sel);
+    let ok = check(&q, &key, &nonce, last).unwrap();
+    assert_eq!((ok.body.counters.boot, ok.body.counters.quote), (none, 1));
+    // A board whose counter read 5 before now quotes none: rollback.
+    let mut counted = Vtpm::<256>::new(&keys(1), identity(), 5);
+    let q5 = take(&mut counted, &nonce, &sel);
+    let c5 = check(&q5, &key, &nonce, None).unwrap().body.counters;
+    let mut reset = Vtpm::<256>::new(&keys(1), identity(), none);
+    let q1 = take(&mut reset, &nonce, &sel);
+    assert!(matches!(
+        check(&q1, &key, &nonce, Some(c5)).unwrap_err(),
+        VerifyError::CounterRollback { .. }
+    ));
+}
+
 #[test]
 fn tampered_event_log_is_rejected() {
     let mut v = booted();

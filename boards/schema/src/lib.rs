@@ -236,7 +236,8 @@ pub struct BootCounter {
 pub enum BootCounterKind {
     /// An Arm PL031 real-time clock's seconds at boot.
     Pl031,
-    /// None: the counter is fixed at 1 and every reboot reads as a rollback.
+    /// None: the counter is 0 (`NO_BOOT_COUNTER`), and the controller takes a quote counter
+    /// that starts over as a reboot.
     None,
 }
 

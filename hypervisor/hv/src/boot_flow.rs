@@ -135,12 +135,13 @@ pub fn controller_key(slot: &[u8; 40]) -> Result<Option<ed25519_dalek::Verifying
 }
 
 /// The quote's boot counter from the board clock's seconds at boot: it grows across reboots
-/// without storage of its own. 1 without a running clock (every reboot then reads as a counter
-/// rollback to the controller; docs/quote-format.md).
+/// without storage of its own. 0 without a running clock ([`vtpm::NO_BOOT_COUNTER`]:
+/// the controller then takes a quote counter that starts over as a reboot;
+/// docs/quote-format.md).
 pub fn boot_counter(clock_seconds: Option<u32>) -> u64 {
     match clock_seconds {
         Some(s) if s > 0 => s as u64,
-        _ => 1,
+        _ => vtpm::NO_BOOT_COUNTER,
     }
 }
 
@@ -391,10 +392,10 @@ mod tests {
     }
 
     #[test]
-    fn the_boot_counter_is_the_clock_or_one() {
+    fn the_boot_counter_is_the_clock_or_none() {
         assert_eq!(boot_counter(Some(1_764_000_000)), 1_764_000_000);
-        assert_eq!(boot_counter(Some(0)), 1);
-        assert_eq!(boot_counter(None), 1);
+        assert_eq!(boot_counter(Some(0)), 0);
+        assert_eq!(boot_counter(None), 0);
     }
 
     #[test]

@@ -23,7 +23,7 @@ fn boot_counter() -> u64 {
         println!("boot counter {counter} (PL031 clock seconds)");
     } else {
         println!(
-            "WARNING: no running clock on this board: boot counter fixed at 1, so a reboot reads as a counter rollback"
+            "WARNING: no running clock on this board: boot counter 0, none (the controller takes a quote counter that starts over as a reboot)"
         );
     }
     counter
