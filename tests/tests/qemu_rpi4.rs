@@ -228,6 +228,23 @@ fn the_pi_image_uses_no_crypto_instructions_the_soc_lacks() {
     );
 }
 
+/// Wait until gateway `id` (booted in `q`) has enrolled with `ctl`.
+fn wait_enrolled(ctl: &gw_tests::fleet::ControllerProc, id: &str, q: &mut Qemu) {
+    let deadline = std::time::Instant::now() + gw_tests::fleet::WAIT;
+    while ctl
+        .request(hyper::Method::GET, &format!("/api/v1/gateways/{id}"), None)
+        .0
+        != 200
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gateway never enrolled; guest agent log:\n{}",
+            q.run("cat /tmp/gw-agent.log; ip addr")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+}
+
 /// The agent on the Pi enrols over USB networking and the controller attests the gateway
 /// against the board's signed reference manifest: every measured component affirming (the
 /// hypervisor built without the SHA-2 instructions, Debian's generic kernel, the Pi's device
@@ -254,19 +271,7 @@ fn the_controller_attests_the_pi_over_usb_networking() {
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
     let (id, _) = q.endorse_in_guest(BOARD);
-    let deadline = std::time::Instant::now() + gw_tests::fleet::WAIT;
-    while ctl
-        .request(hyper::Method::GET, &format!("/api/v1/gateways/{id}"), None)
-        .0
-        != 200
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the gateway never enrolled; guest agent log:\n{}",
-            q.run("cat /tmp/gw-agent.log; ip addr")
-        );
-        std::thread::sleep(std::time::Duration::from_millis(300));
-    }
+    wait_enrolled(&ctl, &id, &mut q);
     let r = gw_tests::fleet::wait_boot_chain_affirmed(&ctl, &id, &mut q);
     assert_eq!(
         r["status"],
@@ -534,19 +539,7 @@ fn the_data_path_carries_device_traffic_through_the_signed_chain_over_usb() {
     let camera::DatapathVm { mut q, dev, cli } =
         camera::DatapathVm::boot_board(BOARD, 4, ctl.agent_addr);
     let (id, _) = q.endorse_in_guest(BOARD);
-    let deadline = std::time::Instant::now() + gw_tests::fleet::WAIT;
-    while ctl
-        .request(hyper::Method::GET, &format!("/api/v1/gateways/{id}"), None)
-        .0
-        != 200
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the gateway never enrolled; guest agent log:\n{}",
-            q.run("cat /tmp/gw-agent.log")
-        );
-        std::thread::sleep(std::time::Duration::from_millis(300));
-    }
+    wait_enrolled(&ctl, &id, &mut q);
     let r = camera::set_camera_policy(&ctl, state.path(), &id).unwrap();
     assert_ne!(r["status"], "contraindicated", "{r:#}");
     let stats = format!(
