@@ -204,15 +204,6 @@ impl Qemu {
         controller: Option<std::net::SocketAddr>,
         extra: &[String],
     ) -> Self {
-        Self::boot_board_args(board, smp, controller, extra)
-    }
-
-    fn boot_board_args(
-        board: &str,
-        smp: u32,
-        controller: Option<std::net::SocketAddr>,
-        extra: &[String],
-    ) -> Self {
         let args: Vec<String> = board_args(board)
             .into_iter()
             .map(|l| match controller {
@@ -245,8 +236,8 @@ impl Qemu {
     /// whose device secret is made on the board, `secret = "bcm-otp"`): read its public keys
     /// with `gwctl version`, sign them with the development vendor key (.cache/vendor.key, as
     /// `cargo xtask endorse` does) and put the endorsement where the waiting agent reads it.
-    /// Returns the gateway id and the attestation key (hex).
-    pub fn endorse_in_guest(&mut self, board: &str) -> (String, String) {
+    /// Returns the gateway id.
+    pub fn endorse_in_guest(&mut self, board: &str) -> String {
         let out = self.run("gwctl --json --transport hypervisor version");
         let line = out
             .lines()
@@ -267,8 +258,7 @@ impl Qemu {
         let vendor = ed25519_dalek::SigningKey::from_bytes(
             &gw_proto::hex32(vendor_hex.trim()).expect("vendor key hex"),
         );
-        let ak_hex = hex::encode(ak.to_bytes());
-        let id = format!("{board}-{}", &ak_hex[..8]);
+        let id = format!("{board}-{}", &hex::encode(ak.to_bytes())[..8]);
         let e = gw_proto::endorse::Endorsement::sign(&vendor, &id, &ak, &agent).expect("signed");
         let json = serde_json::to_string(&e).unwrap();
         assert!(!json.contains('\''));
@@ -276,7 +266,7 @@ impl Qemu {
             "printf '%s' '{json}' > /etc/gatewarden/endorsement.tmp && mv /etc/gatewarden/endorsement.tmp /etc/gatewarden/endorsement.json; echo rc=$?"
         ));
         assert!(r.contains("rc=0"), "{r}");
-        (id, ak_hex)
+        id
     }
 
     /// The guest's arch-timer interrupts so far, summed over every CPU: with NO_HZ an idle CPU
@@ -301,10 +291,10 @@ impl Qemu {
             && i + 1 < args.len()
         {
             let mut blob = std::fs::read(&args[i + 1]).expect("the board's device tree");
-            let places = gatewarden_hv::dtb::seed_places(&blob).expect("a device tree");
-            for (off, len) in places.into_iter().flatten() {
-                rand::RngCore::fill_bytes(&mut rand::rng(), &mut blob[off..off + len]);
-            }
+            gatewarden_hv::dtb::refill_seeds(&mut blob, |seed| {
+                rand::RngCore::fill_bytes(&mut rand::rng(), seed)
+            })
+            .expect("a device tree");
             let copy = scratch.path().join("boot.dtb");
             std::fs::write(&copy, &blob).expect("writing the boot's device tree");
             args[i + 1] = copy.display().to_string();

@@ -270,7 +270,7 @@ fn the_controller_attests_the_pi_over_usb_networking() {
         assert!(std::time::Instant::now() < deadline, "{}", q.output());
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
-    let (id, _) = q.endorse_in_guest(BOARD);
+    let id = q.endorse_in_guest(BOARD);
     wait_enrolled(&ctl, &id, &mut q);
     let r = gw_tests::fleet::wait_boot_chain_affirmed(&ctl, &id, &mut q);
     assert_eq!(
@@ -538,7 +538,7 @@ fn the_data_path_carries_device_traffic_through_the_signed_chain_over_usb() {
     let ImageController { state, ctl, .. } = ImageController::start_endorsed(&img, "3s");
     let camera::DatapathVm { mut q, dev, cli } =
         camera::DatapathVm::boot_board(BOARD, 4, ctl.agent_addr);
-    let (id, _) = q.endorse_in_guest(BOARD);
+    let id = q.endorse_in_guest(BOARD);
     wait_enrolled(&ctl, &id, &mut q);
     let r = camera::set_camera_policy(&ctl, state.path(), &id).unwrap();
     assert_ne!(r["status"], "contraindicated", "{r:#}");

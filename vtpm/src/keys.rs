@@ -126,9 +126,7 @@ impl DeviceSecret {
     pub const fn new(bytes: [u8; 32]) -> Self {
         Self(bytes)
     }
-}
 
-impl DeviceSecret {
     /// The secret's bytes, for writing it to the board's store once (a Pi's OTP) and for
     /// comparing it with what the store reads back.
     pub const fn as_bytes(&self) -> &[u8; 32] {

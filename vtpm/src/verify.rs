@@ -69,7 +69,7 @@ pub enum VerifyError {
     },
 }
 
-pub use crate::quote::NO_BOOT_COUNTER;
+use crate::quote::NO_BOOT_COUNTER;
 
 /// What the verifier expects from this gateway for this challenge.
 #[derive(Debug, Clone, Copy)]
@@ -188,7 +188,7 @@ fn after_signature(
     // A board without a persistent boot counter quotes boot counter 0 on every boot
     // ([`NO_BOOT_COUNTER`]): there a quote counter that starts over is a reboot, not a
     // rollback (the nonce, checked above, still binds every quote to its own challenge). A
-    // board that had a counter and now quotes 1 is still a rollback.
+    // board that had a counter and now quotes 0 is still a rollback.
     let counterless = |c: Counters| c.boot == NO_BOOT_COUNTER;
     if let Some(last) = expect.last
         && body.counters <= last

@@ -529,7 +529,7 @@ fn counter_rollback_is_rejected() {
 #[test]
 fn a_counterless_board_reboots_without_a_rollback() {
     let nonce = [1; 32];
-    let none = vtpm::verify::NO_BOOT_COUNTER;
+    let none = vtpm::NO_BOOT_COUNTER;
     let mut before = Vtpm::<256>::new(&keys(1), identity(), none);
     let key = before.attestation_public_key();
     let sel = selection();

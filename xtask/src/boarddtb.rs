@@ -36,15 +36,17 @@ pub fn with_rng_seed(blob: &[u8]) -> Result<Vec<u8>> {
 /// Fresh random bytes in place of the loader's seeds in `blob` (each boot's, as a firmware
 /// makes them); how many seeds there were.
 pub fn reseed(blob: &mut [u8]) -> Result<usize> {
-    let places = gatewarden_hv::dtb::seed_places(blob)
-        .map_err(|e| anyhow::anyhow!("not a device tree: {e:?}"))?;
-    let mut n = 0;
-    for (off, len) in places.into_iter().flatten() {
-        getrandom::fill(&mut blob[off..off + len])
-            .map_err(|e| anyhow::anyhow!("random seed: {e}"))?;
-        n += 1;
+    let mut failed = None;
+    let n = gatewarden_hv::dtb::refill_seeds(blob, |seed| {
+        if let Err(e) = getrandom::fill(seed) {
+            failed = Some(e);
+        }
+    })
+    .map_err(|e| anyhow::anyhow!("not a device tree: {e:?}"))?;
+    match failed {
+        Some(e) => bail!("random seed: {e}"),
+        None => Ok(n),
     }
-    Ok(n)
 }
 
 /// `args` (a QEMU command line) with its `-dtb` file copied, with fresh seeds, to

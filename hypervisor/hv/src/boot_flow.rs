@@ -43,10 +43,9 @@ pub fn key_hierarchy(slot: &mut [u8; 40]) -> (KeyHierarchy, bool) {
     let mut secret = [0u8; 32];
     secret.copy_from_slice(&slot[8..]);
     slot.zeroize();
-    let unprovisioned = secret == [0; 32];
-    let keys = KeyHierarchy::derive(&DeviceSecret::new(secret));
+    let found = keys_from(&DeviceSecret::new(secret));
     secret.zeroize();
-    (keys, unprovisioned)
+    found
 }
 
 /// Bytes as lowercase hex, for the console.

@@ -164,6 +164,18 @@ pub fn seed_places(blob: &[u8]) -> Result<[Option<(usize, usize)>; 2], DtbError>
     Ok(out)
 }
 
+/// Fill the loader's seeds in `blob` with `fill`'s bytes (a firmware's fresh seeds for one
+/// boot, made by the host tools that stand in for it); how many seeds there were.
+pub fn refill_seeds(blob: &mut [u8], mut fill: impl FnMut(&mut [u8])) -> Result<usize, DtbError> {
+    let places = seed_places(blob)?;
+    let mut n = 0;
+    for (off, len) in places.into_iter().flatten() {
+        fill(&mut blob[off..off + len]);
+        n += 1;
+    }
+    Ok(n)
+}
+
 /// The loader's seeds, taken out of a tree: their places and (up to 64 bytes of) their values.
 pub struct TakenSeeds {
     /// Where each of [`SEED_PROPERTIES`] was (offset and length), if present.
