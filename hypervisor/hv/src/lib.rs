@@ -7,6 +7,7 @@
 
 pub mod boot_flow;
 pub mod bundle;
+pub mod dma_engine;
 pub mod dtb;
 pub mod exit;
 pub mod guest;
