@@ -48,6 +48,17 @@ fn main() {
     let rng200 = opt(b.driven(Driver::BcmRng200));
     let gicv3 = b.interrupt_controller.kind == GicKind::Gicv3;
     let mailbox = opt(b.mediated(Mediator::BcmMailbox).map(|(base, _)| base));
+    let dma_engine = opt(b.mediated(Mediator::BcmDma).map(|(base, _)| base));
+    let (dma_channels, dma_fifos) = match &b.dma {
+        Some(d) => (
+            d.channels,
+            d.fifos
+                .iter()
+                .map(|f| format!("    {:#x}, // {}\n", f.bus, f.name))
+                .collect::<String>(),
+        ),
+        None => (0, String::new()),
+    };
     let secret_otp = b.secret == gw_board::SecretSource::BcmOtp;
     let out = PathBuf::from(env::var("OUT_DIR").unwrap());
     fs::write(
@@ -76,6 +87,9 @@ fn main() {
              /// The BCM PM watchdog the hypervisor resets and powers off through, in place of PSCI firmware.\npub const PM_WATCHDOG: Option<u64> = {pm_watchdog};\n\
              /// The BCM2711 RNG200 the hypervisor draws entropy from.\npub const RNG200: Option<u64> = {rng200};\n\
              /// The VideoCore mailbox page the hypervisor mediates (the guest's property messages pass through it).\npub const MAILBOX: Option<u64> = {mailbox};\n\
+             /// The legacy DMA engine's register page the hypervisor mediates (control-block chains copied and checked).\npub const DMA_ENGINE: Option<u64> = {dma_engine};\n\
+             /// The engine's channels the guest may use (0..DMA_CHANNELS, legacy layout).\npub const DMA_CHANNELS: usize = {dma_channels};\n\
+             /// Peripheral FIFO registers (bus addresses) a control block may reach.\npub const DMA_FIFOS: &[u32] = &[\n{dma_fifos}];\n\
              /// Whether the device secret is the SoC's OTP private key (read through the mailbox) rather than the image's slot.\npub const SECRET_OTP: bool = {secret_otp};\n",
             b.name, b.load_address, b.ram_base, b.hv_reserved, b.max_ram(), b.console.base, b.console.kind == ConsoleKind::BcmMiniUart, b.max_cpus, b.device_base, b.device_size, b.boot_clock(),
             expects(EntropySource::DtbSeeds), expects(EntropySource::Rndr), expects(EntropySource::BcmRng200),

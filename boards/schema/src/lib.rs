@@ -116,6 +116,10 @@ pub struct Board {
     /// The flashable SD card image, for a board whose firmware boots from one (needs `[dtb]`).
     #[serde(default)]
     pub sdcard: Option<SdCard>,
+    /// The mediated legacy DMA engine's guest channels and FIFO allow-list (with a device whose
+    /// `mediator = "bcm-dma"`).
+    #[serde(default)]
+    pub dma: Option<DmaEngine>,
 }
 
 /// The flashable SD card image (`cargo xtask image` writes `gatewarden-<board>.img`).
@@ -127,6 +131,30 @@ pub struct SdCard {
     pub firmware: String,
     /// The guest kernel's command line on the board (`cmdline.txt`).
     pub cmdline: String,
+}
+
+/// What the guest may do with the mediated legacy DMA engine (docs/dma-mediation.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DmaEngine {
+    /// Channels 0..channels have the legacy register layout and belong to the guest (the
+    /// BCM2711's channels 11-14 are DMA4 engines, kept from it).
+    pub channels: u64,
+    /// The ARM physical address of the peripherals' bus address 0x7e000000.
+    pub peripherals: u64,
+    /// The peripheral FIFO registers a control block may read or write (at a fixed address).
+    #[serde(default)]
+    pub fifos: Vec<DmaFifo>,
+}
+
+/// A peripheral data register DREQ-paced transfers use.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DmaFifo {
+    /// What it is (for messages).
+    pub name: String,
+    /// Its bus address (0x7e......).
+    pub bus: u32,
 }
 
 /// A region of RAM.
@@ -334,6 +362,11 @@ pub enum Mediator {
     /// back; every other register of the page is refused. One 4 KiB page inside a guest
     /// device, so that the guest's tree keeps the mailbox node.
     BcmMailbox,
+    /// The BCM283x/BCM2711 legacy DMA engine's register page (channels 0-14 at 0x7e007000):
+    /// a control block address the guest writes makes the hypervisor copy the chain into its
+    /// own memory and check every block's reach (`[dma]`). One 4 KiB page inside a guest
+    /// device.
+    BcmDma,
 }
 
 /// A device (or `count` identical ones, `stride` apart).
@@ -524,6 +557,12 @@ impl Board {
         })
     }
 
+    /// Whether `[base, base + size)` lies inside one device the guest is given.
+    pub fn inside_guest_device(&self, base: u64, size: u64) -> bool {
+        self.instances()
+            .any(|(g, b, e)| g.owner == Owner::Guest && base >= b && base + size <= e)
+    }
+
     /// The first of the pages mediated by `m` and their stride, if the board has them.
     pub fn mediated(&self, m: Mediator) -> Option<(u64, u64)> {
         self.device
@@ -694,10 +733,7 @@ impl Board {
         match mailboxes.as_slice() {
             [] => {}
             [d] => {
-                let inside_guest = self.instances().any(|(g, b, e)| {
-                    g.owner == Owner::Guest && d.base >= b && d.base + d.size <= e
-                });
-                if d.count != 1 || d.size != 4096 || !inside_guest {
+                if d.count != 1 || d.size != 4096 || !self.inside_guest_device(d.base, d.size) {
                     return Err(format!(
                         "device {}: the mailbox is one 4 KiB page inside a guest device",
                         d.name
@@ -705,6 +741,46 @@ impl Board {
                 }
             }
             _ => return Err("only one device may be the mediated mailbox".into()),
+        }
+        let engines: Vec<&Device> = self
+            .device
+            .iter()
+            .filter(|d| d.mediator == Some(Mediator::BcmDma))
+            .collect();
+        match (engines.as_slice(), &self.dma) {
+            ([], None) => {}
+            ([d], Some(dma)) => {
+                if !self.inside_guest_device(d.base, d.size) || d.count != 1 || d.size != 4096 {
+                    return Err(format!(
+                        "device {}: the DMA engine is one 4 KiB page inside a guest device",
+                        d.name
+                    ));
+                }
+                if !(1..=15).contains(&dma.channels) {
+                    return Err("dma.channels: 1 to 15 legacy channels".into());
+                }
+                for f in &dma.fifos {
+                    let pa = (f.bus as u64)
+                        .checked_sub(0x7e00_0000)
+                        .filter(|o| *o < 0x0100_0000 && f.bus % 4 == 0)
+                        .map(|o| dma.peripherals + o);
+                    let mediated = self.device.iter().any(|m| {
+                        m.owner == Owner::Mediated
+                            && pa.is_some_and(|pa| pa >= m.base && pa < m.base + m.size)
+                    });
+                    if !pa.is_some_and(|pa| self.inside_guest_device(pa, 4)) || mediated {
+                        return Err(format!(
+                            "dma.fifos {}: {:#x} is not a register of a device the guest is given",
+                            f.name, f.bus
+                        ));
+                    }
+                }
+            }
+            ([], Some(_)) => {
+                return Err("[dma] needs a device with mediator = \"bcm-dma\"".into());
+            }
+            ([_], None) => return Err("a mediated DMA engine needs [dma]".into()),
+            _ => return Err("only one device may be the mediated DMA engine".into()),
         }
         if self.sdcard.is_some() && self.dtb.is_none() {
             return Err("[sdcard] needs [dtb]: the firmware loads the tree from the card".into());
@@ -1070,6 +1146,42 @@ size = 0x4_0000
             mailbox(0x0c00_b000)
         );
         assert_eq!(Board::parse(&toml).unwrap().secret, SecretSource::BcmOtp);
+    }
+
+    #[test]
+    fn the_mediated_dma_engine_needs_its_page_its_channels_and_guest_fifos() {
+        let invalid = |extra: &str| match with(extra) {
+            Err(BoardError::Invalid(why)) => why,
+            other => panic!("{extra}: {other:?}"),
+        };
+        // The device window (0x0800_0000-) as a Pi's peripherals: bus 0x7e000000 at 0x0c000000.
+        let guest =
+            "[[device]]\nname = \"soc\"\nowner = \"guest\"\nbase = 0x0c00_0000\nsize = 0x30_0000\n";
+        let engine = "[[device]]\nname = \"dma\"\nowner = \"mediated\"\nmediator = \"bcm-dma\"\n\
+             base = 0x0c00_7000\nsize = 0x1000\n";
+        let dma = |channels: u64, fifo: u32| {
+            format!(
+                "[dma]\nchannels = {channels}\nperipherals = 0x0c00_0000\n\
+                 fifos = [{{ name = \"sdhost\", bus = {fifo:#x} }}]\n"
+            )
+        };
+        // Benign: the engine page inside the guest's device, a FIFO of that device.
+        let b = with(&format!("{}{guest}{engine}", dma(11, 0x7e20_2040))).unwrap();
+        assert_eq!(b.mediated(Mediator::BcmDma), Some((0x0c00_7000, 0)));
+        assert_eq!(b.dma.as_ref().unwrap().fifos[0].bus, 0x7e20_2040);
+        // A FIFO outside the guest's devices, on the mediated page itself, or misaligned.
+        for fifo in [0x7ef0_0000, 0x7e00_7004, 0x7e20_2042] {
+            assert!(
+                invalid(&format!("{}{guest}{engine}", dma(11, fifo))).contains("dma.fifos"),
+                "{fifo:#x}"
+            );
+        }
+        assert!(invalid(&format!("{}{guest}{engine}", dma(16, 0x7e20_2040))).contains("1 to 15"));
+        assert!(invalid(&format!("{guest}{engine}")).contains("needs [dma]"));
+        assert!(invalid(&format!("{}{guest}", dma(11, 0x7e20_2040))).contains("bcm-dma"));
+        assert!(
+            invalid(&format!("{}{engine}", dma(11, 0x7e20_2040))).contains("inside a guest device")
+        );
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub struct BoardMap<'a> {
     pub gicr_control: Option<(u64, u64)>,
     /// The mediated VideoCore mailbox page.
     pub mailbox: Option<u64>,
+    /// The mediated legacy DMA engine's register page.
+    pub dma_engine: Option<u64>,
     /// The loader's spin table (CPU 0's release address), inside the reservation: the EL2 map
     /// gives the hypervisor its page so that it can release the secondaries.
     pub spin_table: Option<u64>,
@@ -78,8 +80,8 @@ impl<'a> BoardMap<'a> {
         }
     }
 
-    /// Every mediated page `(base, PAGE)`: the redistributor control pages, one per CPU, and
-    /// the mailbox page.
+    /// Every mediated page `(base, PAGE)`: the redistributor control pages, one per CPU, the
+    /// mailbox page and the DMA engine's page.
     fn mediated(&self) -> impl Iterator<Item = (u64, u64)> + Clone + 'a {
         let cpus = self.max_cpus;
         self.gicr_control
@@ -88,6 +90,7 @@ impl<'a> BoardMap<'a> {
                 (0..cpus).map(move |k| (g.wrapping_add(k.wrapping_mul(stride)), PAGE))
             })
             .chain(self.mailbox.map(|m| (m, PAGE)))
+            .chain(self.dma_engine.map(|m| (m, PAGE)))
     }
 
     /// The mediated pages inside `[base, base + size)`, sorted: holes in that device's map.
@@ -196,6 +199,7 @@ pub const BOARD: BoardMap<'static> = BoardMap {
     kept_devices: crate::board::KEPT_DEVICES,
     gicr_control: crate::board::GICR_FILTER,
     mailbox: crate::board::MAILBOX,
+    dma_engine: crate::board::DMA_ENGINE,
     spin_table: crate::board::SPIN_TABLE,
 };
 
@@ -238,6 +242,7 @@ mod tests {
                 kept_devices: list(&[gw_board::Owner::Hypervisor, gw_board::Owner::Withheld]),
                 gicr_control: b.mediated(gw_board::Mediator::GicrControl),
                 mailbox: b.mediated(gw_board::Mediator::BcmMailbox).map(|(m, _)| m),
+                dma_engine: b.mediated(gw_board::Mediator::BcmDma).map(|(m, _)| m),
                 spin_table: b.spin_table,
             };
             out.push((b, map));
@@ -279,6 +284,7 @@ mod tests {
         assert_eq!(m.kept_devices, BOARD.kept_devices);
         assert_eq!(m.gicr_control, BOARD.gicr_control);
         assert_eq!(m.mailbox, BOARD.mailbox);
+        assert_eq!(m.dma_engine, BOARD.dma_engine);
     }
 
     proptest! {

@@ -57,6 +57,17 @@ fn write32(addr: u64, v: u32) {
     unsafe { core::ptr::write_volatile(addr as *mut u32, v) }
 }
 
+/// How a guest access to a mediated register page ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// A read: the guest's register gets the value.
+    Value(u32),
+    /// A write, done.
+    Done,
+    /// Refused: the guest gets an abort.
+    Abort,
+}
+
 /// PM block registers (Linux `bcm2835_wdt.c`, QEMU `bcm2835_powermgt.c`).
 mod pm {
     pub const RSTC: u64 = 0x1c;
@@ -159,6 +170,7 @@ pub mod mbox {
     };
 
     use super::super::{cpu, hypercall::in_guest_ram};
+    use super::Answer;
     use crate::println;
 
     /// The hypervisor's copy of a message: what the VideoCore reads and answers into, in
@@ -265,17 +277,6 @@ pub mod mbox {
             Ok(k) if k == *key => Ok(()),
             _ => Err(OtpError::Unsupported),
         }
-    }
-
-    /// How a guest access to the mailbox page ends.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum Answer {
-        /// A read: the guest's register gets the value.
-        Value(u32),
-        /// A write, done.
-        Done,
-        /// Refused: the guest gets an abort.
-        Abort,
     }
 
     /// Do a guest's `size`-byte access at `offset` into the mailbox page (`value` for a
@@ -398,5 +399,145 @@ pub mod mbox {
         cpu::clean_invalidate(f.guest, f.len as u64);
         s.copy.0.fill(0);
         posted
+    }
+}
+
+/// The legacy DMA engine, mediated (`crate::dma_engine`): the guest's control-block chains are
+/// copied into hypervisor memory and checked before the engine sees them.
+pub mod dma {
+    use crate::board::{DMA_CHANNELS, DMA_ENGINE, DMA_FIFOS};
+    use crate::dma_engine::{BLOCK_BYTES, Chain, Reach, Register, cs, reg, register};
+    use crate::mailbox::phys_to_bus;
+    use crate::println;
+
+    use super::super::{cpu, hypercall::guest_ram};
+    use super::Answer;
+
+    /// Channels 0-14 (the page's); the board's `DMA_CHANNELS` are the guest's.
+    const CHANNELS: usize = 15;
+
+    struct State {
+        /// Each channel's copy of the chain it runs (the engine fetches nothing else).
+        chains: [Chain; CHANNELS],
+        /// A channel whose last chain was refused: its `CS` shows an error until a reset or
+        /// an accepted chain.
+        refused: [bool; CHANNELS],
+        refusals: u64,
+    }
+
+    static STATE: spin::Mutex<State> = spin::Mutex::new(State {
+        chains: [const { Chain::new() }; CHANNELS],
+        refused: [false; CHANNELS],
+        refusals: 0,
+    });
+
+    /// Do a guest's `size`-byte access at `offset` into the engine's page (`value` for a
+    /// write).
+    pub fn guest_access(offset: u64, size: u8, value: Option<u64>) -> Answer {
+        let Some(base) = DMA_ENGINE else {
+            return Answer::Abort;
+        };
+        let at = base + offset;
+        let v = value.unwrap_or(0) as u32;
+        match register(offset, size, value.is_some(), DMA_CHANNELS) {
+            Register::Refuse => Answer::Abort,
+            Register::Read => Answer::Value(super::read32(at)),
+            Register::Write => {
+                super::write32(at, v);
+                Answer::Done
+            }
+            Register::Status(ch) => {
+                let mut s = STATE.lock();
+                if value.is_none() {
+                    let error = if s.refused[ch] { cs::ERROR } else { 0 };
+                    return Answer::Value(super::read32(at) | error);
+                }
+                if v & cs::RESET != 0 {
+                    s.refused[ch] = false;
+                }
+                // Forwarded as written: an activation with no block loaded (address 0) leaves
+                // the engine idle, and only the hypervisor writes a block address.
+                super::write32(at, v);
+                Answer::Done
+            }
+            Register::BlockAddress { channel, next } => {
+                let mut s = STATE.lock();
+                let first = first_bus(&s.chains[channel]);
+                if value.is_none() {
+                    let hw = super::read32(at);
+                    return Answer::Value(s.chains[channel].guest_view(hw, first));
+                }
+                debug_assert!(!next);
+                load(
+                    &mut s,
+                    base + channel as u64 * reg::CHANNEL_STRIDE,
+                    channel,
+                    v,
+                );
+                Answer::Done
+            }
+        }
+    }
+
+    /// The bus address the engine fetches a chain's first copied block from.
+    fn first_bus(c: &Chain) -> u32 {
+        phys_to_bus(c.blocks.as_ptr() as u64)
+    }
+
+    /// The guest writes `guest` to a channel's block address: copy and check its chain, and
+    /// point the engine at the copy; a refused chain leaves the engine's address 0, so an
+    /// activation does nothing.
+    fn load(s: &mut State, channel_regs: u64, ch: usize, guest: u32) {
+        if super::read32(channel_regs + reg::CONBLK_AD) != 0 {
+            // The engine still runs (or is paused in) the copy: it cannot be rewritten.
+            return refuse(s, ch, guest, "the channel is busy");
+        }
+        if guest == 0 {
+            s.chains[ch].clear();
+            s.refused[ch] = false;
+            return;
+        }
+        let reach = Reach {
+            ram: guest_ram(),
+            fifos: DMA_FIFOS,
+        };
+        let chain = &mut s.chains[ch];
+        let first = first_bus(chain);
+        match chain.copy(guest, &reach, read_block, |i| {
+            first + (i as u64 * BLOCK_BYTES) as u32
+        }) {
+            Ok(()) => {
+                // The engine reads memory, not the caches.
+                cpu::clean_invalidate(chain.blocks.as_ptr() as u64, chain.len as u64 * BLOCK_BYTES);
+                s.refused[ch] = false;
+                super::write32(channel_regs + reg::CONBLK_AD, first);
+            }
+            Err(e) => {
+                s.refused[ch] = true;
+                let mut why = heapless::String::<96>::new();
+                let _ = core::fmt::write(&mut why, format_args!("{e}"));
+                refuse(s, ch, guest, &why);
+            }
+        }
+    }
+
+    /// One guest control block at `pa` (checked by `Reach::block`: 32-byte aligned, in guest
+    /// RAM), read once from memory.
+    fn read_block(pa: u64) -> [u32; 8] {
+        // The guest's blocks are normally in non-cacheable memory on its side.
+        cpu::clean_invalidate(pa, BLOCK_BYTES);
+        // SAFETY: [pa, pa + 32) is aligned guest RAM (`Reach::block`), identity-mapped at EL2.
+        unsafe { core::ptr::read_volatile(pa as *const [u32; 8]) }
+    }
+
+    /// Refusals, reported on the console (the first 64, then every 1024th).
+    fn refuse(s: &mut State, ch: usize, guest: u32, why: &str) {
+        s.refusals += 1;
+        if s.refusals <= 64 || s.refusals.is_multiple_of(1024) {
+            println!(
+                "dma: channel {ch}: chain at {guest:#x} refused ({why}); {} refused so far",
+                s.refusals
+            );
+        }
     }
 }

@@ -113,12 +113,17 @@ pub fn at_fixup(elr: u64) -> Option<u64> {
     (start..end).contains(&elr).then_some(resume)
 }
 
-/// Whether `pa` is guest RAM.
-pub fn in_guest_ram(pa: u64) -> bool {
-    let (lo, hi) = (
+/// Guest RAM, `[start, end)` (ARM physical).
+pub fn guest_ram() -> (u64, u64) {
+    (
         GUEST_RAM[0].load(Ordering::Acquire),
         GUEST_RAM[1].load(Ordering::Acquire),
-    );
+    )
+}
+
+/// Whether `pa` is guest RAM.
+pub fn in_guest_ram(pa: u64) -> bool {
+    let (lo, hi) = guest_ram();
     pa >= lo && pa < hi
 }
 

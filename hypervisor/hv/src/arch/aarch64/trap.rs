@@ -10,7 +10,7 @@ use crate::{
         exception::{self, Mode},
         gicr,
     },
-    board::{GICR_FILTER, MAILBOX, MAX_CPUS},
+    board::{DMA_ENGINE, GICR_FILTER, MAILBOX, MAX_CPUS},
     exit::{Conduit, Exit, FaultAccess, MemoryFault},
     println,
 };
@@ -308,7 +308,14 @@ fn memory_fault(f: &mut TrapFrame, m: MemoryFault) {
         && let Some(page) = MAILBOX
         && m.ipa & !0xfff == page
     {
-        emulate_mailbox(f, &m, m.ipa & 0xfff);
+        emulate_mmio(f, &m, super::bcm::mbox::guest_access);
+        return;
+    }
+    if data
+        && let Some(page) = DMA_ENGINE
+        && m.ipa & !0xfff == page
+    {
+        emulate_mmio(f, &m, super::bcm::dma::guest_access);
         return;
     }
     let n = FAULTS.fetch_add(1, Ordering::Relaxed);
@@ -383,8 +390,15 @@ fn emulate_gicr(f: &mut TrapFrame, m: &MemoryFault, page: u64, off: u64) {
     f.elr += m.instruction_len as u64;
 }
 
-/// Do a guest's access to the mediated VideoCore mailbox page (`bcm::mbox`).
-fn emulate_mailbox(f: &mut TrapFrame, m: &MemoryFault, off: u64) {
+/// Do a guest's access to a mediated register page with `handler` (offset in the page, size,
+/// the value for a write): a read gets the handler's value, a refusal an abort.
+fn emulate_mmio(
+    f: &mut TrapFrame,
+    m: &MemoryFault,
+    handler: fn(u64, u8, Option<u64>) -> super::bcm::Answer,
+) {
+    use super::bcm::Answer;
+    // Only single-register loads and stores carry a syndrome (ISV); drivers use nothing else.
     let Some(access) = m.mmio else {
         inject_abort(f, true, m.va);
         return;
@@ -392,8 +406,7 @@ fn emulate_mailbox(f: &mut TrapFrame, m: &MemoryFault, off: u64) {
     let srt = access.reg as usize;
     let value = if srt == 31 { 0 } else { f.x[srt] };
     let write = m.access == FaultAccess::Write;
-    use super::bcm::mbox::{Answer, guest_access};
-    match guest_access(off, access.size, write.then_some(value)) {
+    match handler(m.ipa & 0xfff, access.size, write.then_some(value)) {
         Answer::Abort => {
             inject_abort(f, true, m.va);
             return;
