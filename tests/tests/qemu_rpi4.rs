@@ -3,7 +3,7 @@
 //! hypervisor and started by the guest through the hypervisor's PSCI, the GIC-400 passed
 //! through, USB networking, the PM watchdog for power-off, the RNG200 the machine lacks.
 
-use gw_tests::qemu::{Qemu, image_dir};
+use gw_tests::qemu::{Qemu, Qmp, image_dir};
 
 const BOARD: &str = "rpi4";
 
@@ -421,6 +421,88 @@ fn the_guest_cannot_reach_the_otp_secret_through_the_mailbox() {
     );
     // The secret did not change: the hypervisor read it once, before the guest ran; the
     // guest still works (a hypercall answers).
+    let v = q.run("gwctl --json --transport hypervisor version");
+    assert!(v.contains("\"attestation_key\""), "{v}");
+}
+
+/// The guest kernel programs the legacy DMA engine (gwbcmdma.ko): copies between its own
+/// buffers work through each of the four RAM aliases, in 1-D, 2-D and as a two-block chain;
+/// every block aimed at the hypervisor (reads and writes, 1-D and 2-D, through each alias, rows
+/// whose stride walks out of guest RAM, a chain whose first or next block lies in hypervisor
+/// memory) is refused: the engine never runs it, the channel shows an error, the destination is
+/// untouched, and the hypervisor's image reads the same from the host before and after.
+#[test]
+fn the_dma_engine_cannot_reach_the_hypervisor() {
+    const HV: u64 = 0x8_0000;
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("qmp.sock");
+    let extra: Vec<String> = Qmp::arg(&sock).into();
+    let mut q = Qemu::boot_board_with(BOARD, 4, None, &extra);
+    let mut qmp = Qmp::connect(&sock);
+    q.expect("gatewarden-guest: up");
+    q.expect("# ");
+    let before = qmp.read_physical(HV, 4096);
+    let r = q.run(&format!(
+        "insmod /lib/modules/extra/gwbcmdma.ko regs=0xfe007000 chan=6 hv={HV:#x} ram_start=0x1000000; \
+         dmesg | grep -o 'gwbcmdma: .*'"
+    ));
+    assert!(r.contains("gwbcmdma: done"), "{r}\n{}", q.output());
+    let line = |step: &str| {
+        r.lines()
+            .find(|l| l.starts_with(&format!("gwbcmdma: {step}: ")))
+            .unwrap_or_else(|| panic!("no {step} line:\n{r}"))
+            .to_owned()
+    };
+    let untouched = "dst eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee src-match 0";
+    let mut benign = vec!["benign-2d".to_owned(), "benign-chain".to_owned()];
+    let mut attacks = vec![
+        "hv-read-2d-stride".to_owned(),
+        "hv-next-block".to_owned(),
+        "hv-first-block".to_owned(),
+    ];
+    for alias in ["00000000", "40000000", "80000000", "c0000000"] {
+        benign.push(format!("benign-1d-{alias}"));
+        for a in ["hv-read-1d", "hv-write-1d", "hv-read-2d", "hv-write-2d"] {
+            attacks.push(format!("{a}-{alias}"));
+        }
+    }
+    // The channel's CS as the step left it: END (0x2), ERROR (0x100).
+    let cs = |l: &str| {
+        let v = l.split(" cs ").nth(1).unwrap().split(' ').next().unwrap();
+        u32::from_str_radix(v.trim_start_matches("0x"), 16).unwrap()
+    };
+    for step in &benign {
+        let l = line(step);
+        // Ran to the end (block address back to 0, no error), the bytes copied.
+        assert!(
+            l.contains(": finished cs ") && l.ends_with("src-match 1") && cs(&l) & 0x102 == 0x2,
+            "{l}"
+        );
+    }
+    for step in &attacks {
+        let l = line(step);
+        assert!(cs(&l) & 0x102 == 0x100, "not refused: {l}");
+        if step.starts_with("hv-read") || step.contains("block") {
+            assert!(l.ends_with(untouched), "{l}");
+        }
+    }
+    let log = q.output();
+    for why in [
+        "reads outside guest RAM".to_owned(),
+        "writes outside guest RAM".to_owned(),
+        format!("(block at {:#x} outside guest RAM)", 0xc000_0000 | HV),
+    ] {
+        assert!(
+            log.contains(&why),
+            "the hypervisor says why ({why}):\n{log}"
+        );
+    }
+    assert_eq!(
+        qmp.read_physical(HV, 4096),
+        before,
+        "the DMA engine changed the hypervisor's image"
+    );
+    // The hypervisor still answers.
     let v = q.run("gwctl --json --transport hypervisor version");
     assert!(v.contains("\"attestation_key\""), "{v}");
 }

@@ -147,9 +147,10 @@ fn llvm_objcopy() -> Result<PathBuf> {
 }
 
 /// The guest kernel modules in `guest-agents/kmod`: `gwhvc.ko` (hypercalls by HVC from EL1),
-/// `gwdma.ko` (DMA attacks from the guest kernel) and `gwmbox.ko` (the Pis' mailbox asked for
-/// the OTP secret), for the isolation tests.
-pub const KMODS: [&str; 3] = ["gwhvc", "gwdma", "gwmbox"];
+/// `gwdma.ko` (DMA attacks from the guest kernel), `gwmbox.ko` (the Pis' mailbox asked for
+/// the OTP secret) and `gwbcmdma.ko` (the Pis' legacy DMA engine aimed at the hypervisor), for
+/// the isolation tests.
+pub const KMODS: [&str; 4] = ["gwhvc", "gwdma", "gwmbox", "gwbcmdma"];
 
 /// Build the guest kernel modules ([`KMODS`]) against Debian's headers for the guest kernel,
 /// with debug info stripped. Kbuild writes its output next to the sources, so they are copied to
