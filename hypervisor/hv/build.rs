@@ -49,6 +49,12 @@ fn main() {
     let gicv3 = b.interrupt_controller.kind == GicKind::Gicv3;
     let mailbox = opt(b.mediated(Mediator::BcmMailbox).map(|(base, _)| base));
     let dma_engine = opt(b.mediated(Mediator::BcmDma).map(|(base, _)| base));
+    let usb_host = opt(b.mediated(Mediator::Dwc2).map(|(base, _)| base));
+    let pages: String = b
+        .single_mediated_pages()
+        .iter()
+        .map(|p| format!("{p:#x}, "))
+        .collect();
     let (dma_channels, dma_fifos) = match &b.dma {
         Some(d) => (
             d.channels,
@@ -88,6 +94,8 @@ fn main() {
              /// The BCM2711 RNG200 the hypervisor draws entropy from.\npub const RNG200: Option<u64> = {rng200};\n\
              /// The VideoCore mailbox page the hypervisor mediates (the guest's property messages pass through it).\npub const MAILBOX: Option<u64> = {mailbox};\n\
              /// The legacy DMA engine's register page the hypervisor mediates (control-block chains copied and checked).\npub const DMA_ENGINE: Option<u64> = {dma_engine};\n\
+             /// The dwc2 USB host's first register page the hypervisor mediates (host channels' DMA addresses checked).\npub const USB_HOST: Option<u64> = {usb_host};\n\
+             /// Every single mediated page (stage-2 holes): mailbox, DMA engine, USB host.\npub const MEDIATED_PAGES: &[u64] = &[{pages}];\n\
              /// The engine's channels the guest may use (0..DMA_CHANNELS, legacy layout).\npub const DMA_CHANNELS: usize = {dma_channels};\n\
              /// Peripheral FIFO registers (bus addresses) a control block may reach.\npub const DMA_FIFOS: &[u32] = &[\n{dma_fifos}];\n\
              /// Whether the device secret is the SoC's OTP private key (read through the mailbox) rather than the image's slot.\npub const SECRET_OTP: bool = {secret_otp};\n",

@@ -507,6 +507,70 @@ fn the_dma_engine_cannot_reach_the_hypervisor() {
     assert!(v.contains("\"attestation_key\""), "{v}");
 }
 
+/// The guest kernel drives a host channel of the dwc2 USB controller itself (gwusbdma.ko,
+/// with the USB NIC's drivers unbound): GET_DESCRIPTOR into its own buffer works before and
+/// after; the data stage aimed at the hypervisor (the device's bytes over its image) and the
+/// setup stage read from it (its bytes to the device) never start, and the hypervisor's image
+/// reads the same from the host.
+#[test]
+fn a_usb_transfer_cannot_reach_the_hypervisor() {
+    const HV: u64 = 0x8_0000;
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("qmp.sock");
+    let extra: Vec<String> = Qmp::arg(&sock).into();
+    let mut q = Qemu::boot_board_with(BOARD, 4, None, &extra);
+    let mut qmp = Qmp::connect(&sock);
+    q.expect("gatewarden-guest: up");
+    q.expect("# ");
+    let before = qmp.read_physical(HV, 4096);
+    let r = q.run(&format!(
+        "for i in /sys/bus/usb/devices/1-1:*; do [ -e $i/driver ] && echo ${{i##*/}} > $i/driver/unbind; done; \
+         insmod /lib/modules/extra/gwusbdma.ko regs=0xfe980000 chan=7 hv={HV:#x} devaddr=$(cat /sys/bus/usb/devices/1-1/devnum); \
+         dmesg | grep -o 'gwusbdma: .*'"
+    ));
+    assert!(r.contains("gwusbdma: done"), "{r}\n{}", q.output());
+    let line = |step: &str| {
+        r.lines()
+            .find(|l| l.starts_with(&format!("gwusbdma: {step}: ")))
+            .unwrap_or_else(|| panic!("no {step} line:\n{r}"))
+            .to_owned()
+    };
+    // The device descriptor (length 18, type 1), every stage completed.
+    for step in ["benign", "benign-after"] {
+        let l = line(step);
+        assert!(l.contains("setup 3 data 3 status 3 buffer 1201"), "{l}");
+    }
+    // The stage aimed at the hypervisor never started (timeout); nothing reached the buffer.
+    assert!(
+        line("hv-write").contains(" data -1 "),
+        "{}",
+        line("hv-write")
+    );
+    let read = line("hv-read");
+    assert!(
+        read.contains("setup -1 ") && read.ends_with(&"ee".repeat(18)),
+        "{read}"
+    );
+    let log = q.output();
+    assert!(
+        log.contains(&format!(
+            "usb: channel 7: transfer of 64 bytes at {:#x} outside guest RAM refused",
+            0xc000_0000u64 | HV
+        )) && log.contains(&format!(
+            "usb: channel 7: transfer of 8 bytes at {:#x} outside guest RAM refused",
+            0xc000_0000u64 | HV
+        )),
+        "{log}"
+    );
+    assert_eq!(
+        qmp.read_physical(HV, 4096),
+        before,
+        "a USB transfer changed the hypervisor's image"
+    );
+    let v = q.run("gwctl --json --transport hypervisor version");
+    assert!(v.contains("\"attestation_key\""), "{v}");
+}
+
 /// The flashable image (`gatewarden-rpi4.img`), read with mtools as a vendor's tools would:
 /// an MBR with a FAT32 boot partition and an ext4 state partition; the Pi firmware, its
 /// `config.txt` booting the hypervisor with the bundle as its initramfs and the board's tree;

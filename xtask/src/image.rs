@@ -148,9 +148,9 @@ fn llvm_objcopy() -> Result<PathBuf> {
 
 /// The guest kernel modules in `guest-agents/kmod`: `gwhvc.ko` (hypercalls by HVC from EL1),
 /// `gwdma.ko` (DMA attacks from the guest kernel), `gwmbox.ko` (the Pis' mailbox asked for
-/// the OTP secret) and `gwbcmdma.ko` (the Pis' legacy DMA engine aimed at the hypervisor), for
-/// the isolation tests.
-pub const KMODS: [&str; 4] = ["gwhvc", "gwdma", "gwmbox", "gwbcmdma"];
+/// the OTP secret), `gwbcmdma.ko` (the Pis' legacy DMA engine aimed at the hypervisor) and
+/// `gwusbdma.ko` (a dwc2 USB transfer aimed at it), for the isolation tests.
+pub const KMODS: [&str; 5] = ["gwhvc", "gwdma", "gwmbox", "gwbcmdma", "gwusbdma"];
 
 /// Build the guest kernel modules ([`KMODS`]) against Debian's headers for the guest kernel,
 /// with debug info stripped. Kbuild writes its output next to the sources, so they are copied to

@@ -367,7 +367,16 @@ pub enum Mediator {
     /// own memory and check every block's reach (`[dma]`). One 4 KiB page inside a guest
     /// device.
     BcmDma,
+    /// The dwc2 USB host controller's first register page (global, host and host-channel
+    /// registers): a channel's DMA address and size are kept by the hypervisor and checked
+    /// against guest RAM when the channel starts; descriptor DMA and device mode refused. One
+    /// 4 KiB page inside a guest device (the FIFO windows above it stay mapped).
+    Dwc2,
 }
+
+/// The mediators of a single 4 KiB page inside a guest device.
+pub const SINGLE_PAGE_MEDIATORS: [Mediator; 3] =
+    [Mediator::BcmMailbox, Mediator::BcmDma, Mediator::Dwc2];
 
 /// A device (or `count` identical ones, `stride` apart).
 #[derive(Debug, Clone, Deserialize)]
@@ -563,6 +572,18 @@ impl Board {
             .any(|(g, b, e)| g.owner == Owner::Guest && base >= b && base + size <= e)
     }
 
+    /// The single mediated pages' bases ([`SINGLE_PAGE_MEDIATORS`]).
+    pub fn single_mediated_pages(&self) -> Vec<u64> {
+        self.device
+            .iter()
+            .filter(|d| {
+                d.mediator
+                    .is_some_and(|m| SINGLE_PAGE_MEDIATORS.contains(&m))
+            })
+            .map(|d| d.base)
+            .collect()
+    }
+
     /// The first of the pages mediated by `m` and their stride, if the board has them.
     pub fn mediated(&self, m: Mediator) -> Option<(u64, u64)> {
         self.device
@@ -725,22 +746,25 @@ impl Board {
         {
             return Err("only one device may list the redistributor control pages".into());
         }
-        let mailboxes: Vec<&Device> = self
-            .device
-            .iter()
-            .filter(|d| d.mediator == Some(Mediator::BcmMailbox))
-            .collect();
-        match mailboxes.as_slice() {
-            [] => {}
-            [d] => {
-                if d.count != 1 || d.size != 4096 || !self.inside_guest_device(d.base, d.size) {
-                    return Err(format!(
-                        "device {}: the mailbox is one 4 KiB page inside a guest device",
-                        d.name
-                    ));
+        for m in SINGLE_PAGE_MEDIATORS {
+            match self
+                .device
+                .iter()
+                .filter(|d| d.mediator == Some(m))
+                .collect::<Vec<_>>()
+                .as_slice()
+            {
+                [] => {}
+                [d] => {
+                    if d.count != 1 || d.size != 4096 || !self.inside_guest_device(d.base, d.size) {
+                        return Err(format!(
+                            "device {}: a {m:?} mediator covers one 4 KiB page inside a guest device",
+                            d.name
+                        ));
+                    }
                 }
+                _ => return Err(format!("only one device may have the {m:?} mediator")),
             }
-            _ => return Err("only one device may be the mediated mailbox".into()),
         }
         let engines: Vec<&Device> = self
             .device
@@ -749,13 +773,7 @@ impl Board {
             .collect();
         match (engines.as_slice(), &self.dma) {
             ([], None) => {}
-            ([d], Some(dma)) => {
-                if !self.inside_guest_device(d.base, d.size) || d.count != 1 || d.size != 4096 {
-                    return Err(format!(
-                        "device {}: the DMA engine is one 4 KiB page inside a guest device",
-                        d.name
-                    ));
-                }
+            ([_], Some(dma)) => {
                 if !(1..=15).contains(&dma.channels) {
                     return Err("dma.channels: 1 to 15 legacy channels".into());
                 }
@@ -779,13 +797,12 @@ impl Board {
             ([], Some(_)) => {
                 return Err("[dma] needs a device with mediator = \"bcm-dma\"".into());
             }
-            ([_], None) => return Err("a mediated DMA engine needs [dma]".into()),
-            _ => return Err("only one device may be the mediated DMA engine".into()),
+            _ => return Err("a mediated DMA engine needs [dma]".into()),
         }
         if self.sdcard.is_some() && self.dtb.is_none() {
             return Err("[sdcard] needs [dtb]: the firmware loads the tree from the card".into());
         }
-        if self.secret == SecretSource::BcmOtp && mailboxes.is_empty() {
+        if self.secret == SecretSource::BcmOtp && self.mediated(Mediator::BcmMailbox).is_none() {
             return Err(
                 "secret = \"bcm-otp\" needs the mailbox mediated by the hypervisor (mediator = \"bcm-mailbox\")"
                     .into(),
@@ -1181,6 +1198,16 @@ size = 0x4_0000
         assert!(invalid(&format!("{}{guest}", dma(11, 0x7e20_2040))).contains("bcm-dma"));
         assert!(
             invalid(&format!("{}{engine}", dma(11, 0x7e20_2040))).contains("inside a guest device")
+        );
+        // The USB host's page: inside the guest's device, once.
+        let usb = "[[device]]\nname = \"usb\"\nowner = \"mediated\"\nmediator = \"dwc2\"\n\
+             base = 0x0c09_8000\nsize = 0x1000\n";
+        let b = with(&format!("{guest}{usb}")).unwrap();
+        assert_eq!(b.single_mediated_pages(), [0x0c09_8000]);
+        assert!(invalid(usb).contains("inside a guest device"));
+        assert!(
+            invalid(&format!("{guest}{usb}{}", usb.replace("\"usb\"", "\"usb2\"")))
+                .contains("only one device")
         );
     }
 

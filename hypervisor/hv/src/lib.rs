@@ -9,6 +9,7 @@ pub mod boot_flow;
 pub mod bundle;
 pub mod dma_engine;
 pub mod dtb;
+pub mod dwc2;
 pub mod exit;
 pub mod guest;
 pub mod layout;

@@ -30,10 +30,8 @@ pub struct BoardMap<'a> {
     pub kept_devices: &'a [(&'a str, u64, u64)],
     /// Mediated redistributor control pages: the first, and the stride (one per CPU).
     pub gicr_control: Option<(u64, u64)>,
-    /// The mediated VideoCore mailbox page.
-    pub mailbox: Option<u64>,
-    /// The mediated legacy DMA engine's register page.
-    pub dma_engine: Option<u64>,
+    /// The single mediated pages: the VideoCore mailbox, the legacy DMA engine, the USB host.
+    pub pages: &'a [u64],
     /// The loader's spin table (CPU 0's release address), inside the reservation: the EL2 map
     /// gives the hypervisor its page so that it can release the secondaries.
     pub spin_table: Option<u64>,
@@ -80,8 +78,8 @@ impl<'a> BoardMap<'a> {
         }
     }
 
-    /// Every mediated page `(base, PAGE)`: the redistributor control pages, one per CPU, the
-    /// mailbox page and the DMA engine's page.
+    /// Every mediated page `(base, PAGE)`: the redistributor control pages, one per CPU, and
+    /// the single mediated pages.
     fn mediated(&self) -> impl Iterator<Item = (u64, u64)> + Clone + 'a {
         let cpus = self.max_cpus;
         self.gicr_control
@@ -89,8 +87,7 @@ impl<'a> BoardMap<'a> {
             .flat_map(move |(g, stride)| {
                 (0..cpus).map(move |k| (g.wrapping_add(k.wrapping_mul(stride)), PAGE))
             })
-            .chain(self.mailbox.map(|m| (m, PAGE)))
-            .chain(self.dma_engine.map(|m| (m, PAGE)))
+            .chain(self.pages.iter().map(|&p| (p, PAGE)))
     }
 
     /// The mediated pages inside `[base, base + size)`, sorted: holes in that device's map.
@@ -198,8 +195,7 @@ pub const BOARD: BoardMap<'static> = BoardMap {
     guest_devices: crate::board::GUEST_DEVICES,
     kept_devices: crate::board::KEPT_DEVICES,
     gicr_control: crate::board::GICR_FILTER,
-    mailbox: crate::board::MAILBOX,
-    dma_engine: crate::board::DMA_ENGINE,
+    pages: crate::board::MEDIATED_PAGES,
     spin_table: crate::board::SPIN_TABLE,
 };
 
@@ -241,8 +237,7 @@ mod tests {
                 guest_devices: list(&[gw_board::Owner::Guest]),
                 kept_devices: list(&[gw_board::Owner::Hypervisor, gw_board::Owner::Withheld]),
                 gicr_control: b.mediated(gw_board::Mediator::GicrControl),
-                mailbox: b.mediated(gw_board::Mediator::BcmMailbox).map(|(m, _)| m),
-                dma_engine: b.mediated(gw_board::Mediator::BcmDma).map(|(m, _)| m),
+                pages: Vec::leak(b.single_mediated_pages()),
                 spin_table: b.spin_table,
             };
             out.push((b, map));
@@ -283,8 +278,7 @@ mod tests {
         assert_eq!(m.guest_devices, BOARD.guest_devices);
         assert_eq!(m.kept_devices, BOARD.kept_devices);
         assert_eq!(m.gicr_control, BOARD.gicr_control);
-        assert_eq!(m.mailbox, BOARD.mailbox);
-        assert_eq!(m.dma_engine, BOARD.dma_engine);
+        assert_eq!(m.pages, BOARD.pages);
     }
 
     proptest! {

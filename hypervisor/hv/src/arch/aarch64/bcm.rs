@@ -541,3 +541,104 @@ pub mod dma {
         }
     }
 }
+
+/// The dwc2 USB host, mediated (`crate::dwc2`): a host channel starts only with a DMA address
+/// and size the hypervisor checked.
+pub mod usb {
+    use crate::board::USB_HOST;
+    use crate::dma_engine::Reach;
+    use crate::dwc2::{self, CHANNELS, CHENA, Register, reg, register};
+    use crate::println;
+
+    use super::super::hypercall::guest_ram;
+    use super::Answer;
+
+    /// The guest's `HCDMA` and `HCTSIZ` of each channel.
+    #[derive(Clone, Copy)]
+    struct Kept {
+        dma: u32,
+        size: u32,
+    }
+
+    struct State {
+        kept: [Kept; CHANNELS],
+        refusals: u64,
+    }
+
+    static STATE: spin::Mutex<State> = spin::Mutex::new(State {
+        kept: [Kept { dma: 0, size: 0 }; CHANNELS],
+        refusals: 0,
+    });
+
+    fn channel_reg(base: u64, ch: usize, r: u64) -> u64 {
+        base + reg::HOST_CHANNELS + ch as u64 * reg::CHANNEL_STRIDE + r
+    }
+
+    /// Do a guest's `size`-byte access at `offset` into the controller's first page (`value`
+    /// for a write).
+    pub fn guest_access(offset: u64, size: u8, value: Option<u64>) -> Answer {
+        let Some(base) = USB_HOST else {
+            return Answer::Abort;
+        };
+        let at = base + offset;
+        let v = value.unwrap_or(0) as u32;
+        match register(offset, size, value.is_some()) {
+            Register::Refuse => Answer::Abort,
+            Register::Read => Answer::Value(super::read32(at)),
+            Register::Write => {
+                super::write32(at, v);
+                Answer::Done
+            }
+            Register::WriteMasked(m) => {
+                super::write32(at, v & !m);
+                Answer::Done
+            }
+            Register::Keep { channel, size } => {
+                let mut s = STATE.lock();
+                let k = &mut s.kept[channel];
+                if size {
+                    k.size = v;
+                } else {
+                    k.dma = v;
+                }
+                // An idle channel's registers read back as written; a running one's are the
+                // controller's until its next start.
+                if super::read32(channel_reg(base, channel, reg::HCCHAR)) & CHENA == 0 {
+                    super::write32(at, v);
+                }
+                Answer::Done
+            }
+            Register::Characteristics(ch) => {
+                let mut s = STATE.lock();
+                let running = super::read32(channel_reg(base, ch, reg::HCCHAR)) & CHENA != 0;
+                if !dwc2::starts(v) || running {
+                    super::write32(at, v);
+                    return Answer::Done;
+                }
+                let k = s.kept[ch];
+                let reach = Reach {
+                    ram: guest_ram(),
+                    fifos: &[],
+                };
+                if dwc2::may_start(v, k.size, k.dma, &reach) {
+                    super::write32(channel_reg(base, ch, reg::HCTSIZ), k.size);
+                    super::write32(channel_reg(base, ch, reg::HCDMA), k.dma);
+                    super::write32(at, v);
+                } else {
+                    // The rest of the write goes ahead; the channel stays idle.
+                    super::write32(at, v & !CHENA);
+                    s.refusals += 1;
+                    if s.refusals <= 64 || s.refusals.is_multiple_of(1024) {
+                        println!(
+                            "usb: channel {ch}: transfer of {} bytes at {:#x} outside guest RAM refused; {} refused so far",
+                            dwc2::transfer_len(v, k.size),
+                            k.dma,
+                            s.refusals
+                        );
+                    }
+                }
+                Answer::Done
+            }
+        }
+    }
+}

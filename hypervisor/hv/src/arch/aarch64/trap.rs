@@ -10,7 +10,7 @@ use crate::{
         exception::{self, Mode},
         gicr,
     },
-    board::{DMA_ENGINE, GICR_FILTER, MAILBOX, MAX_CPUS},
+    board::{DMA_ENGINE, GICR_FILTER, MAILBOX, MAX_CPUS, USB_HOST},
     exit::{Conduit, Exit, FaultAccess, MemoryFault},
     println,
 };
@@ -316,6 +316,13 @@ fn memory_fault(f: &mut TrapFrame, m: MemoryFault) {
         && m.ipa & !0xfff == page
     {
         emulate_mmio(f, &m, super::bcm::dma::guest_access);
+        return;
+    }
+    if data
+        && let Some(page) = USB_HOST
+        && m.ipa & !0xfff == page
+    {
+        emulate_mmio(f, &m, super::bcm::usb::guest_access);
         return;
     }
     let n = FAULTS.fetch_add(1, Ordering::Relaxed);
