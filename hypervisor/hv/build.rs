@@ -46,6 +46,9 @@ fn main() {
     let spin_table = opt(b.spin_table);
     let pm_watchdog = opt(b.driven(Driver::BcmPmWatchdog));
     let rng200 = opt(b.driven(Driver::BcmRng200));
+    let bcm2835_rng = opt(b.driven(Driver::Bcm2835Rng));
+    let local_page = opt(b.mediated(Mediator::Bcm2836Local).map(|(base, _)| base));
+    let legacy_irq = b.interrupt_controller.kind == GicKind::Bcm2836;
     let gicv3 = b.interrupt_controller.kind == GicKind::Gicv3;
     let mailbox = opt(b.mediated(Mediator::BcmMailbox).map(|(base, _)| base));
     let dma_engine = opt(b.mediated(Mediator::BcmDma).map(|(base, _)| base));
@@ -65,7 +68,12 @@ fn main() {
         ),
         None => (0, String::new()),
     };
-    let secret_otp = b.secret == gw_board::SecretSource::BcmOtp;
+    let secret_otp = b.secret.in_otp();
+    let otp_rows = if b.secret == gw_board::SecretSource::BcmCustomerOtp {
+        "Customer"
+    } else {
+        "PrivateKey"
+    };
     let out = PathBuf::from(env::var("OUT_DIR").unwrap());
     fs::write(
         out.join("board.rs"),
@@ -92,15 +100,19 @@ fn main() {
              /// The loader's spin table (CPU 0's release address; CPU k's 8*k above), when secondaries start from it rather than through PSCI firmware.\npub const SPIN_TABLE: Option<u64> = {spin_table};\n\
              /// The BCM PM watchdog the hypervisor resets and powers off through, in place of PSCI firmware.\npub const PM_WATCHDOG: Option<u64> = {pm_watchdog};\n\
              /// The BCM2711 RNG200 the hypervisor draws entropy from.\npub const RNG200: Option<u64> = {rng200};\n\
+             /// The BCM2835/7 RNG the hypervisor draws entropy from.\npub const BCM2835_RNG: Option<u64> = {bcm2835_rng};\n\
+             /// The BCM2836 ARM-local page the hypervisor mediates (interrupt routing and IPIs pass; the counter's set-up and the loader's mailboxes do not).\npub const LOCAL_PAGE: Option<u64> = {local_page};\n\
+             /// Whether the mailbox page also holds the guest's interrupt controller (the BCM2835 armctrl at +0x200, passed through).\npub const MAILBOX_LEGACY_IRQ: bool = {legacy_irq};\n\
              /// The VideoCore mailbox page the hypervisor mediates (the guest's property messages pass through it).\npub const MAILBOX: Option<u64> = {mailbox};\n\
              /// The legacy DMA engine's register page the hypervisor mediates (control-block chains copied and checked).\npub const DMA_ENGINE: Option<u64> = {dma_engine};\n\
              /// The dwc2 USB host's first register page the hypervisor mediates (host channels' DMA addresses checked).\npub const USB_HOST: Option<u64> = {usb_host};\n\
              /// Every single mediated page (stage-2 holes): mailbox, DMA engine, USB host.\npub const MEDIATED_PAGES: &[u64] = &[{pages}];\n\
              /// The engine's channels the guest may use (0..DMA_CHANNELS, legacy layout).\npub const DMA_CHANNELS: usize = {dma_channels};\n\
              /// Peripheral FIFO registers (bus addresses) a control block may reach.\npub const DMA_FIFOS: &[u32] = &[\n{dma_fifos}];\n\
-             /// Whether the device secret is the SoC's OTP private key (read through the mailbox) rather than the image's slot.\npub const SECRET_OTP: bool = {secret_otp};\n",
+             /// Whether the device secret is the SoC's OTP private key (read through the mailbox) rather than the image's slot.\npub const SECRET_OTP: bool = {secret_otp};\n\
+             /// Which OTP rows hold the secret.\npub const OTP_ROWS: crate::mailbox::OtpRows = crate::mailbox::OtpRows::{otp_rows};\n",
             b.name, b.load_address, b.ram_base, b.hv_reserved, b.max_ram(), b.console.base, b.console.kind == ConsoleKind::BcmMiniUart, b.max_cpus, b.device_base, b.device_size, b.boot_clock(),
-            expects(EntropySource::DtbSeeds), expects(EntropySource::Rndr), expects(EntropySource::BcmRng200),
+            expects(EntropySource::DtbSeeds), expects(EntropySource::Rndr), expects(EntropySource::BcmRng200) || expects(EntropySource::Bcm2835Rng),
         ),
     )
     .unwrap();

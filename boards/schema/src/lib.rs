@@ -214,6 +214,10 @@ pub enum GicKind {
     Gicv3,
     /// GICv2 / GIC-400 (memory-mapped CPU interface).
     Gicv2,
+    /// No GIC: the BCM2836 local interrupt controller (per core, at the ARM-local page) in
+    /// front of the BCM2835 "armctrl" controller (in the VideoCore mailbox's page), both
+    /// passed through to the guest (the Raspberry Pi 3).
+    Bcm2836,
 }
 
 /// Timers the schema knows.
@@ -235,6 +239,8 @@ pub enum EntropySource {
     Rndr,
     /// The BCM2711's iproc RNG200 (a hypervisor-owned device with `driver = "bcm-rng200"`).
     BcmRng200,
+    /// The BCM2835/7's RNG (a hypervisor-owned device with `driver = "bcm2835-rng"`).
+    Bcm2835Rng,
 }
 
 impl EntropySource {
@@ -242,6 +248,7 @@ impl EntropySource {
     pub fn driver(self) -> Option<Driver> {
         match self {
             EntropySource::BcmRng200 => Some(Driver::BcmRng200),
+            EntropySource::Bcm2835Rng => Some(Driver::Bcm2835Rng),
             EntropySource::DtbSeeds | EntropySource::Rndr => None,
         }
     }
@@ -281,6 +288,16 @@ pub enum SecretSource {
     /// the hypervisor mediates (a `bcm-mailbox` device) so that the guest cannot ask for them;
     /// programmed on the first boot from the boot's entropy when blank.
     BcmOtp,
+    /// As `bcm-otp`, in the eight customer OTP rows (36-43) instead: the BCM2837's firmware
+    /// has no private-key rows (the Raspberry Pi 3).
+    BcmCustomerOtp,
+}
+
+impl SecretSource {
+    /// Whether the secret is in the SoC's OTP, through the mediated mailbox.
+    pub fn in_otp(self) -> bool {
+        matches!(self, SecretSource::BcmOtp | SecretSource::BcmCustomerOtp)
+    }
 }
 
 /// How secondary CPUs start.
@@ -347,6 +364,8 @@ pub enum Driver {
     BcmPmWatchdog,
     /// The BCM2711's iproc RNG200.
     BcmRng200,
+    /// The BCM2835/7's RNG.
+    Bcm2835Rng,
 }
 
 /// How the hypervisor mediates a device.
@@ -372,11 +391,20 @@ pub enum Mediator {
     /// against guest RAM when the channel starts; descriptor DMA and device mode refused. One
     /// 4 KiB page inside a guest device (the FIFO windows above it stay mapped).
     Dwc2,
+    /// The BCM2836 ARM-local page (the Raspberry Pi 3's per-core interrupt routing, timers and
+    /// mailboxes): the guest routes its interrupts and sends its IPIs through mailbox 0; the
+    /// counter's source, prescaler and value, and the other mailboxes (which a loader may use to
+    /// release a core), are refused. One 4 KiB page inside a guest device.
+    Bcm2836Local,
 }
 
 /// The mediators of a single 4 KiB page inside a guest device.
-pub const SINGLE_PAGE_MEDIATORS: [Mediator; 3] =
-    [Mediator::BcmMailbox, Mediator::BcmDma, Mediator::Dwc2];
+pub const SINGLE_PAGE_MEDIATORS: [Mediator; 4] = [
+    Mediator::BcmMailbox,
+    Mediator::BcmDma,
+    Mediator::Dwc2,
+    Mediator::Bcm2836Local,
+];
 
 /// A device (or `count` identical ones, `stride` apart).
 #[derive(Debug, Clone, Deserialize)]
@@ -802,7 +830,7 @@ impl Board {
         if self.sdcard.is_some() && self.dtb.is_none() {
             return Err("[sdcard] needs [dtb]: the firmware loads the tree from the card".into());
         }
-        if self.secret == SecretSource::BcmOtp && self.mediated(Mediator::BcmMailbox).is_none() {
+        if self.secret.in_otp() && self.mediated(Mediator::BcmMailbox).is_none() {
             return Err(
                 "secret = \"bcm-otp\" needs the mailbox mediated by the hypervisor (mediator = \"bcm-mailbox\")"
                     .into(),
@@ -1206,8 +1234,11 @@ size = 0x4_0000
         assert_eq!(b.single_mediated_pages(), [0x0c09_8000]);
         assert!(invalid(usb).contains("inside a guest device"));
         assert!(
-            invalid(&format!("{guest}{usb}{}", usb.replace("\"usb\"", "\"usb2\"")))
-                .contains("only one device")
+            invalid(&format!(
+                "{guest}{usb}{}",
+                usb.replace("\"usb\"", "\"usb2\"")
+            ))
+            .contains("only one device")
         );
     }
 

@@ -13,6 +13,7 @@ pub mod dwc2;
 pub mod exit;
 pub mod guest;
 pub mod layout;
+pub mod local_page;
 pub mod mailbox;
 pub mod plan;
 

@@ -30,6 +30,11 @@ pub mod reg {
     pub const MAIL1_WRITE: u64 = 0x8a0;
     /// Mailbox 1: status (`STATUS_FULL`).
     pub const MAIL1_STATUS: u64 = 0x8b8;
+    /// The BCM2835 armctrl interrupt controller's registers (IRQ basic pending at `+0x200` to
+    /// disable basic IRQs at `+0x224`).
+    pub const LEGACY_IRQ_START: u64 = 0x200;
+    /// End of the armctrl registers.
+    pub const LEGACY_IRQ_END: u64 = 0x228;
 }
 
 /// Mailbox status: no room to post.
@@ -66,11 +71,16 @@ pub enum Register {
 }
 
 /// The action for a `size`-byte access at `offset` into the mailbox page.
-pub fn register(offset: u64, size: u8, write: bool) -> Register {
+pub fn register(offset: u64, size: u8, write: bool, legacy_irq: bool) -> Register {
     if size != 4 || !offset.is_multiple_of(4) {
         return Register::Refuse;
     }
     match (offset, write) {
+        // The BCM2835 armctrl interrupt controller, on a board where it is the guest's
+        // (pending, FIQ control, enables and disables: no addresses, nothing of the
+        // hypervisor's, which takes no interrupts).
+        (reg::LEGACY_IRQ_START..reg::LEGACY_IRQ_END, false) if legacy_irq => Register::Read,
+        (reg::LEGACY_IRQ_START..reg::LEGACY_IRQ_END, true) if legacy_irq => Register::Write,
         (reg::MAIL0_READ, false) => Register::Receive { peek: false },
         (reg::MAIL0_PEEK, false) => Register::Receive { peek: true },
         (reg::MAIL0_STATUS | reg::MAIL0_CONFIG | reg::MAIL1_STATUS, false) => Register::Read,
@@ -96,7 +106,7 @@ pub const fn phys_to_bus(pa: u64) -> u32 {
 /// Property tags the guest may use: what Linux's firmware drivers ask (firmware and board
 /// information, clocks, voltages, temperatures, power domains, the firmware GPIO expander, the
 /// PoE HAT fan, reboot notice) and the read-only framebuffer queries. Not on the list, among
-/// others: the OTP private key (read and write) and customer-OTP writes, code execution, GPU
+/// others: the OTP private key and customer rows (read and write), code execution, GPU
 /// memory allocation and locking, peripheral register access through the firmware, VCHIQ's
 /// shared-memory set-up and the VL805 reset notice (all of which hand the VideoCore an address
 /// to read or write, or reach the hypervisor's secret).
@@ -125,7 +135,6 @@ pub const ALLOWED_TAGS: &[u32] = &[
     0x0003_0009, // get turbo
     0x0003_000a, // get max temperature
     0x0003_0020, // get EDID block
-    0x0003_0021, // get customer OTP (rows 36-43, readable by any OS on a Pi)
     0x0003_0030, // get domain state
     0x0003_0041, // get GPIO state (firmware expander)
     0x0003_0043, // get GPIO config
@@ -159,6 +168,10 @@ pub const ALLOWED_TAGS: &[u32] = &[
 pub const TAG_GET_PRIVATE_KEY: u32 = 0x0003_0081;
 /// The OTP private-key rows: program (one-time: bits only ever go from 0 to 1).
 pub const TAG_SET_PRIVATE_KEY: u32 = 0x0003_8081;
+/// The customer OTP rows (36-43): read (`start, count` then the rows).
+pub const TAG_GET_CUSTOMER_OTP: u32 = 0x0003_0021;
+/// The customer OTP rows: program.
+pub const TAG_SET_CUSTOMER_OTP: u32 = 0x0003_8021;
 
 /// Whether the guest may use `tag`.
 pub fn allowed(tag: u32) -> bool {
@@ -289,15 +302,31 @@ pub fn complete(guest: &mut [u8], copy: &[u8], f: &Forwarded) {
 /// Words of the hypervisor's own OTP messages.
 pub const OTP_MESSAGE_WORDS: usize = 16;
 
-/// The message reading (`write` None) or programming the eight private-key rows.
-pub fn otp_message(write: Option<&[u8; 32]>) -> [u32; OTP_MESSAGE_WORDS] {
+/// Which eight OTP rows hold the device secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtpRows {
+    /// The private-key rows 56-63 (BCM2711 firmware).
+    PrivateKey,
+    /// The customer rows 36-43 (every Pi's firmware; the BCM2837 has no private-key rows).
+    Customer,
+}
+
+impl OtpRows {
+    /// The property tags reading and programming the rows.
+    pub const fn tags(self) -> (u32, u32) {
+        match self {
+            OtpRows::PrivateKey => (TAG_GET_PRIVATE_KEY, TAG_SET_PRIVATE_KEY),
+            OtpRows::Customer => (TAG_GET_CUSTOMER_OTP, TAG_SET_CUSTOMER_OTP),
+        }
+    }
+}
+
+/// The message reading (`write` None) or programming the eight rows of `rows`.
+pub fn otp_message(rows: OtpRows, write: Option<&[u8; 32]>) -> [u32; OTP_MESSAGE_WORDS] {
     let mut m = [0u32; OTP_MESSAGE_WORDS];
     m[0] = (OTP_MESSAGE_WORDS * 4) as u32;
-    m[2] = if write.is_some() {
-        TAG_SET_PRIVATE_KEY
-    } else {
-        TAG_GET_PRIVATE_KEY
-    };
+    let (get, set) = rows.tags();
+    m[2] = if write.is_some() { set } else { get };
     // Value buffer: first row, row count, the rows.
     m[3] = 40;
     m[5] = 0;
@@ -319,7 +348,7 @@ pub enum OtpError {
     Unsupported,
 }
 
-/// The private key from the answer to `otp_message(None)`.
+/// The eight rows from the answer to `otp_message(_, None)`.
 pub fn otp_key(answer: &[u32; OTP_MESSAGE_WORDS]) -> Result<[u8; 32], OtpError> {
     if answer[1] != RESPONSE {
         return Err(OtpError::NoAnswer);
@@ -447,25 +476,36 @@ mod tests {
     #[test]
     fn the_register_policy_allows_only_the_property_mailbox() {
         assert_eq!(
-            register(reg::MAIL0_READ, 4, false),
+            register(reg::MAIL0_READ, 4, false, false),
             Register::Receive { peek: false }
         );
-        assert_eq!(register(reg::MAIL1_WRITE, 4, true), Register::Send);
-        assert_eq!(register(reg::MAIL0_STATUS, 4, false), Register::Read);
-        assert_eq!(register(reg::MAIL0_CONFIG, 4, true), Register::Write);
+        assert_eq!(register(reg::MAIL1_WRITE, 4, true, false), Register::Send);
+        assert_eq!(register(reg::MAIL0_STATUS, 4, false, false), Register::Read);
+        assert_eq!(register(reg::MAIL0_CONFIG, 4, true, false), Register::Write);
         // Writes to mailbox 0, reads of MAIL1_WRITE, VCHIQ doorbells, the legacy interrupt
         // controller, narrow accesses.
-        assert_eq!(register(reg::MAIL0_READ, 4, true), Register::Refuse);
-        assert_eq!(register(0x840, 4, true), Register::Refuse);
-        assert_eq!(register(0x200, 4, false), Register::Refuse);
-        assert_eq!(register(reg::MAIL0_STATUS, 1, false), Register::Refuse);
-        assert_eq!(register(reg::MAIL0_STATUS + 2, 4, false), Register::Refuse);
+        assert_eq!(register(reg::MAIL0_READ, 4, true, false), Register::Refuse);
+        assert_eq!(register(0x840, 4, true, false), Register::Refuse);
+        assert_eq!(register(0x200, 4, false, false), Register::Refuse);
+        // On the Pi 3 the page also holds the guest's interrupt controller: passed through.
+        assert_eq!(register(0x200, 4, false, true), Register::Read);
+        assert_eq!(register(0x218, 4, true, true), Register::Write);
+        assert_eq!(register(0x228, 4, true, true), Register::Refuse);
+        assert_eq!(register(0x840, 4, true, true), Register::Refuse);
+        assert_eq!(
+            register(reg::MAIL0_STATUS, 1, false, false),
+            Register::Refuse
+        );
+        assert_eq!(
+            register(reg::MAIL0_STATUS + 2, 4, false, false),
+            Register::Refuse
+        );
     }
 
     #[test]
     fn otp_messages_known_answer() {
         let key: [u8; 32] = core::array::from_fn(|i| i as u8);
-        let m = otp_message(Some(&key));
+        let m = otp_message(OtpRows::PrivateKey, Some(&key));
         assert_eq!(
             m,
             [
@@ -497,9 +537,14 @@ mod tests {
         assert_eq!(otp_key(&answer), Err(OtpError::Unsupported));
         answer[1] = 0x8000_0001;
         assert_eq!(otp_key(&answer), Err(OtpError::NoAnswer));
-        let read = otp_message(None);
+        let read = otp_message(OtpRows::PrivateKey, None);
         assert_eq!(read[2], TAG_GET_PRIVATE_KEY);
         assert!(read[7..].iter().all(|&w| w == 0));
+        // The Pi 3's rows: the customer OTP tags, the same layout.
+        let c = otp_message(OtpRows::Customer, Some(&key));
+        assert_eq!((c[2], c[7]), (0x0003_8021, 0x0302_0100));
+        assert_eq!(otp_message(OtpRows::Customer, None)[2], 0x0003_0021);
+        assert!(!ALLOWED_TAGS.contains(&TAG_GET_CUSTOMER_OTP));
         assert_eq!(bus_to_phys(phys_to_bus(0x0012_3440)), 0x0012_3440);
         assert_eq!(phys_to_bus(0x0012_3440), 0xc012_3440);
     }

@@ -145,11 +145,11 @@ extern "C" fn hv_primary_main(dtb_pa: u64) -> ! {
     dtb::zero_padding(blob).unwrap_or_else(|_| fail("malformed device tree structure block"));
     let digest_dtb = vtpm::sha256(blob);
     let digest_cmdline = vtpm::sha256(dtb::bootargs(blob).unwrap_or(&[]));
-    let soc_rng = match bcm::rng200(cpu::counter, cpu::counter_frequency()) {
+    let soc_rng = match bcm::soc_rng(cpu::counter, cpu::counter_frequency()) {
         Ok(r) => Some(r),
         Err(bcm::RngAbsent::NotOnBoard) => None,
         Err(why) => {
-            println!("the SoC's RNG200 gives nothing: {why:?}");
+            println!("the SoC's RNG gives nothing: {why:?}");
             None
         }
     };

@@ -175,10 +175,12 @@ impl<'a> BoardMap<'a> {
             let page = t & !(PAGE - 1);
             map(m, (page, page + PAGE), El2Kind::ReadWrite, "the spin table")?;
         }
+        // The first GiB of guest RAM, or less where the board's first region ends sooner (the
+        // Pi 3's peripherals sit at 0x3f00_0000, inside that GiB).
         let guest = self.ram_base + self.hv_reserved;
         map(
             m,
-            (guest, self.ram_base + L1_BLOCK),
+            (guest, self.ram_base + L1_BLOCK.min(self.ram_region)),
             El2Kind::ReadWrite,
             "guest RAM",
         )
@@ -387,7 +389,8 @@ mod tests {
                 let (d, _) = m.translate(at).unwrap();
                 assert_eq!(attr(d), pagetable::MAIR_DEVICE, "{}: {at:#x}", b.name);
             }
-            for at in (map.ram_base + map.hv_reserved..map.ram_base + L1_BLOCK).step_by(1 << 21) {
+            let guest_end = map.ram_base + L1_BLOCK.min(map.ram_region);
+            for at in (map.ram_base + map.hv_reserved..guest_end).step_by(1 << 21) {
                 let (d, _) = m.translate(at).unwrap();
                 assert_eq!(attr(d), pagetable::MAIR_NORMAL, "{}: {at:#x}", b.name);
             }

@@ -160,6 +160,71 @@ pub fn rng200(counter: impl Fn() -> u64, freq: u64) -> Result<[u8; 32], RngAbsen
     Ok(out)
 }
 
+/// BCM2835/7 RNG registers (Linux `bcm2835-rng.c`, QEMU `bcm2835_rng.c`).
+mod rng2835 {
+    pub const CTRL: u64 = 0x00;
+    pub const STATUS: u64 = 0x04;
+    pub const DATA: u64 = 0x08;
+    /// `CTRL`: generator on.
+    pub const RBGEN: u32 = 1;
+    /// `STATUS`: the first words to throw away (Linux's warm-up count).
+    pub const WARMUP_COUNT: u32 = 0x40000;
+}
+
+/// 32 bytes from the BCM2835/7's RNG (`counter`, `freq`: as for [`rng200`]).
+pub fn bcm2835_rng(counter: impl Fn() -> u64, freq: u64) -> Result<[u8; 32], RngAbsent> {
+    let base = crate::board::BCM2835_RNG.ok_or(RngAbsent::NotOnBoard)?;
+    let ctrl = probe_read32(base + rng2835::CTRL).ok_or(RngAbsent::NoResponse)?;
+    if ctrl & rng2835::RBGEN == 0 {
+        write32(base + rng2835::STATUS, rng2835::WARMUP_COUNT);
+        write32(base + rng2835::CTRL, rng2835::RBGEN);
+    }
+    let deadline = counter() + freq / 20;
+    let mut out = [0u8; 32];
+    for word in out.chunks_mut(4) {
+        // The top byte of STATUS counts the words ready.
+        while read32(base + rng2835::STATUS) >> 24 == 0 {
+            if counter() > deadline {
+                return Err(RngAbsent::Failed);
+            }
+        }
+        word.copy_from_slice(&read32(base + rng2835::DATA).to_le_bytes());
+    }
+    Ok(out)
+}
+
+/// The SoC's generator, whichever the board has.
+pub fn soc_rng(counter: impl Fn() -> u64 + Copy, freq: u64) -> Result<[u8; 32], RngAbsent> {
+    match rng200(counter, freq) {
+        Err(RngAbsent::NotOnBoard) => bcm2835_rng(counter, freq),
+        r => r,
+    }
+}
+
+/// The BCM2836 ARM-local page, mediated (`crate::local_page`).
+pub mod local {
+    use crate::board::LOCAL_PAGE;
+    use crate::local_page::{Register, register};
+
+    use super::Answer;
+
+    /// Do a guest's access at `offset` into the page.
+    pub fn guest_access(offset: u64, size: u8, value: Option<u64>) -> Answer {
+        let Some(base) = LOCAL_PAGE else {
+            return Answer::Abort;
+        };
+        match register(offset, size, value.is_some()) {
+            Register::Read => Answer::Value(super::read32(base + offset)),
+            Register::Write => {
+                super::write32(base + offset, value.unwrap_or(0) as u32);
+                Answer::Done
+            }
+            Register::Ignore => Answer::Done,
+            Register::Refuse => Answer::Abort,
+        }
+    }
+}
+
 /// The VideoCore mailbox: the hypervisor's own OTP messages at boot, and the guest's property
 /// messages, mediated (`crate::mailbox` has the policy; docs/mailbox.md the format).
 pub mod mbox {
@@ -260,7 +325,7 @@ pub mod mbox {
 
     /// The OTP's private-key rows (all zero on a board never provisioned).
     pub fn otp_key() -> Result<[u8; 32], OtpError> {
-        let mut m = mailbox::otp_message(None);
+        let mut m = mailbox::otp_message(crate::board::OTP_ROWS, None);
         call(&mut m)?;
         let key = mailbox::otp_key(&m);
         m.fill(0);
@@ -269,7 +334,7 @@ pub mod mbox {
 
     /// Program the OTP's private-key rows with `key` and read them back.
     pub fn otp_program(key: &[u8; 32]) -> Result<(), OtpError> {
-        let mut m = mailbox::otp_message(Some(key));
+        let mut m = mailbox::otp_message(crate::board::OTP_ROWS, Some(key));
         let answered = call(&mut m).and_then(|()| mailbox::otp_written(&m));
         m.fill(0);
         answered?;
@@ -282,7 +347,12 @@ pub mod mbox {
     /// Do a guest's `size`-byte access at `offset` into the mailbox page (`value` for a
     /// write).
     pub fn guest_access(offset: u64, size: u8, value: Option<u64>) -> Answer {
-        match mailbox::register(offset, size, value.is_some()) {
+        match mailbox::register(
+            offset,
+            size,
+            value.is_some(),
+            crate::board::MAILBOX_LEGACY_IRQ,
+        ) {
             Register::Refuse => Answer::Abort,
             Register::Read => Answer::Value(read(offset)),
             Register::Write => {
@@ -610,9 +680,16 @@ pub mod usb {
             }
             Register::Characteristics(ch) => {
                 let mut s = STATE.lock();
-                let running = super::read32(channel_reg(base, ch, reg::HCCHAR)) & CHENA != 0;
-                if !dwc2::starts(v) || running {
+                if !dwc2::starts(v) {
+                    // Other fields, or a halt request (CHENA with CHDIS).
                     super::write32(at, v);
+                    return Answer::Done;
+                }
+                if super::read32(channel_reg(base, ch, reg::HCCHAR)) & CHENA != 0 {
+                    // Enabling a running channel changes nothing, but the transfer may end
+                    // between this read and the write: without its enable bit the write cannot
+                    // start an unchecked one.
+                    super::write32(at, v & !CHENA);
                     return Answer::Done;
                 }
                 let k = s.kept[ch];

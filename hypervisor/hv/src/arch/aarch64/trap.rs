@@ -10,7 +10,7 @@ use crate::{
         exception::{self, Mode},
         gicr,
     },
-    board::{DMA_ENGINE, GICR_FILTER, MAILBOX, MAX_CPUS, USB_HOST},
+    board::{DMA_ENGINE, GICR_FILTER, LOCAL_PAGE, MAILBOX, MAX_CPUS, USB_HOST},
     exit::{Conduit, Exit, FaultAccess, MemoryFault},
     println,
 };
@@ -316,6 +316,13 @@ fn memory_fault(f: &mut TrapFrame, m: MemoryFault) {
         && m.ipa & !0xfff == page
     {
         emulate_mmio(f, &m, super::bcm::dma::guest_access);
+        return;
+    }
+    if data
+        && let Some(page) = LOCAL_PAGE
+        && m.ipa & !0xfff == page
+    {
+        emulate_mmio(f, &m, super::bcm::local::guest_access);
         return;
     }
     if data
