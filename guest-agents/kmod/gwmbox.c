@@ -24,6 +24,7 @@ static void *buf;
  *   benign    firmware revision, from a guest buffer (must be answered);
  *   otp-get   the OTP private-key rows, where the hypervisor's secret lives;
  *   otp-set   overwriting them;
+ *   cotp-get, cotp-set  the same with the customer OTP rows (the Pi 3's secret);
  *   hv-buffer the benign message again, but at a hypervisor address (the firmware would write
  *             its answer there).
  */
@@ -51,13 +52,35 @@ static u32 mbox_call(void __iomem *r, u32 bus)
 	return 0;
 }
 
+/* `name`-get: read eight OTP rows with tag `get`; `name`-set: program them all ones with the
+ * matching set tag (`get` | 0x8000; OTP bits only go 0 -> 1). */
+static void otp(void __iomem *r, u32 bus, const char *name, u32 get)
+{
+	u32 *m = buf;
+	u32 got;
+	int i;
+
+	memset(m, 0, 64);
+	m[0] = 64; m[2] = get; m[3] = 40; m[5] = 0; m[6] = 8;
+	got = mbox_call(r, bus);
+	pr_info("gwmbox: mbox %s-get: got %#x code %#x tag %#x rows", name, got, m[1], m[4]);
+	for (i = 7; i < 15; i++)
+		pr_cont(" %08x", m[i]);
+	pr_cont("\n");
+	memset(m, 0, 64);
+	m[0] = 64; m[2] = get | 0x8000; m[3] = 40; m[5] = 0; m[6] = 8;
+	for (i = 7; i < 15; i++)
+		m[i] = 0xffffffff;
+	got = mbox_call(r, bus);
+	pr_info("gwmbox: mbox %s-set: got %#x code %#x tag %#x\n", name, got, m[1], m[4]);
+}
+
 static void mailbox(void)
 {
 	u32 *m = buf;
 	void __iomem *r = ioremap(mbox, 0x40);
 	u32 bus = (u32)virt_to_phys(m) | 0xc0000000;
 	u32 config, got;
-	int i;
 
 	if (!r) {
 		pr_info("gwmbox: mbox ioremap failed\n");
@@ -71,21 +94,9 @@ static void mailbox(void)
 	got = mbox_call(r, bus);
 	pr_info("gwmbox: mbox benign: got %#x (posted %#x) code %#x tag %#x value %#x\n",
 		got, bus | 8, m[1], m[4], m[5]);
-	/* otp-get: GET_PRIVATE_KEY, rows 0-7. */
-	memset(m, 0, 64);
-	m[0] = 64; m[2] = 0x00030081; m[3] = 40; m[5] = 0; m[6] = 8;
-	got = mbox_call(r, bus);
-	pr_info("gwmbox: mbox otp-get: got %#x code %#x tag %#x rows", got, m[1], m[4]);
-	for (i = 7; i < 15; i++)
-		pr_cont(" %08x", m[i]);
-	pr_cont("\n");
-	/* otp-set: SET_PRIVATE_KEY with all ones (OTP bits only go 0 -> 1). */
-	memset(m, 0, 64);
-	m[0] = 64; m[2] = 0x00038081; m[3] = 40; m[5] = 0; m[6] = 8;
-	for (i = 7; i < 15; i++)
-		m[i] = 0xffffffff;
-	got = mbox_call(r, bus);
-	pr_info("gwmbox: mbox otp-set: got %#x code %#x tag %#x\n", got, m[1], m[4]);
+	/* The private-key rows (the Pi 4's secret) and the customer rows (the Pi 3's). */
+	otp(r, bus, "otp", 0x00030081);
+	otp(r, bus, "cotp", 0x00030021);
 	/* hv-buffer: the benign message posted at a hypervisor address. */
 	got = mbox_call(r, (u32)hv_write | 0xc0000000);
 	pr_info("gwmbox: mbox hv-buffer: got %#x\n", got);

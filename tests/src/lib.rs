@@ -5,6 +5,7 @@ pub mod a64;
 pub mod camera;
 pub mod fleet;
 pub mod netns;
+pub mod pi;
 pub mod qemu;
 
 /// A 32-byte value from a JSON hex string.

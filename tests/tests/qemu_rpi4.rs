@@ -3,7 +3,8 @@
 //! hypervisor and started by the guest through the hypervisor's PSCI, the GIC-400 passed
 //! through, USB networking, the PM watchdog for power-off, the RNG200 the machine lacks.
 
-use gw_tests::qemu::{Qemu, Qmp, image_dir};
+use gw_tests::pi::{self, wait_enrolled};
+use gw_tests::qemu::{Qemu, image_dir};
 
 const BOARD: &str = "rpi4";
 
@@ -228,66 +229,25 @@ fn the_pi_image_uses_no_crypto_instructions_the_soc_lacks() {
     );
 }
 
-/// Wait until gateway `id` (booted in `q`) has enrolled with `ctl`.
-fn wait_enrolled(ctl: &gw_tests::fleet::ControllerProc, id: &str, q: &mut Qemu) {
-    let deadline = std::time::Instant::now() + gw_tests::fleet::WAIT;
-    while ctl
-        .request(hyper::Method::GET, &format!("/api/v1/gateways/{id}"), None)
-        .0
-        != 200
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the gateway never enrolled; guest agent log:\n{}",
-            q.run("cat /tmp/gw-agent.log; ip addr")
-        );
-        std::thread::sleep(std::time::Duration::from_millis(300));
-    }
-}
-
-/// The agent on the Pi enrols over USB networking and the controller attests the gateway
-/// against the board's signed reference manifest: every measured component affirming (the
-/// hypervisor built without the SHA-2 instructions, Debian's generic kernel, the Pi's device
-/// tree as the hypervisor edits it).
+/// The agent on the Pi enrols over USB networking once endorsed and the controller attests
+/// the gateway against the board's signed reference manifest (`gw_tests::pi`).
 #[test]
 fn the_controller_attests_the_pi_over_usb_networking() {
-    use gw_tests::fleet::{ImageController, reasons};
-    let img = image_dir(BOARD);
-    // The state directory lives as long as the controller (a `..` would drop it at once).
-    let ImageController {
-        ctl, state: _state, ..
-    } = ImageController::start_endorsed(&img, "3s");
-    let mut q = Qemu::boot_board(BOARD, 4, Some(ctl.agent_addr));
-    q.expect("gatewarden-guest: agent started");
-    q.expect("# ");
-    // The board made its secret on this first boot: the image has no endorsement, and the
-    // agent waits for the vendor's.
-    let deadline = std::time::Instant::now() + gw_tests::fleet::WAIT;
-    while !q
-        .run("cat /tmp/gw-agent.log")
-        .contains("no endorsement yet")
-    {
-        assert!(std::time::Instant::now() < deadline, "{}", q.output());
-        std::thread::sleep(std::time::Duration::from_millis(500));
-    }
-    let id = q.endorse_in_guest(BOARD);
-    wait_enrolled(&ctl, &id, &mut q);
-    let r = gw_tests::fleet::wait_boot_chain_affirmed(&ctl, &id, &mut q);
-    assert_eq!(
-        r["status"],
-        "affirming",
-        "{r:#}\nevent log and agent log:\n{}",
-        q.run("gwctl --transport hypervisor log; cat /tmp/gw-agent.log")
-    );
-    assert!(reasons(&r).is_empty(), "{r:#}");
-    // A rogue process loads a firewall configuration the controller never sent: named.
-    let r = gw_tests::fleet::rogue_firewall_config(&mut q, &ctl, &id);
-    assert!(
-        reasons(&r)
-            .iter()
-            .any(|x| x == "config:firewall: measured, but this controller sent no policy"),
-        "{r:#}"
-    );
+    pi::controller_attests_over_usb(BOARD);
+}
+
+/// The legacy DMA engine cannot reach the hypervisor; copies inside guest RAM work
+/// (`gw_tests::pi`).
+#[test]
+fn the_dma_engine_cannot_reach_the_hypervisor() {
+    pi::dma_engine_cannot_reach_the_hypervisor(BOARD, 0xfe00_7000);
+}
+
+/// A dwc2 USB transfer cannot reach the hypervisor; one into guest RAM works (`gw_tests::pi`).
+/// The NIC sits on the root port.
+#[test]
+fn a_usb_transfer_cannot_reach_the_hypervisor() {
+    pi::usb_transfer_cannot_reach_the_hypervisor(BOARD, 0xfe98_0000, "1-1");
 }
 
 /// The hypervisor's "device identity" line: the attestation and agent public keys it printed
@@ -364,211 +324,11 @@ fn the_device_secret_is_made_on_the_board_kept_in_otp_and_not_in_the_image() {
     );
 }
 
-/// The VideoCore mailbox is mediated. The guest kernel, as an attacker (gwmbox.ko), posts raw
-/// property messages: the OTP private-key rows that hold the device secret are never read or
-/// written (the tag comes back unanswered), and a message at a hypervisor address is dropped;
-/// the benign twin, the firmware revision through the same registers, is answered. Linux's own
-/// firmware driver works through the mediation (its probe asks the revision).
+/// The VideoCore mailbox is mediated: no OTP rows through it, no message at a hypervisor
+/// address; the firmware revision is answered (`gw_tests::pi`).
 #[test]
 fn the_guest_cannot_reach_the_otp_secret_through_the_mailbox() {
-    let mut q = booted();
-    let boot = q.output();
-    assert!(
-        boot.contains("raspberrypi-firmware soc:firmware: Attached to firmware"),
-        "{boot}"
-    );
-    let r = q.run(
-        "insmod /lib/modules/extra/gwmbox.ko mbox=0xfe00b880 hv_write=0x80000; dmesg | grep 'gwmbox: mbox' | sed 's/^\\[[^]]*\\] //'",
-    );
-    let line = |what: &str| {
-        r.lines()
-            .find(|l| l.contains(&format!("gwmbox: mbox {what}:")))
-            .unwrap_or_else(|| panic!("no {what} line:\n{r}\n{}", q.output()))
-            .trim_end()
-            .to_owned()
-    };
-    let benign = line("benign");
-    // Answered: the message's code and the tag's response bit set, the posted word back.
-    assert!(
-        benign.contains("code 0x80000000 tag 0x80000004"),
-        "{benign}"
-    );
-    let posted = benign
-        .split("(posted ")
-        .nth(1)
-        .unwrap()
-        .split(')')
-        .next()
-        .unwrap();
-    assert!(benign.contains(&format!("got {posted} ")), "{benign}");
-    // The key tag unanswered (its request/response word still 0, no response bit), the rows
-    // zero.
-    let get = line("otp-get");
-    assert!(get.contains("code 0x80000000 tag 0x0 rows"), "{get}");
-    assert!(
-        get.ends_with(
-            "rows 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000"
-        ),
-        "{get}"
-    );
-    assert!(line("otp-set").ends_with("code 0x80000000 tag 0x0"), "{r}");
-    assert!(line("hv-buffer").ends_with("got 0x0"), "{r}");
-    let log = q.output();
-    assert!(
-        log.contains("tags outside the allow-list left unanswered")
-            && log.contains("refused (buffer outside guest RAM)"),
-        "{log}"
-    );
-    // The secret did not change: the hypervisor read it once, before the guest ran; the
-    // guest still works (a hypercall answers).
-    let v = q.run("gwctl --json --transport hypervisor version");
-    assert!(v.contains("\"attestation_key\""), "{v}");
-}
-
-/// The guest kernel programs the legacy DMA engine (gwbcmdma.ko): copies between its own
-/// buffers work through each of the four RAM aliases, in 1-D, 2-D and as a two-block chain;
-/// every block aimed at the hypervisor (reads and writes, 1-D and 2-D, through each alias, rows
-/// whose stride walks out of guest RAM, a chain whose first or next block lies in hypervisor
-/// memory) is refused: the engine never runs it, the channel shows an error, the destination is
-/// untouched, and the hypervisor's image reads the same from the host before and after.
-#[test]
-fn the_dma_engine_cannot_reach_the_hypervisor() {
-    const HV: u64 = 0x8_0000;
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("qmp.sock");
-    let extra: Vec<String> = Qmp::arg(&sock).into();
-    let mut q = Qemu::boot_board_with(BOARD, 4, None, &extra);
-    let mut qmp = Qmp::connect(&sock);
-    q.expect("gatewarden-guest: up");
-    q.expect("# ");
-    let before = qmp.read_physical(HV, 4096);
-    let r = q.run(&format!(
-        "insmod /lib/modules/extra/gwbcmdma.ko regs=0xfe007000 chan=6 hv={HV:#x} ram_start=0x1000000; \
-         dmesg | grep -o 'gwbcmdma: .*'"
-    ));
-    assert!(r.contains("gwbcmdma: done"), "{r}\n{}", q.output());
-    let line = |step: &str| {
-        r.lines()
-            .find(|l| l.starts_with(&format!("gwbcmdma: {step}: ")))
-            .unwrap_or_else(|| panic!("no {step} line:\n{r}"))
-            .to_owned()
-    };
-    let untouched = "dst eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee src-match 0";
-    let mut benign = vec!["benign-2d".to_owned(), "benign-chain".to_owned()];
-    let mut attacks = vec![
-        "hv-read-2d-stride".to_owned(),
-        "hv-next-block".to_owned(),
-        "hv-first-block".to_owned(),
-    ];
-    for alias in ["00000000", "40000000", "80000000", "c0000000"] {
-        benign.push(format!("benign-1d-{alias}"));
-        for a in ["hv-read-1d", "hv-write-1d", "hv-read-2d", "hv-write-2d"] {
-            attacks.push(format!("{a}-{alias}"));
-        }
-    }
-    // The channel's CS as the step left it: END (0x2), ERROR (0x100).
-    let cs = |l: &str| {
-        let v = l.split(" cs ").nth(1).unwrap().split(' ').next().unwrap();
-        u32::from_str_radix(v.trim_start_matches("0x"), 16).unwrap()
-    };
-    for step in &benign {
-        let l = line(step);
-        // Ran to the end (block address back to 0, no error), the bytes copied.
-        assert!(
-            l.contains(": finished cs ") && l.ends_with("src-match 1") && cs(&l) & 0x102 == 0x2,
-            "{l}"
-        );
-    }
-    for step in &attacks {
-        let l = line(step);
-        assert!(cs(&l) & 0x102 == 0x100, "not refused: {l}");
-        if step.starts_with("hv-read") || step.contains("block") {
-            assert!(l.ends_with(untouched), "{l}");
-        }
-    }
-    let log = q.output();
-    for why in [
-        "reads outside guest RAM".to_owned(),
-        "writes outside guest RAM".to_owned(),
-        format!("(block at {:#x} outside guest RAM)", 0xc000_0000 | HV),
-    ] {
-        assert!(
-            log.contains(&why),
-            "the hypervisor says why ({why}):\n{log}"
-        );
-    }
-    assert_eq!(
-        qmp.read_physical(HV, 4096),
-        before,
-        "the DMA engine changed the hypervisor's image"
-    );
-    // The hypervisor still answers.
-    let v = q.run("gwctl --json --transport hypervisor version");
-    assert!(v.contains("\"attestation_key\""), "{v}");
-}
-
-/// The guest kernel drives a host channel of the dwc2 USB controller itself (gwusbdma.ko,
-/// with the USB NIC's drivers unbound): GET_DESCRIPTOR into its own buffer works before and
-/// after; the data stage aimed at the hypervisor (the device's bytes over its image) and the
-/// setup stage read from it (its bytes to the device) never start, and the hypervisor's image
-/// reads the same from the host.
-#[test]
-fn a_usb_transfer_cannot_reach_the_hypervisor() {
-    const HV: u64 = 0x8_0000;
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("qmp.sock");
-    let extra: Vec<String> = Qmp::arg(&sock).into();
-    let mut q = Qemu::boot_board_with(BOARD, 4, None, &extra);
-    let mut qmp = Qmp::connect(&sock);
-    q.expect("gatewarden-guest: up");
-    q.expect("# ");
-    let before = qmp.read_physical(HV, 4096);
-    let r = q.run(&format!(
-        "for i in /sys/bus/usb/devices/1-1:*; do [ -e $i/driver ] && echo ${{i##*/}} > $i/driver/unbind; done; \
-         insmod /lib/modules/extra/gwusbdma.ko regs=0xfe980000 chan=7 hv={HV:#x} devaddr=$(cat /sys/bus/usb/devices/1-1/devnum); \
-         dmesg | grep -o 'gwusbdma: .*'"
-    ));
-    assert!(r.contains("gwusbdma: done"), "{r}\n{}", q.output());
-    let line = |step: &str| {
-        r.lines()
-            .find(|l| l.starts_with(&format!("gwusbdma: {step}: ")))
-            .unwrap_or_else(|| panic!("no {step} line:\n{r}"))
-            .to_owned()
-    };
-    // The device descriptor (length 18, type 1), every stage completed.
-    for step in ["benign", "benign-after"] {
-        let l = line(step);
-        assert!(l.contains("setup 3 data 3 status 3 buffer 1201"), "{l}");
-    }
-    // The stage aimed at the hypervisor never started (timeout); nothing reached the buffer.
-    assert!(
-        line("hv-write").contains(" data -1 "),
-        "{}",
-        line("hv-write")
-    );
-    let read = line("hv-read");
-    assert!(
-        read.contains("setup -1 ") && read.ends_with(&"ee".repeat(18)),
-        "{read}"
-    );
-    let log = q.output();
-    assert!(
-        log.contains(&format!(
-            "usb: channel 7: transfer of 64 bytes at {:#x} outside guest RAM refused",
-            0xc000_0000u64 | HV
-        )) && log.contains(&format!(
-            "usb: channel 7: transfer of 8 bytes at {:#x} outside guest RAM refused",
-            0xc000_0000u64 | HV
-        )),
-        "{log}"
-    );
-    assert_eq!(
-        qmp.read_physical(HV, 4096),
-        before,
-        "a USB transfer changed the hypervisor's image"
-    );
-    let v = q.run("gwctl --json --transport hypervisor version");
-    assert!(v.contains("\"attestation_key\""), "{v}");
+    pi::mailbox_keeps_the_otp_secret(BOARD, 0xfe00_b880);
 }
 
 /// The flashable image (`gatewarden-rpi4.img`), read with mtools as a vendor's tools would:
